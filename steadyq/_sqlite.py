@@ -1,0 +1,197 @@
+"""One SQLite database file shared by the queue and the telemetry store.
+
+WAL mode lets readers (the CLI, a watch) run beside writers; a busy timeout makes
+several worker processes on one host queue up for the write lock instead of
+failing; every write is one short ``BEGIN IMMEDIATE`` transaction. With
+``synchronous=NORMAL`` a committed transaction survives the death of any process
+(kill -9 included); only a power cut can lose the last few commits.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from steadyq.errors import BackendError, BackendUnavailable, ConfigError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS steadyq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS messages (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    body         BLOB NOT NULL,
+    attributes   TEXT,
+    published_at REAL NOT NULL,
+    visible_at   REAL NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    lease_token  TEXT,
+    replays      INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_visible ON messages (visible_at);
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    message_id       TEXT PRIMARY KEY,
+    request_id       TEXT,
+    reason           TEXT NOT NULL,
+    detail           TEXT NOT NULL,
+    attempts         INTEGER NOT NULL,
+    payload          BLOB NOT NULL,
+    attributes       TEXT,
+    published_at     REAL NOT NULL,
+    dead_lettered_at REAL NOT NULL,
+    replays          INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS dead_letters_at ON dead_letters (dead_lettered_at);
+
+CREATE TABLE IF NOT EXISTS events (
+    id           INTEGER PRIMARY KEY,
+    ts           REAL NOT NULL,
+    kind         TEXT NOT NULL,
+    severity     TEXT NOT NULL,
+    sev_rank     INTEGER NOT NULL,
+    message      TEXT,
+    execution_id TEXT,
+    message_id   TEXT,
+    request_id   TEXT,
+    attempt      INTEGER,
+    reason       TEXT,
+    duration_ms  REAL,
+    data         TEXT
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts);
+
+CREATE TABLE IF NOT EXISTS executions (
+    execution_id TEXT PRIMARY KEY,
+    status       TEXT NOT NULL,
+    started_at   REAL NOT NULL,
+    ready_at     REAL,
+    finished_at  REAL,
+    data         TEXT
+);
+CREATE INDEX IF NOT EXISTS executions_started ON executions (started_at);
+
+CREATE TABLE IF NOT EXISTS requests (
+    request_id   TEXT PRIMARY KEY,
+    status       TEXT NOT NULL,
+    message_id   TEXT,
+    execution_id TEXT,
+    updated_at   REAL NOT NULL,
+    completed_at REAL
+);
+"""
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a ``sqlite:///relative`` or ``sqlite:////absolute`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigError(f"not a sqlite URL: {url!r}")
+    if parts.netloc:
+        raise ConfigError(
+            f"sqlite URL {url!r} has a host; use sqlite:///relative.db or sqlite:////abs/path.db"
+        )
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise ConfigError(f"sqlite URL {url!r} names no file")
+    return path
+
+
+def busy_timeout_ms(url: str) -> int:
+    query = parse_qs(urlsplit(url).query)
+    try:
+        return int(query.get("busy_timeout_ms", ["30000"])[0])
+    except ValueError:
+        raise ConfigError(f"busy_timeout_ms in {url!r} must be an integer") from None
+
+
+class SqliteDatabase:
+    """A connection with the schema in place and a transaction helper.
+
+    One object per process (connections must not cross a fork). Thread-safe: a lock
+    serialises use of the connection.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30000) -> None:
+        self.path = str(path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(
+                self.path,
+                timeout=busy_timeout_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self.conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self._lock = threading.RLock()
+            self._create_schema()
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        self._closed = False
+
+    def _create_schema(self) -> None:
+        with self.transaction() as conn:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            row = conn.execute(
+                "SELECT value FROM steadyq_meta WHERE key='schema_version'"
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO steadyq_meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise BackendUnavailable(
+                    f"{self.path} was written by a newer steadyq (schema {row[0]}); upgrade"
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``); driver errors become BackendError."""
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise BackendError(f"SQLite {self.path}: cannot begin: {exc}") from exc
+            try:
+                yield self.conn
+            except sqlite3.Error as exc:
+                self.conn.execute("ROLLBACK")
+                raise BackendError(f"SQLite {self.path}: {exc}") from exc
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self.conn.execute("ROLLBACK")
+                    raise BackendError(f"SQLite {self.path}: cannot commit: {exc}") from exc
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """Reads outside a write transaction; driver errors become BackendError."""
+        with self._lock:
+            try:
+                yield self.conn
+            except sqlite3.Error as exc:
+                raise BackendError(f"SQLite {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self.conn.close()

@@ -1,0 +1,286 @@
+"""A complete in-process queue and store, for unit tests and embedding.
+
+It keeps every promise of the contract except durability: it lives and dies with
+the process. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from steadyq.brokers.base import (
+    Attributes,
+    DeadLetter,
+    Delivery,
+    DlqFilter,
+    Queue,
+    QueueStats,
+    Settlement,
+    SettleResult,
+    check_publish_args,
+    check_pull_args,
+)
+from steadyq.errors import LeaseLost, NotFound
+from steadyq.telemetry.events import Event, severity_rank
+from steadyq.telemetry.store import (
+    RUNNING,
+    EventFilter,
+    EventStore,
+    ExecutionRecord,
+    execution_updates,
+    ledger_update,
+)
+
+
+@dataclass(slots=True)
+class _Message:
+    seq: int
+    body: bytes
+    attributes: dict[str, str]
+    published_at: float
+    visible_at: float
+    attempts: int = 0
+    lease_token: str | None = None
+    replays: int = 0
+    last_error: str | None = None
+
+
+class MemoryStore(EventStore):
+    """Events, executions and the ledger in memory."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._events: list[Event] = []
+        self._executions: dict[str, ExecutionRecord] = {}
+        self._ledger: dict[str, str] = {}
+
+    def write(self, events: Sequence[Event]) -> None:
+        with self._lock:
+            for event in events:
+                self._events.append(event)
+                change = execution_updates(event)
+                if change is not None and event.execution_id is not None:
+                    self._apply_execution(event.execution_id, *change)
+                status = ledger_update(event)
+                if status is not None and event.request_id is not None:
+                    if self._ledger.get(event.request_id) != "completed":
+                        self._ledger[event.request_id] = status
+
+    def _apply_execution(self, execution_id: str, what: str, values: dict[str, object]) -> None:
+        current = self._executions.get(execution_id)
+        if what == "start":
+            if current is None:
+                self._executions[execution_id] = ExecutionRecord(
+                    execution_id, RUNNING, float(values["started_at"]),  # type: ignore[arg-type]
+                    data=dict(values["data"]),  # type: ignore[call-overload]
+                )
+        elif current is not None and what == "ready":
+            self._executions[execution_id] = replace(
+                current, ready_at=values["ready_at"]  # type: ignore[arg-type]
+            )
+        elif current is not None:
+            self._executions[execution_id] = replace(
+                current,
+                finished_at=values["finished_at"],  # type: ignore[arg-type]
+                status=str(values["status"]),
+                data={**current.data, **values["data"]},  # type: ignore[dict-item]
+            )
+
+    def events(self, where: EventFilter | None = None) -> list[Event]:
+        where = where or EventFilter()
+        rank = None if where.min_severity is None else severity_rank(where.min_severity)
+        with self._lock:
+            found = [
+                e
+                for e in self._events
+                if (where.kinds is None or e.kind in where.kinds)
+                and (where.since is None or e.timestamp >= where.since)
+                and (where.until is None or e.timestamp < where.until)
+                and (rank is None or severity_rank(e.severity) >= rank)
+                and (where.execution_id is None or e.execution_id == where.execution_id)
+                and (where.message_id is None or e.message_id == where.message_id)
+                and (where.request_id is None or e.request_id == where.request_id)
+            ]
+        found.sort(key=lambda e: e.timestamp, reverse=where.newest_first)
+        return found if where.limit is None else found[: where.limit]
+
+    def executions(
+        self, *, since: float | None = None, limit: int | None = None
+    ) -> list[ExecutionRecord]:
+        with self._lock:
+            rows = [
+                r for r in self._executions.values() if since is None or r.started_at >= since
+            ]
+        rows.sort(key=lambda r: r.started_at, reverse=True)
+        return rows if limit is None else rows[:limit]
+
+    def completed(self, request_ids: Iterable[str]) -> set[str]:
+        with self._lock:
+            return {r for r in request_ids if self._ledger.get(r) == "completed"}
+
+
+class MemoryQueue(Queue):
+    """The queue contract in memory, with a colocated :class:`MemoryStore`."""
+
+    scheme = "memory"
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._seq = itertools.count(1)
+        self._messages: dict[int, _Message] = {}
+        self._dead: dict[str, DeadLetter] = {}
+        self._store = MemoryStore()
+
+    @property
+    def colocated_store(self) -> MemoryStore:
+        return self._store
+
+    def publish(self, body: bytes, attributes: Attributes | None = None) -> str:
+        return self.publish_batch([(body, attributes)])[0]
+
+    def publish_batch(self, items: Iterable[tuple[bytes, Attributes | None]]) -> list[str]:
+        checked = [(bytes(b), check_publish_args(b, a)) for b, a in items]
+        now = self.clock()
+        with self._lock:
+            ids = []
+            for body, attrs in checked:
+                seq = next(self._seq)
+                self._messages[seq] = _Message(seq, body, attrs, now, now)
+                ids.append(str(seq))
+            return ids
+
+    def pull(self, max_messages: int, lease_s: float) -> list[Delivery]:
+        check_pull_args(max_messages, lease_s)
+        now = self.clock()
+        token = secrets.token_hex(8)
+        until = now + lease_s
+        with self._lock:
+            ready = sorted(
+                (m for m in self._messages.values() if m.visible_at <= now),
+                key=lambda m: (m.visible_at, m.seq),
+            )[:max_messages]
+            out = []
+            for m in sorted(ready, key=lambda m: m.seq):
+                m.attempts += 1
+                m.lease_token = token
+                m.visible_at = until
+                out.append(
+                    Delivery(
+                        str(m.seq), m.body, dict(m.attributes), m.attempts, m.published_at,
+                        token, until, m.replays, m.last_error,
+                    )
+                )
+            return out
+
+    def _held(self, delivery: Delivery) -> _Message | None:
+        m = self._messages.get(int(delivery.message_id))
+        return m if m is not None and m.lease_token == delivery.lease_token else None
+
+    def settle(self, settlements: Sequence[Settlement]) -> SettleResult:
+        now = self.clock()
+        applied: list[Settlement] = []
+        lost: list[Settlement] = []
+        with self._lock:
+            for item in settlements:
+                m = self._held(item.delivery)
+                if m is None:
+                    lost.append(item)
+                    continue
+                if item.action == "ack":
+                    del self._messages[m.seq]
+                elif item.action == "nack":
+                    m.lease_token = None
+                    m.visible_at = now + max(0.0, item.delay_s)
+                    if item.detail is not None:
+                        m.last_error = item.detail
+                else:
+                    del self._messages[m.seq]
+                    self._dead[str(m.seq)] = DeadLetter(
+                        message_id=str(m.seq),
+                        request_id=item.request_id,
+                        reason=item.reason or "unspecified",
+                        detail=item.detail or "",
+                        attempts=m.attempts,
+                        payload=m.body,
+                        attributes=dict(m.attributes),
+                        published_at=m.published_at,
+                        dead_lettered_at=now,
+                        replays=m.replays,
+                    )
+                applied.append(item)
+                if item.events:
+                    self._store.write(item.events)
+        return SettleResult(tuple(applied), tuple(lost))
+
+    def extend(self, delivery: Delivery, lease_s: float) -> Delivery:
+        check_pull_args(1, lease_s)
+        until = self.clock() + lease_s
+        with self._lock:
+            m = self._held(delivery)
+            if m is None:
+                raise LeaseLost(f"message {delivery.message_id} was leased again")
+            m.visible_at = until
+        return replace(delivery, leased_until=until)
+
+    def stats(self) -> QueueStats:
+        now = self.clock()
+        with self._lock:
+            msgs = list(self._messages.values())
+            dead = len(self._dead)
+        return QueueStats(
+            ready=sum(m.visible_at <= now for m in msgs),
+            in_flight=sum(m.visible_at > now and m.lease_token is not None for m in msgs),
+            delayed=sum(m.visible_at > now and m.lease_token is None for m in msgs),
+            dead_lettered=dead,
+            oldest_unacked_age_s=(
+                max(0.0, now - min(m.published_at for m in msgs)) if msgs else None
+            ),
+        )
+
+    def dlq_list(self, where: DlqFilter | None = None) -> list[DeadLetter]:
+        where = where or DlqFilter()
+        with self._lock:
+            letters = sorted(
+                (d for d in self._dead.values() if where.matches(d)),
+                key=lambda d: (d.dead_lettered_at, d.message_id),
+            )
+        return letters if where.limit is None else letters[: where.limit]
+
+    def dlq_get(self, message_id: str) -> DeadLetter:
+        with self._lock:
+            try:
+                return self._dead[message_id]
+            except KeyError:
+                raise NotFound(f"no dead letter with message id {message_id!r}") from None
+
+    def dlq_replay(
+        self, where: DlqFilter, *, max_replays: int = 3, dry_run: bool = False
+    ) -> list[tuple[DeadLetter, str | None]]:
+        now = self.clock()
+        out: list[tuple[DeadLetter, str | None]] = []
+        with self._lock:
+            for letter in self.dlq_list(where):
+                if dry_run or letter.replays >= max_replays:
+                    out.append((letter, None))
+                    continue
+                seq = next(self._seq)
+                self._messages[seq] = _Message(
+                    seq, letter.payload, dict(letter.attributes), now, now,
+                    replays=letter.replays + 1,
+                )
+                del self._dead[letter.message_id]
+                out.append((letter, str(seq)))
+        return out
+
+    def dlq_purge(self, where: DlqFilter) -> int:
+        with self._lock:
+            doomed = self.dlq_list(where)
+            for letter in doomed:
+                del self._dead[letter.message_id]
+        return len(doomed)

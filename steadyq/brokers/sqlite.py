@@ -1,0 +1,321 @@
+"""The embedded queue: one SQLite file, safe for several worker processes on one host.
+
+Visibility is one column, ``visible_at``: a message is ready when
+``visible_at <= now``. A pull sets it to the lease's end (and stamps a lease
+token), a nack to ``now + delay`` (and clears the token). So an expired lease
+needs no sweeper: the message is simply ready again, and its next pull raises the
+attempt count as any pull does.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from steadyq._sqlite import SqliteDatabase, busy_timeout_ms, sqlite_path
+from steadyq.brokers.base import (
+    Attributes,
+    DeadLetter,
+    Delivery,
+    DlqFilter,
+    Queue,
+    QueueStats,
+    Settlement,
+    SettleResult,
+    check_publish_args,
+    check_pull_args,
+)
+from steadyq.errors import LeaseLost, NotFound
+from steadyq.telemetry.store_sqlite import SqliteStore, write_events
+
+_DLQ_COLUMNS = (
+    "message_id, request_id, reason, detail, attempts, payload, attributes, published_at,"
+    " dead_lettered_at, replays"
+)
+
+
+def _attrs_text(attrs: dict[str, str]) -> str | None:
+    return json.dumps(attrs, separators=(",", ":")) if attrs else None
+
+
+def _attrs(text: str | None) -> dict[str, str]:
+    return json.loads(text) if text else {}
+
+
+def _letter(row: Sequence[Any]) -> DeadLetter:
+    return DeadLetter(
+        message_id=row[0],
+        request_id=row[1],
+        reason=row[2],
+        detail=row[3],
+        attempts=row[4],
+        payload=bytes(row[5]),
+        attributes=_attrs(row[6]),
+        published_at=row[7],
+        dead_lettered_at=row[8],
+        replays=row[9],
+    )
+
+
+def _where(where: DlqFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if where.reason is not None:
+        clauses.append("reason = ?")
+        params.append(where.reason)
+    if where.since is not None:
+        clauses.append("dead_lettered_at >= ?")
+        params.append(where.since)
+    if where.before is not None:
+        clauses.append("dead_lettered_at < ?")
+        params.append(where.before)
+    if where.message_ids is not None:
+        if not where.message_ids:
+            clauses.append("0")
+        else:
+            clauses.append(f"message_id IN ({','.join('?' * len(where.message_ids))})")
+            params.extend(where.message_ids)
+    sql = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    sql += " ORDER BY dead_lettered_at, message_id"
+    if where.limit is not None:
+        sql += " LIMIT ?"
+        params.append(where.limit)
+    return sql, params
+
+
+class SqliteQueue(Queue):
+    """The queue contract on a SQLite file; see the module docstring for the design."""
+
+    scheme = "sqlite"
+
+    def __init__(
+        self,
+        db: SqliteDatabase,
+        *,
+        clock: Callable[[], float] = time.time,
+        owns_db: bool = False,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self._owns_db = owns_db
+        self._store = SqliteStore(db)
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteQueue:
+        db = SqliteDatabase(sqlite_path(url), busy_timeout_ms=busy_timeout_ms(url))
+        return cls(db, clock=clock, owns_db=True)
+
+    @property
+    def colocated_store(self) -> SqliteStore:
+        return self._store
+
+    def publish(self, body: bytes, attributes: Attributes | None = None) -> str:
+        return self.publish_batch([(body, attributes)])[0]
+
+    def publish_batch(self, items: Iterable[tuple[bytes, Attributes | None]]) -> list[str]:
+        rows = []
+        for body, attributes in items:
+            attrs = check_publish_args(body, attributes)
+            rows.append((bytes(body), _attrs_text(attrs)))
+        now = self.clock()
+        ids: list[str] = []
+        with self.db.transaction() as conn:
+            for body_bytes, attrs_text in rows:
+                cur = conn.execute(
+                    "INSERT INTO messages (body, attributes, published_at, visible_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (body_bytes, attrs_text, now, now),
+                )
+                ids.append(str(cur.lastrowid))
+        return ids
+
+    def pull(self, max_messages: int, lease_s: float) -> list[Delivery]:
+        check_pull_args(max_messages, lease_s)
+        now = self.clock()
+        token = secrets.token_hex(8)
+        until = now + lease_s
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                "UPDATE messages SET attempts = attempts + 1, lease_token = ?, visible_at = ?"
+                " WHERE seq IN (SELECT seq FROM messages WHERE visible_at <= ?"
+                " ORDER BY visible_at LIMIT ?)"
+                " RETURNING seq, body, attributes, attempts, published_at, replays, last_error",
+                (token, until, now, max_messages),
+            ).fetchall()
+        rows.sort(key=lambda r: r[0])
+        return [
+            Delivery(
+                message_id=str(r[0]),
+                body=bytes(r[1]),
+                attributes=_attrs(r[2]),
+                attempt=r[3],
+                published_at=r[4],
+                lease_token=token,
+                leased_until=until,
+                replays=r[5],
+                last_error=r[6],
+            )
+            for r in rows
+        ]
+
+    def settle(self, settlements: Sequence[Settlement]) -> SettleResult:
+        if not settlements:
+            return SettleResult()
+        now = self.clock()
+        applied: list[Settlement] = []
+        lost: list[Settlement] = []
+        with self.db.transaction() as conn:
+            for item in settlements:
+                if self._apply(conn, item, now):
+                    applied.append(item)
+                    if item.events:
+                        write_events(conn, item.events)
+                else:
+                    lost.append(item)
+        return SettleResult(tuple(applied), tuple(lost))
+
+    def _apply(self, conn: sqlite3.Connection, item: Settlement, now: float) -> bool:
+        d = item.delivery
+        key = (int(d.message_id), d.lease_token)
+        if item.action == "ack":
+            cur = conn.execute("DELETE FROM messages WHERE seq = ? AND lease_token = ?", key)
+            return cur.rowcount == 1
+        if item.action == "nack":
+            cur = conn.execute(
+                "UPDATE messages SET lease_token = NULL, visible_at = ?,"
+                " last_error = COALESCE(?, last_error) WHERE seq = ? AND lease_token = ?",
+                (now + max(0.0, item.delay_s), item.detail, *key),
+            )
+            return cur.rowcount == 1
+        row = conn.execute(
+            "DELETE FROM messages WHERE seq = ? AND lease_token = ?"
+            " RETURNING body, attributes, published_at, attempts, replays",
+            key,
+        ).fetchone()
+        if row is None:
+            return False
+        conn.execute(
+            f"INSERT OR REPLACE INTO dead_letters ({_DLQ_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                d.message_id,
+                item.request_id,
+                item.reason or "unspecified",
+                item.detail or "",
+                row[3],
+                row[0],
+                row[1],
+                row[2],
+                now,
+                row[4],
+            ),
+        )
+        return True
+
+    def extend(self, delivery: Delivery, lease_s: float) -> Delivery:
+        check_pull_args(1, lease_s)
+        until = self.clock() + lease_s
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE messages SET visible_at = ? WHERE seq = ? AND lease_token = ?",
+                (until, int(delivery.message_id), delivery.lease_token),
+            )
+            if cur.rowcount != 1:
+                raise LeaseLost(f"message {delivery.message_id} was leased again")
+        return _replace_lease(delivery, until)
+
+    def stats(self) -> QueueStats:
+        now = self.clock()
+        with self.db.reading() as conn:
+            ready, in_flight, delayed, oldest = conn.execute(
+                "SELECT COALESCE(SUM(visible_at <= ?), 0),"
+                " COALESCE(SUM(visible_at > ? AND lease_token IS NOT NULL), 0),"
+                " COALESCE(SUM(visible_at > ? AND lease_token IS NULL), 0),"
+                " MIN(published_at) FROM messages",
+                (now, now, now),
+            ).fetchone()
+            (dead,) = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()
+        return QueueStats(
+            ready=ready,
+            in_flight=in_flight,
+            delayed=delayed,
+            dead_lettered=dead,
+            oldest_unacked_age_s=None if oldest is None else max(0.0, now - oldest),
+        )
+
+    def dlq_list(self, where: DlqFilter | None = None) -> list[DeadLetter]:
+        sql, params = _where(where or DlqFilter())
+        with self.db.reading() as conn:
+            rows = conn.execute(f"SELECT {_DLQ_COLUMNS} FROM dead_letters{sql}", params)
+            return [_letter(r) for r in rows]
+
+    def dlq_get(self, message_id: str) -> DeadLetter:
+        with self.db.reading() as conn:
+            row = conn.execute(
+                f"SELECT {_DLQ_COLUMNS} FROM dead_letters WHERE message_id = ?", (message_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no dead letter with message id {message_id!r}")
+        return _letter(row)
+
+    def dlq_replay(
+        self, where: DlqFilter, *, max_replays: int = 3, dry_run: bool = False
+    ) -> list[tuple[DeadLetter, str | None]]:
+        sql, params = _where(where)
+        now = self.clock()
+        out: list[tuple[DeadLetter, str | None]] = []
+        with self.db.transaction() as conn:
+            letters = [
+                _letter(r)
+                for r in conn.execute(f"SELECT {_DLQ_COLUMNS} FROM dead_letters{sql}", params)
+            ]
+            for letter in letters:
+                if dry_run or letter.replays >= max_replays:
+                    out.append((letter, None))
+                    continue
+                cur = conn.execute(
+                    "INSERT INTO messages (body, attributes, published_at, visible_at, replays)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        letter.payload,
+                        _attrs_text(dict(letter.attributes)),
+                        now,
+                        now,
+                        letter.replays + 1,
+                    ),
+                )
+                conn.execute(
+                    "DELETE FROM dead_letters WHERE message_id = ?", (letter.message_id,)
+                )
+                out.append((letter, str(cur.lastrowid)))
+        return out
+
+    def dlq_purge(self, where: DlqFilter) -> int:
+        sql, params = _where(DlqFilter(where.reason, where.since, where.before, where.message_ids))
+        with self.db.transaction() as conn:
+            if where.limit is None:
+                cur = conn.execute(
+                    "DELETE FROM dead_letters WHERE message_id IN"
+                    f" (SELECT message_id FROM dead_letters{sql})",
+                    params,
+                )
+            else:
+                cur = conn.execute(
+                    "DELETE FROM dead_letters WHERE message_id IN"
+                    f" (SELECT message_id FROM dead_letters{sql} LIMIT ?)",
+                    [*params, where.limit],
+                )
+            return cur.rowcount
+
+    def close(self) -> None:
+        if self._owns_db:
+            self.db.close()
+
+
+def _replace_lease(delivery: Delivery, until: float) -> Delivery:
+    from dataclasses import replace
+
+    return replace(delivery, leased_until=until)

@@ -1,0 +1,692 @@
+"""The ``steadyq`` command: parse, build settings, call the library, return an exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from steadyq import dlq as dlq_ops
+from steadyq.brokers import open_queue, store_for
+from steadyq.brokers.base import DlqFilter, Queue
+from steadyq.config import Settings, load_settings
+from steadyq.durations import format_duration, parse_duration, parse_time_or_age, rfc3339
+from steadyq.errors import (
+    BackendUnavailable,
+    ConfigError,
+    HandlerLoadError,
+    NotFound,
+    SteadyqError,
+)
+from steadyq.telemetry.events import KINDS, LOG, SEVERITIES
+from steadyq.telemetry.store import EventFilter, EventStore
+from steadyq.worker import ExitCode
+
+app = typer.Typer(
+    name="steadyq",
+    help="Queue-driven workers that cannot be poisoned, and the tools to inspect them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dlq_app = typer.Typer(help="Inspect, replay and purge the dead-letter queue.", no_args_is_help=True)
+queue_app = typer.Typer(help="Look at the queue itself.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(queue_app, name="queue")
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="STEADYQ_URL",
+        help="Queue and store URL (default sqlite:///steadyq.db in this folder).",
+        show_default=False,
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="Settings file (default ./steadyq.toml when present)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON array instead of a table.")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", help="Only since this age (24h, 7d) or RFC 3339 time."),
+]
+LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="At most this many rows.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(Text("error: ", style="bold red") + Text(message))
+    raise typer.Exit(code)
+
+
+def _code_for(exc: SteadyqError) -> int:
+    if isinstance(exc, HandlerLoadError):
+        return ExitCode.HANDLER_UNLOADABLE
+    if isinstance(exc, ConfigError):
+        return ExitCode.USAGE
+    if isinstance(exc, BackendUnavailable):
+        return ExitCode.BACKEND_UNAVAILABLE
+    return ExitCode.ERROR
+
+
+def settings_for(url: str | None, config: Path | None, worker: dict[str, Any] | None = None
+                 ) -> Settings:
+    return load_settings(config, overrides={"url": url, "worker": worker or {}})
+
+
+def _open(url: str | None, config: Path | None) -> tuple[Queue, EventStore]:
+    settings = settings_for(url, config)
+    queue = open_queue(settings.url)
+    return queue, store_for(queue)
+
+
+def safe(value: object, limit: int | None = 200) -> Text:
+    """Text for a terminal: control characters escaped, markup inert, long values cut."""
+    text = "" if value is None else str(value)
+    cleaned = "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+    if limit is not None and len(cleaned) > limit:
+        cleaned = cleaned[: limit - 1] + "…"
+    return Text(cleaned)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=True, indent=2, default=str) + "\n")
+
+
+def _since(value: str | None) -> float | None:
+    return None if value is None else parse_time_or_age(value, now=time.time())
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def _guard(fn: Callable[[], int | None]) -> None:
+    try:
+        code = fn()
+    except SteadyqError as exc:
+        fail(str(exc), _code_for(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    raise typer.Exit(code or 0)
+
+
+# -- publish ------------------------------------------------------------------
+
+
+def _read_lines(path: str) -> Iterator[bytes]:
+    stream = sys.stdin.buffer if path == "-" else Path(path).open("rb")  # noqa: SIM115
+    try:
+        for line in stream:
+            body = line[:-1] if line.endswith(b"\n") else line
+            if body:
+                yield body
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+@app.command()
+def publish(
+    file: Annotated[str, typer.Argument(help="File with one message body per line; - for stdin.")],
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    attribute: Annotated[
+        list[str] | None,
+        typer.Option("--attribute", "-a", help="KEY=VALUE attribute on every message."),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Messages per publish batch.")] = 500,
+    json_out: JsonOpt = False,
+) -> None:
+    """Publish each line of FILE verbatim (bytes) as one message. Empty lines are skipped."""
+
+    def run() -> int:
+        attrs: dict[str, str] = {}
+        for item in attribute or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--attribute {item!r} must look like KEY=VALUE")
+            attrs[key] = value
+        if file != "-" and not Path(file).is_file():
+            raise ConfigError(f"no such file: {file}")
+        queue, _ = _open(url, config)
+        ids: list[str] = []
+        chunk: list[tuple[bytes, dict[str, str]]] = []
+        with queue:
+            for body in _read_lines(file):
+                chunk.append((body, attrs))
+                if len(chunk) >= batch:
+                    ids += queue.publish_batch(chunk)
+                    chunk = []
+                    if not json_out and len(ids) % 10000 < batch:
+                        err.print(f"published {len(ids)} …")
+            if chunk:
+                ids += queue.publish_batch(chunk)
+        if json_out:
+            _print_json({"published": len(ids), "message_ids": ids})
+        else:
+            out.print(f"published {len(ids)} messages")
+        return 0
+
+    _guard(run)
+
+
+# -- worker -------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    handler: Annotated[
+        str | None,
+        typer.Option(help="Handler as module:callable, called as handler(request, ctx)."),
+    ] = None,
+    runner: Annotated[
+        str | None,
+        typer.Option(
+            help="'process' (default): each call in a supervised child with a hard deadline. "
+            "'inline': in the worker process, soft deadline only; for trusted fast handlers.",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Handler processes (default: cores).")
+    ] = None,
+    deadline: Annotated[
+        str | None, typer.Option(help="Hard deadline of one call, e.g. 600 or 10m.")
+    ] = None,
+    max_runtime: Annotated[
+        str | None,
+        typer.Option(help="Time budget of this execution, e.g. 1800 or 30m; stops pulling in time."),
+    ] = None,
+    drain: Annotated[
+        bool | None,
+        typer.Option("--drain/--forever", help="Exit when nothing is ready or in flight."),
+    ] = None,
+    max_attempts: Annotated[int | None, typer.Option(min=1, help="Attempts before the DLQ.")] = None,
+    retry_min: Annotated[str | None, typer.Option(help="Shortest retry delay (10s).")] = None,
+    retry_max: Annotated[str | None, typer.Option(help="Longest retry delay (10m).")] = None,
+    lease: Annotated[
+        str | None, typer.Option(help="Lease per pull (default: deadline plus a margin).")
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(help="Events on stdout: 'json' (Cloud Logging lines), 'none'."),
+    ] = "json",
+) -> None:
+    """Run one execution: pull, validate, run the handler, settle every message.
+
+    Exit codes: 0 done (drained, stopped, or time budget reached), 2 bad settings,
+    3 backend unavailable, 4 handler unloadable, 5 interrupted by a second signal.
+    """
+
+    def run() -> int:
+        from steadyq.policy import RetryPolicy
+        from steadyq.runner import load_handler
+        from steadyq.telemetry.logs import JsonLinesSink
+        from steadyq.worker import Worker, WorkerOptions
+
+        if log_format not in ("json", "none"):
+            raise ConfigError("--log-format must be 'json' or 'none'")
+        settings = settings_for(
+            url,
+            config,
+            {
+                "handler": handler,
+                "runner": runner,
+                "concurrency": concurrency,
+                "deadline_s": deadline,
+                "max_runtime_s": max_runtime,
+                "drain": drain,
+                "max_attempts": max_attempts,
+                "retry_min_s": retry_min,
+                "retry_max_s": retry_max,
+                "lease_s": lease,
+            },
+        )
+        ws = settings.worker
+        schema = None
+        if ws.request_schema:
+            loaded = load_handler(ws.request_schema)
+            schema = loaded  # a pydantic model class is callable
+        try:
+            retry = RetryPolicy(ws.retry_min_s, max(ws.retry_max_s, ws.retry_min_s),
+                                ws.max_attempts)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        options = WorkerOptions(
+            handler=ws.handler,
+            runner=ws.runner,
+            concurrency=ws.concurrency,
+            deadline_s=ws.deadline_s,
+            max_runtime_s=ws.max_runtime_s,
+            drain=ws.drain,
+            retry=retry,
+            lease_s=ws.lease_s,
+            batch_size=ws.batch_size,
+            prefetch=ws.prefetch,
+            schema=schema,  # type: ignore[arg-type]
+            max_bytes=ws.max_bytes,
+        )
+        queue = open_queue(settings.url)
+        sink = JsonLinesSink() if log_format == "json" else None
+        with queue:
+            result = Worker(queue, store_for(queue), options, sink=sink).run()
+        sys.stdout.flush()
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())) or "no messages"
+        style = "green" if result.exit_code == 0 else "red"
+        err.print(
+            Text(f"execution {result.execution_id} {result.status}", style=style)
+            + Text(f" in {format_duration(result.duration_s)}: {counts}")
+            + (Text(f" ({result.detail})") if result.detail else Text(""))
+        )
+        return int(result.exit_code)
+
+    _guard(run)
+
+
+# -- listings -----------------------------------------------------------------
+
+
+@app.command()
+def executions(
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    since: SinceOpt = None,
+    limit: LimitOpt = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Executions, newest first: status, start, completion, duration, startup."""
+
+    def run() -> int:
+        queue, store = _open(url, config)
+        with queue:
+            rows = store.executions(since=_since(since), limit=limit)
+        if json_out:
+            _print_json([r.to_dict() for r in rows])
+            return 0
+        table = Table("execution", "status", "started", "finished", "duration", "startup",
+                      "messages")
+        for r in rows:
+            counts = r.data.get("counts", {})
+            table.add_row(
+                r.execution_id,
+                Text(r.status, style="green" if r.status == "succeeded" else "yellow"),
+                _when(r.started_at),
+                _when(r.finished_at),
+                "—" if r.duration_s is None else format_duration(r.duration_s),
+                "—" if r.startup_s is None else format_duration(r.startup_s),
+                safe(" ".join(f"{k}={v}" for k, v in sorted(counts.items()))),
+            )
+        out.print(table if rows else "no executions")
+        return 0
+
+    _guard(run)
+
+
+@app.command()
+def events(
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    kind: Annotated[
+        list[str] | None, typer.Option("--kind", help=f"Event kind: {', '.join(KINDS)}.")
+    ] = None,
+    since: SinceOpt = None,
+    execution: Annotated[str | None, typer.Option(help="Only this execution id.")] = None,
+    message: Annotated[str | None, typer.Option(help="Only this message id.")] = None,
+    request: Annotated[str | None, typer.Option(help="Only this request id.")] = None,
+    limit: LimitOpt = 200,
+    json_out: JsonOpt = False,
+) -> None:
+    """Events from the store, oldest first within the newest LIMIT."""
+
+    def run() -> int:
+        for k in kind or []:
+            if k not in KINDS:
+                raise ConfigError(f"unknown event kind {k!r}; known: {', '.join(KINDS)}")
+        where = EventFilter(
+            kinds=tuple(kind) if kind else None,
+            since=_since(since),
+            execution_id=execution,
+            message_id=message,
+            request_id=request,
+            limit=limit,
+            newest_first=True,
+        )
+        _show_events(url, config, where, json_out)
+        return 0
+
+    _guard(run)
+
+
+@app.command()
+def logs(
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    severity: Annotated[
+        str, typer.Option(help=f"Lowest severity: {', '.join(SEVERITIES)}.")
+    ] = "WARNING",
+    since: SinceOpt = None,
+    limit: LimitOpt = 200,
+    json_out: JsonOpt = False,
+) -> None:
+    """Log records (WARNING and above are stored) at or above SEVERITY."""
+
+    def run() -> int:
+        if severity.upper() not in SEVERITIES:
+            raise ConfigError(f"unknown severity {severity!r}; known: {', '.join(SEVERITIES)}")
+        where = EventFilter(
+            kinds=(LOG,),
+            since=_since(since),
+            min_severity=severity.upper(),
+            limit=limit,
+            newest_first=True,
+        )
+        _show_events(url, config, where, json_out)
+        return 0
+
+    _guard(run)
+
+
+def _show_events(url: str | None, config: Path | None, where: EventFilter, json_out: bool) -> None:
+    queue, store = _open(url, config)
+    with queue:
+        found = list(reversed(store.events(where)))
+    if json_out:
+        _print_json([e.to_dict() for e in found])
+        return
+    if not found:
+        out.print("no events")
+        return
+    table = Table("time", "severity", "kind", "execution", "message", "attempt", "reason", "text")
+    for e in found:
+        table.add_row(
+            rfc3339(e.timestamp)[:23],
+            Text(e.severity, style="red" if e.severity in ("ERROR", "CRITICAL") else ""),
+            e.kind,
+            e.execution_id or "",
+            e.message_id or "",
+            "" if e.attempt is None else str(e.attempt),
+            safe(e.reason or ""),
+            safe(e.message, 120),
+        )
+    out.print(table)
+
+
+@queue_app.command("stats")
+def queue_stats(url: UrlOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Ready, in flight, delayed, dead-lettered, and the oldest unacked message's age."""
+
+    def run() -> int:
+        queue, _ = _open(url, config)
+        with queue:
+            stats = queue.stats()
+        if json_out:
+            data = stats.to_dict()
+            sys.stdout.write(json.dumps(data, ensure_ascii=True) + "\n")
+            return 0
+        table = Table("ready", "in flight", "delayed", "dead-lettered", "oldest unacked")
+        age = stats.oldest_unacked_age_s
+        table.add_row(
+            *(str(v) if v is not None else "unknown"
+              for v in (stats.ready, stats.in_flight, stats.delayed, stats.dead_lettered)),
+            "—" if age is None else format_duration(age),
+        )
+        out.print(table)
+        for note in stats.notes:
+            out.print(safe(note))
+        return 0
+
+    _guard(run)
+
+
+# -- dlq ------------------------------------------------------------------------
+
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Only this reason code.")]
+IdOpt = Annotated[list[str] | None, typer.Option("--id", help="Only these message ids.")]
+
+
+def _filter(reason: str | None, since: str | None, limit: int | None,
+            ids: list[str] | None = None, before: float | None = None) -> DlqFilter:
+    return DlqFilter(
+        reason=reason,
+        since=_since(since),
+        before=before,
+        message_ids=tuple(ids) if ids else None,
+        limit=limit,
+    )
+
+
+@dlq_app.command("ls")
+def dlq_ls(
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    reason: ReasonOpt = None,
+    since: SinceOpt = None,
+    limit: LimitOpt = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Dead letters: when, why, how many attempts, and the start of the payload."""
+
+    def run() -> int:
+        queue, _ = _open(url, config)
+        with queue:
+            letters = queue.dlq_list(_filter(reason, since, limit))
+        if json_out:
+            _print_json([d.to_dict() for d in letters])
+            return 0
+        if not letters:
+            out.print("the dead-letter queue is empty")
+            return 0
+        table = Table("message", "dead-lettered", "reason", "attempts", "request", "payload")
+        for d in letters:
+            table.add_row(
+                d.message_id,
+                _when(d.dead_lettered_at),
+                safe(d.reason),
+                str(d.attempts),
+                safe(d.request_id or "—"),
+                safe(dlq_ops.preview(d.payload), 60),
+            )
+        out.print(table)
+        return 0
+
+    _guard(run)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    message_id: Annotated[str, typer.Argument(help="The dead letter's message id.")],
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """One dead letter in full: reason, detail, attributes, payload."""
+
+    def run() -> int:
+        queue, _ = _open(url, config)
+        with queue:
+            try:
+                letter = queue.dlq_get(message_id)
+            except NotFound as exc:
+                raise ConfigError(str(exc)) from None
+        if json_out:
+            _print_json(letter.to_dict())
+            return 0
+        data = letter.to_dict()
+        for key in ("message_id", "request_id", "reason", "detail", "attempts", "replays",
+                    "published_at", "dead_lettered_at"):
+            out.print(Text(f"{key:>17}: ", style="bold") + safe(data[key], None))
+        out.print(Text(f"{'attributes':>17}: ", style="bold") + safe(json.dumps(
+            data["attributes"], ensure_ascii=True)))
+        out.print(Text(f"{'payload':>17}: ", style="bold")
+                  + safe(dlq_ops.preview(letter.payload, 4000), None))
+        return 0
+
+    _guard(run)
+
+
+@dlq_app.command("stats")
+def dlq_stats(
+    url: UrlOpt = None, config: ConfigOpt = None, since: SinceOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Dead letters grouped by reason."""
+
+    def run() -> int:
+        queue, _ = _open(url, config)
+        with queue:
+            groups = dlq_ops.stats(queue.dlq_list(_filter(None, since, None)))
+        if json_out:
+            _print_json(groups)
+            return 0
+        table = Table("reason", "count", "oldest", "newest")
+        for g in groups:
+            table.add_row(safe(g["reason"]), str(g["count"]), g["oldest"], g["newest"])
+        out.print(table if groups else "the dead-letter queue is empty")
+        return 0
+
+    _guard(run)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    reason: ReasonOpt = None,
+    since: SinceOpt = None,
+    message_id: IdOpt = None,
+    limit: LimitOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed.")] = False,
+    max_replays: Annotated[
+        int, typer.Option(min=1, help="Loop guard: refuse letters replayed this often already.")
+    ] = dlq_ops.MAX_REPLAYS,
+    json_out: JsonOpt = False,
+) -> None:
+    """Publish dead letters again, attempt count reset, replay counter raised."""
+
+    def run() -> int:
+        queue, _ = _open(url, config)
+        with queue:
+            done = queue.dlq_replay(
+                _filter(reason, since, limit, message_id), max_replays=max_replays,
+                dry_run=dry_run,
+            )
+        rows = dlq_ops.replay_rows(done, dry_run=dry_run, max_replays=max_replays)
+        if json_out:
+            _print_json(rows)
+        else:
+            for row in rows:
+                out.print(safe(f"{row['message_id']}: {row['outcome']}"
+                               + (f" as {row['new_message_id']}" if row["new_message_id"] else "")))
+            summary = dlq_ops.replay_summary(rows, dry_run=dry_run)
+            out.print(summary)
+        refused = [r for r in rows if r["outcome"] == "refused"]
+        return 1 if refused and len(refused) == len(rows) else 0
+
+    _guard(run)
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    older_than: Annotated[
+        str | None, typer.Option(help="Only letters dead-lettered longer ago than this (7d).")
+    ] = None,
+    reason: ReasonOpt = None,
+    message_id: IdOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Purge every dead letter.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete dead letters for good (retention). Needs --older-than, --reason, --id or --all."""
+
+    def run() -> int:
+        if not (older_than or reason or message_id or all_):
+            raise ConfigError("say what to purge: --older-than, --reason, --id or --all")
+        before = None if older_than is None else time.time() - parse_duration(older_than)
+        queue, _ = _open(url, config)
+        with queue:
+            count = queue.dlq_purge(_filter(reason, None, None, message_id, before))
+        if json_out:
+            _print_json({"purged": count})
+        else:
+            out.print(f"purged {count} dead letters")
+        return 0
+
+    _guard(run)
+
+
+@dlq_app.command("export")
+def dlq_export(
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")
+    ] = None,
+    reason: ReasonOpt = None,
+    since: SinceOpt = None,
+    limit: LimitOpt = None,
+) -> None:
+    """Dead letters as JSON lines (payload as text, or base64 when not UTF-8)."""
+
+    def run() -> int:
+        queue, _ = _open(url, config)
+        with queue:
+            letters = queue.dlq_list(_filter(reason, since, limit))
+        if output is None:
+            for letter in letters:
+                sys.stdout.write(json.dumps(letter.to_dict(), ensure_ascii=True) + "\n")
+        else:
+            dlq_ops.export_jsonl(letters, output)
+            err.print(f"wrote {len(letters)} dead letters to {output}")
+        return 0
+
+    _guard(run)
+
+
+# -- demo -----------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Folder for the demo's database (created if needed).")
+    ] = Path("steadyq-demo"),
+    valid: Annotated[int, typer.Option(min=0, help="Valid requests to publish.")] = 24,
+) -> None:
+    """Publish a mix of valid and poison requests and run one draining execution."""
+
+    def run() -> int:
+        from steadyq.demo import run_demo
+
+        return run_demo(directory, valid=valid, console=out)
+
+    _guard(run)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

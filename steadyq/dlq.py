@@ -1,0 +1,96 @@
+"""Dead-letter queue tools shared by the CLI and library users."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from steadyq.brokers.base import DeadLetter
+from steadyq.durations import rfc3339
+
+#: The replay loop guard: a letter replayed this often is refused unless overridden.
+MAX_REPLAYS = 3
+
+
+def preview(payload: bytes, limit: int = 200) -> str:
+    """A printable, escaped prefix of a payload."""
+    head = payload[: limit * 4]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head.decode("utf-8", errors="backslashreplace")
+    text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def stats(letters: Iterable[DeadLetter]) -> list[dict[str, Any]]:
+    """Counts by reason, biggest first, with the oldest and newest time of each."""
+    groups: dict[str, list[float]] = {}
+    for letter in letters:
+        groups.setdefault(letter.reason, []).append(letter.dead_lettered_at)
+    return [
+        {
+            "reason": reason,
+            "count": len(times),
+            "oldest": rfc3339(min(times)),
+            "newest": rfc3339(max(times)),
+        }
+        for reason, times in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    ]
+
+
+def replay_rows(
+    done: Sequence[tuple[DeadLetter, str | None]], *, dry_run: bool, max_replays: int
+) -> list[dict[str, Any]]:
+    """One row per letter a replay looked at: replayed, would replay, or refused."""
+    rows = []
+    for letter, new_id in done:
+        if letter.replays >= max_replays:
+            outcome = "refused"
+        elif dry_run:
+            outcome = "would replay"
+        else:
+            outcome = "replayed"
+        rows.append(
+            {
+                "message_id": letter.message_id,
+                "reason": letter.reason,
+                "replays": letter.replays,
+                "outcome": outcome,
+                "new_message_id": new_id,
+            }
+        )
+    return rows
+
+
+def replay_summary(rows: Sequence[dict[str, Any]], *, dry_run: bool) -> str:
+    refused = sum(r["outcome"] == "refused" for r in rows)
+    moved = len(rows) - refused
+    verb = "would replay" if dry_run else "replayed"
+    text = f"{verb} {moved} dead letters"
+    if refused:
+        text += (
+            f"; refused {refused} already replayed {MAX_REPLAYS}+ times"
+            " (raise --max-replays to override the loop guard)"
+        )
+    return text
+
+
+def export_jsonl(letters: Iterable[DeadLetter], path: Path) -> None:
+    """Write letters as JSON lines, atomically: a temp file renamed into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for letter in letters:
+                fh.write(json.dumps(letter.to_dict(), ensure_ascii=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,87 @@
+"""The one exception tree of steadyq.
+
+Every error steadyq raises on purpose derives from :class:`SteadyqError`; driver
+errors (sqlite3, psycopg, google-api-core) are caught at the backend boundary and
+re-raised as one of these, with the original chained as ``__cause__``::
+
+    SteadyqError
+    ├── ConfigError            bad settings, URL, plan or handler spec
+    │   └── HandlerLoadError   ``module:callable`` cannot be imported or called
+    ├── BackendError           a queue or telemetry backend failed
+    │   ├── BackendUnavailable cannot open or reach the backend at all
+    │   └── LeaseLost          the delivery is no longer leased by this caller
+    ├── NotFound               no such message, execution or dead letter
+    ├── ReplayRefused          the dead-letter replay loop guard said no
+    └── PermanentError         raised by a handler: dead-letter now, never retry
+"""
+
+from __future__ import annotations
+
+
+class SteadyqError(Exception):
+    """Root of every error steadyq raises on purpose."""
+
+
+class ConfigError(SteadyqError):
+    """Settings, a backend URL, a plan or a handler spec is unusable."""
+
+
+class HandlerLoadError(ConfigError):
+    """The handler named by ``module:callable`` cannot be loaded."""
+
+
+class BackendError(SteadyqError):
+    """A queue or telemetry backend failed while doing its work."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be opened or reached."""
+
+
+class LeaseLost(BackendError):
+    """The delivery's lease expired and the message was leased again by someone else.
+
+    The caller's outcome was not applied; the message will be (or already was)
+    delivered again.
+    """
+
+
+class NotFound(SteadyqError):
+    """The requested message, dead letter or execution does not exist."""
+
+
+class ReplayRefused(SteadyqError):
+    """A dead letter was replayed too many times already (the loop guard)."""
+
+
+class PermanentError(SteadyqError):
+    """Raise from a handler to dead-letter the message at once, without retries.
+
+    ``reason`` becomes the dead letter's reason code (default ``handler_rejected``);
+    the exception text becomes its detail.
+    """
+
+    def __init__(self, message: str = "", *, reason: str = "handler_rejected") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # keep ``reason`` when the error crosses a process boundary
+        return (_rebuild_permanent, (str(self), self.reason))
+
+
+def _rebuild_permanent(message: str, reason: str) -> PermanentError:
+    return PermanentError(message, reason=reason)
+
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailable",
+    "ConfigError",
+    "HandlerLoadError",
+    "LeaseLost",
+    "NotFound",
+    "PermanentError",
+    "ReplayRefused",
+    "SteadyqError",
+]

@@ -1,0 +1,192 @@
+"""The gate: any bytes in, a validated request or a :class:`Rejection` out, never an exception.
+
+Checks run cheapest first, so a poison message costs microseconds:
+
+1. size (``payload_too_large``; Pub/Sub's own limit of 10 MB by default)
+2. UTF-8 (``payload_not_utf8``)
+3. JSON (``payload_not_json``; NaN, Infinity and absurd nesting count as not JSON)
+4. an object at the top (``payload_not_object``)
+5. ``request_id`` present (``request_id_missing``) and a canonical UUID
+   (``request_id_invalid``): 8-4-4-4-12 ASCII hex digits, either case, nothing around it
+6. the configured pydantic model (``schema_invalid``, naming the failing fields)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pydantic import BaseModel, ValidationError
+
+PAYLOAD_TOO_LARGE: Final = "payload_too_large"
+PAYLOAD_NOT_UTF8: Final = "payload_not_utf8"
+PAYLOAD_NOT_JSON: Final = "payload_not_json"
+PAYLOAD_NOT_OBJECT: Final = "payload_not_object"
+REQUEST_ID_MISSING: Final = "request_id_missing"
+REQUEST_ID_INVALID: Final = "request_id_invalid"
+SCHEMA_INVALID: Final = "schema_invalid"
+
+REASONS: Final = (
+    PAYLOAD_TOO_LARGE,
+    PAYLOAD_NOT_UTF8,
+    PAYLOAD_NOT_JSON,
+    PAYLOAD_NOT_OBJECT,
+    REQUEST_ID_MISSING,
+    REQUEST_ID_INVALID,
+    SCHEMA_INVALID,
+)
+
+# The log line the incident team grepped for; kept word for word.
+LOG_TEXT: Final = {
+    PAYLOAD_TOO_LARGE: "Request payload too large",
+    PAYLOAD_NOT_UTF8: "Request payload is not UTF-8",
+    PAYLOAD_NOT_JSON: "Request payload is not JSON",
+    PAYLOAD_NOT_OBJECT: "Request payload is not a JSON object",
+    REQUEST_ID_MISSING: "Missing request_id",
+    REQUEST_ID_INVALID: "Invalid request_id format",
+    SCHEMA_INVALID: "Request failed schema validation",
+}
+
+DEFAULT_MAX_BYTES: Final = 10 * 1024 * 1024
+
+# [0-9a-fA-F] rather than \d or str.isdigit: both accept non-ASCII digits.
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_SHOW_LIMIT = 120
+
+
+def canonical_request_id(value: object) -> str | None:
+    """The lower-case form of a canonical UUID string, or None when ``value`` is not one."""
+    if isinstance(value, str) and len(value) == 36 and _CANONICAL_UUID.fullmatch(value):
+        return value.lower()
+    return None
+
+
+def show(value: object) -> str:
+    """A safe, short, ASCII-only rendering of a value that came from a message."""
+    try:
+        text = json.dumps(value, ensure_ascii=True, default=repr)
+    except Exception:  # e.g. recursion in a pathological value
+        text = ascii(type(value).__name__)
+    if len(text) > _SHOW_LIMIT:
+        text = text[: _SHOW_LIMIT - 1] + "…"
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message can never be processed. Terminal: it is dead-lettered, never retried.
+
+    ``reason`` is one of :data:`REASONS`; ``detail`` is human text; ``value`` the
+    offending value, already escaped; ``fields`` the failing schema fields.
+    """
+
+    reason: str
+    detail: str
+    value: str | None = None
+    fields: tuple[str, ...] = ()
+
+    @property
+    def log_text(self) -> str:
+        """The WARNING line the worker writes for this rejection (value escaped)."""
+        base = LOG_TEXT.get(self.reason, "Request rejected")
+        return f"{base}: {self.value}" if self.value is not None else f"{base}: {self.detail}"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class Gate:
+    """Validates raw message bodies against a pydantic model.
+
+    The model must accept a ``request_id`` field; the gate checks it first so that
+    a malformed id gets its own reason code whatever else is wrong.
+    """
+
+    def __init__(
+        self, schema: type[BaseModel] | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        if schema is None:
+            from steadyq.content.schema import ContentRequest
+
+            schema = ContentRequest
+        self.schema = schema
+        self.max_bytes = max_bytes
+
+    def check(self, body: bytes) -> BaseModel | Rejection:
+        """Return the validated request, or the rejection; never raises."""
+        try:
+            return self._check(body)
+        except Exception as exc:  # the gate's promise: whatever happens, no exception
+            return Rejection(SCHEMA_INVALID, f"validation crashed: {type(exc).__name__}")
+
+    def _check(self, body: bytes) -> BaseModel | Rejection:
+        try:
+            size = len(body)
+        except TypeError:
+            return Rejection(PAYLOAD_NOT_UTF8, f"payload is {type(body).__name__}, not bytes")
+        if size > self.max_bytes:
+            return Rejection(
+                PAYLOAD_TOO_LARGE, f"payload is {size} bytes; the limit is {self.max_bytes}"
+            )
+        try:
+            text = bytes(body).decode("utf-8")
+        except (UnicodeDecodeError, TypeError, ValueError) as exc:
+            return Rejection(PAYLOAD_NOT_UTF8, f"payload is not valid UTF-8 ({exc})")
+        try:
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except RecursionError:
+            return Rejection(PAYLOAD_NOT_JSON, "payload nests too deeply")
+        except ValueError as exc:
+            return Rejection(PAYLOAD_NOT_JSON, f"payload is not JSON: {exc}")
+        if not isinstance(data, dict):
+            return Rejection(
+                PAYLOAD_NOT_OBJECT, f"payload is a JSON {_json_type(data)}, not an object"
+            )
+        if "request_id" not in data or data["request_id"] is None:
+            return Rejection(REQUEST_ID_MISSING, "payload has no request_id")
+        raw_id = data["request_id"]
+        canonical = canonical_request_id(raw_id)
+        if canonical is None:
+            return Rejection(
+                REQUEST_ID_INVALID,
+                "request_id is not a UUID in canonical 8-4-4-4-12 form",
+                value=show(raw_id),
+            )
+        data["request_id"] = canonical
+        try:
+            return self.schema.model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False, include_context=False)
+            fields = tuple(".".join(str(p) for p in err["loc"]) or "(root)" for err in errors)
+            detail = "; ".join(
+                f"{field}: {err['msg']}" for field, err in zip(fields, errors, strict=True)
+            )
+            return Rejection(SCHEMA_INVALID, detail[:1000], fields=fields)
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "null"
+
+
+def request_id_of(body: bytes) -> str | None:
+    """Best-effort request id of a raw body for labelling (never raises, never trusted)."""
+    try:
+        data = json.loads(bytes(body).decode("utf-8"))
+    except Exception:
+        return None
+    if isinstance(data, dict):
+        return canonical_request_id(data.get("request_id"))
+    return None

@@ -1,0 +1,527 @@
+"""Running handlers: in supervised child processes with hard deadlines, or inline.
+
+The process runner keeps ``concurrency`` children. Each child loads the handler
+once and runs one call at a time; the parent may queue a few more calls behind the
+running one (``prefetch``) so the children never wait on the parent. A call that
+outlives its deadline gets its child killed (SIGKILL) and replaced: blocking code,
+a C extension stuck in a loop or a deadlock cannot hang the worker. A child that
+dies by itself (segfault, ``os._exit``, the OOM killer) is reported the same way.
+Calls queued behind a killed call never started; they go to the new child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any, Literal, Protocol
+
+from steadyq.errors import HandlerLoadError, PermanentError
+from steadyq.telemetry.events import LOG, Event
+from steadyq.telemetry.logs import severity_of
+
+Handler = Callable[[Any, "HandlerContext"], object]
+Status = Literal["ok", "permanent", "error", "timeout", "crashed"]
+
+DEFAULT_HANDLER = "steadyq.handlers:record"
+
+
+@dataclass(slots=True)
+class HandlerContext:
+    """What a handler knows about the call it is running.
+
+    ``deadline_at`` is epoch seconds; past it a process-run handler is killed.
+    Log through ``logger``: records of WARNING and above are stored as events,
+    labelled with this call's execution, message and request.
+    """
+
+    attempt: int
+    deadline_at: float
+    execution_id: str
+    message_id: str
+    request_id: str | None
+    attributes: dict[str, str]
+    logger: logging.Logger
+
+    def time_left(self) -> float:
+        """Seconds until the deadline (never negative)."""
+        return max(0.0, self.deadline_at - time.time())
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One handler invocation for one delivery."""
+
+    call_id: int
+    request: Any
+    attempt: int
+    message_id: str
+    request_id: str | None
+    attributes: dict[str, str]
+    deadline_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a call ended. ``error`` is ``Type: text`` for errors and crashes."""
+
+    call_id: int
+    status: Status
+    duration_s: float
+    error: str | None = None
+    reason: str | None = None
+
+
+def load_handler(spec: str | Handler) -> Handler:
+    """Resolve ``module:callable`` (or ``module.callable``) to a callable.
+
+    Raises:
+        HandlerLoadError: the module cannot be imported, has no such attribute, or
+            the attribute is not callable.
+    """
+    if callable(spec):
+        return spec
+    text = spec.strip()
+    module_name, sep, attr = text.partition(":")
+    if not sep:
+        module_name, _, attr = text.rpartition(".")
+    if not module_name or not attr:
+        raise HandlerLoadError(f"handler {spec!r} must look like 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise HandlerLoadError(
+            f"cannot import handler module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise HandlerLoadError(f"module {module_name!r} has no {attr!r}") from None
+    if not callable(target):
+        raise HandlerLoadError(f"handler {spec!r} is not callable")
+    handler: Handler = target
+    return handler
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 2000 else text[:1999] + "…"
+
+
+def run_call(handler: Handler, call: Call, ctx: HandlerContext) -> Outcome:
+    """Run one call in this process and classify how it ended."""
+    start = time.perf_counter()
+    try:
+        handler(call.request, ctx)
+    except PermanentError as exc:
+        return Outcome(
+            call.call_id, "permanent", time.perf_counter() - start, _error_text(exc), exc.reason
+        )
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt from a handler fail the call
+        if isinstance(exc, KeyboardInterrupt) and os.getpid() == _MAIN_PID:
+            raise
+        ctx.logger.debug("handler raised", exc_info=True)
+        return Outcome(call.call_id, "error", time.perf_counter() - start, _error_text(exc))
+    return Outcome(call.call_id, "ok", time.perf_counter() - start)
+
+
+_MAIN_PID = os.getpid()
+
+
+class _CallLogHandler(logging.Handler):
+    """Routes a handler's log records to the parent, labelled with the current call."""
+
+    def __init__(self, emit: Callable[[Event], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.emit_event = emit
+        self.labels: dict[str, Any] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                text += "\n" + "".join(traceback.format_exception(*record.exc_info))[-2000:]
+            self.emit_event(
+                Event(
+                    kind=LOG,
+                    timestamp=time.time(),
+                    severity=severity_of(record.levelno),
+                    message=text,
+                    execution_id=self.labels.get("execution_id"),
+                    message_id=self.labels.get("message_id"),
+                    request_id=self.labels.get("request_id"),
+                    attempt=self.labels.get("attempt"),
+                    data={"logger": record.name},
+                )
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def _handler_logger(emit: Callable[[Event], None]) -> tuple[logging.Logger, _CallLogHandler]:
+    logger = logging.getLogger("steadyq.handler")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    for old in list(logger.handlers):
+        if isinstance(old, _CallLogHandler):
+            logger.removeHandler(old)
+    hook = _CallLogHandler(emit)
+    logger.addHandler(hook)
+    return logger, hook
+
+
+def _context(call: Call, execution_id: str, logger: logging.Logger) -> HandlerContext:
+    return HandlerContext(
+        attempt=call.attempt,
+        deadline_at=time.time() + call.deadline_s,
+        execution_id=execution_id,
+        message_id=call.message_id,
+        request_id=call.request_id,
+        attributes=call.attributes,
+        logger=logger,
+    )
+
+
+class Runner(Protocol):
+    """What the worker needs from a runner."""
+
+    kind: str
+    concurrency: int
+
+    def start(self) -> None: ...
+    def capacity(self) -> int: ...
+    def submit(self, call: Call) -> None: ...
+    def poll(self, timeout_s: float) -> list[Outcome]: ...
+    def running(self) -> int: ...
+    def abort(self) -> list[int]: ...
+    def close(self) -> None: ...
+
+
+class InlineRunner:
+    """Runs handlers in the worker's own process: fastest, for trusted quick handlers.
+
+    The deadline is soft: a handler sees it in ``ctx`` but nothing stops it; an
+    overrun is logged at WARNING. A handler that blocks forever blocks the worker.
+    """
+
+    kind = "inline"
+
+    def __init__(
+        self,
+        handler: str | Handler,
+        *,
+        execution_id: str,
+        emit: Callable[[Event], None],
+    ) -> None:
+        self.concurrency = 1
+        self._spec = handler
+        self._execution_id = execution_id
+        self._emit = emit
+        self._done: list[Outcome] = []
+        self._handler: Handler | None = None
+
+    def start(self) -> None:
+        self._handler = load_handler(self._spec)
+        self._logger, self._hook = _handler_logger(self._emit)
+
+    def capacity(self) -> int:
+        return 1
+
+    def submit(self, call: Call) -> None:
+        assert self._handler is not None, "start() first"
+        self._hook.labels = {
+            "execution_id": self._execution_id,
+            "message_id": call.message_id,
+            "request_id": call.request_id,
+            "attempt": call.attempt,
+        }
+        outcome = run_call(self._handler, call, _context(call, self._execution_id, self._logger))
+        if outcome.duration_s > call.deadline_s:
+            self._logger.warning(
+                "handler overran its soft deadline: %.1fs > %.1fs (inline runner cannot stop it)",
+                outcome.duration_s,
+                call.deadline_s,
+            )
+        self._done.append(outcome)
+
+    def poll(self, timeout_s: float) -> list[Outcome]:
+        done, self._done = self._done, []
+        return done
+
+    def running(self) -> int:
+        return len(self._done)
+
+    def abort(self) -> list[int]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def _child_main(conn: Connection, handler: str | Handler, execution_id: str) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        fn = load_handler(handler)
+    except HandlerLoadError as exc:
+        conn.send(("fatal", str(exc)))
+        return
+    logger, hook = _handler_logger(lambda event: conn.send(("log", event)))
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message[0] == "stop":
+            return
+        call: Call = message[1]
+        hook.labels = {
+            "execution_id": execution_id,
+            "message_id": call.message_id,
+            "request_id": call.request_id,
+            "attempt": call.attempt,
+        }
+        outcome = run_call(fn, call, _context(call, execution_id, logger))
+        try:
+            conn.send(("done", outcome))
+        except Exception as exc:  # e.g. an unpicklable error text is impossible; pipe gone
+            if isinstance(exc, BrokenPipeError | OSError):
+                return
+            raise
+
+
+@dataclass(slots=True)
+class _Slot:
+    process: BaseProcess
+    conn: Connection
+    queue: deque[Call] = field(default_factory=deque)
+    head_started: float = 0.0
+
+
+class ProcessRunner:
+    """Runs each call in a supervised child process with a hard deadline."""
+
+    kind = "process"
+
+    def __init__(
+        self,
+        handler: str | Handler,
+        *,
+        concurrency: int,
+        execution_id: str,
+        emit: Callable[[Event], None],
+        prefetch: int = 4,
+        start_method: str | None = None,
+        kill_grace_s: float = 0.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self._spec = handler
+        self._execution_id = execution_id
+        self._emit = emit
+        self._prefetch = max(1, prefetch)
+        method = start_method or ("fork" if sys.platform.startswith("linux") else "spawn")
+        self._mp = multiprocessing.get_context(method)
+        self._slots: list[_Slot] = []
+        self._pending: deque[Call] = deque()
+        self._done: list[Outcome] = []
+        self._kill_grace_s = kill_grace_s
+        self._payload: str | Handler = handler
+
+    def start(self) -> None:
+        """Start the children and wait until each has loaded the handler.
+
+        Raises:
+            HandlerLoadError: the handler cannot be loaded (checked in this process
+                first, then in the first child).
+        """
+        fn = load_handler(self._spec)  # fail fast, and let fork share the import
+        if self._mp.get_start_method() == "fork":
+            self._payload = fn
+        elif not isinstance(self._spec, str):
+            raise HandlerLoadError("the spawn start method needs a 'module:function' handler")
+        for _ in range(self.concurrency):
+            self._slots.append(self._spawn())
+
+    def _spawn(self) -> _Slot:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()  # a forked child must not inherit unflushed output
+        parent_conn, child_conn = self._mp.Pipe(duplex=True)
+        process = self._mp.Process(
+            target=_child_main,
+            args=(child_conn, self._payload, self._execution_id),
+            name="steadyq-handler",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        deadline = time.monotonic() + 60
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not parent_conn.poll(left):
+                process.kill()
+                raise HandlerLoadError("a handler process did not start within 60 s")
+            try:
+                message = parent_conn.recv()
+            except EOFError:
+                process.join(5)
+                raise HandlerLoadError(
+                    f"a handler process died while starting (exit code {process.exitcode})"
+                ) from None
+            if message[0] == "ready":
+                return _Slot(process, parent_conn)
+            if message[0] == "fatal":
+                process.join(5)
+                raise HandlerLoadError(message[1])
+            if message[0] == "log":
+                self._emit(message[1])
+
+    def capacity(self) -> int:
+        return self.concurrency * self._prefetch - self.running()
+
+    def running(self) -> int:
+        return sum(len(s.queue) for s in self._slots) + len(self._pending) + len(self._done)
+
+    def submit(self, call: Call) -> None:
+        self._pending.append(call)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._pending:
+            slot = min(self._slots, key=lambda s: len(s.queue))
+            if len(slot.queue) >= self._prefetch:
+                return
+            call = self._pending.popleft()
+            if not slot.queue:
+                slot.head_started = time.monotonic()
+            slot.queue.append(call)
+            try:
+                slot.conn.send(("call", call))
+            except (BrokenPipeError, OSError):
+                # the child is dead; poll() notices the sentinel and replays the queue
+                pass
+
+    def poll(self, timeout_s: float) -> list[Outcome]:
+        now = time.monotonic()
+        busy = [s for s in self._slots if s.queue]
+        if busy:
+            nearest = min(s.head_started + s.queue[0].deadline_s for s in busy)
+            timeout_s = max(0.0, min(timeout_s, nearest - now))
+        if not self._done:
+            handles: list[Any] = [s.conn for s in self._slots]
+            handles += [s.process.sentinel for s in busy]
+            wait(handles, timeout=timeout_s)
+        for index, slot in enumerate(list(self._slots)):
+            self._collect(index, slot)
+        self._dispatch()
+        done, self._done = self._done, []
+        return done
+
+    def _collect(self, index: int, slot: _Slot) -> None:
+        try:
+            while slot.conn.poll():
+                message = slot.conn.recv()
+                if message[0] == "log":
+                    self._emit(message[1])
+                elif message[0] == "done":
+                    outcome: Outcome = message[1]
+                    if slot.queue and slot.queue[0].call_id == outcome.call_id:
+                        slot.queue.popleft()
+                        slot.head_started = time.monotonic()
+                    self._done.append(outcome)
+        except (EOFError, OSError):
+            pass
+        if not slot.queue:
+            if not slot.process.is_alive():
+                self._replace(index, slot, None)
+            return
+        head = slot.queue[0]
+        elapsed = time.monotonic() - slot.head_started
+        if not slot.process.is_alive():
+            code = slot.process.exitcode
+            self._replace(index, slot, Outcome(head.call_id, "crashed", elapsed, _exit_text(code)))
+        elif elapsed >= head.deadline_s:
+            self._kill(slot)
+            self._replace(
+                index,
+                slot,
+                Outcome(
+                    head.call_id,
+                    "timeout",
+                    elapsed,
+                    f"DeadlineExceeded: killed after {elapsed:.1f}s (deadline {head.deadline_s:g}s)",
+                ),
+            )
+
+    def _kill(self, slot: _Slot) -> None:
+        if self._kill_grace_s > 0:
+            slot.process.terminate()
+            slot.process.join(self._kill_grace_s)
+        if slot.process.is_alive():
+            slot.process.kill()
+        slot.process.join(10)
+
+    def _replace(self, index: int, slot: _Slot, outcome: Outcome | None) -> None:
+        if outcome is not None:
+            slot.queue.popleft()
+            self._done.append(outcome)
+        # calls queued behind the failed one never started: run them elsewhere first
+        self._pending.extendleft(reversed(slot.queue))
+        slot.queue.clear()
+        slot.conn.close()
+        slot.process.join(1)
+        self._slots[index] = self._spawn()
+
+    def abort(self) -> list[int]:
+        """Kill every child now; return the ids of calls that had not finished."""
+        lost = [c.call_id for s in self._slots for c in s.queue] + [
+            c.call_id for c in self._pending
+        ]
+        for slot in self._slots:
+            slot.queue.clear()
+            self._kill(slot)
+            slot.conn.close()
+        self._slots.clear()
+        self._pending.clear()
+        return lost
+
+    def close(self) -> None:
+        for slot in self._slots:
+            with contextlib.suppress(Exception):
+                slot.conn.send(("stop",))
+        for slot in self._slots:
+            slot.process.join(5)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join(5)
+            slot.conn.close()
+        self._slots.clear()
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "WorkerLost: handler process vanished"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+        return f"WorkerLost: handler process killed by {name}{hint}"
+    return f"WorkerLost: handler process exited with code {code}"

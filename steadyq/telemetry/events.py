@@ -1,0 +1,97 @@
+"""The event vocabulary every part of steadyq speaks.
+
+Workers write events; the watch, the reports and the CLI read them. The same
+events go to stdout as JSON lines with Cloud Logging's field names (see
+:mod:`steadyq.telemetry.logs`). The names are a public interface: add kinds, never
+rename them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+EXECUTION_STARTED: Final = "execution.started"
+EXECUTION_READY: Final = "execution.ready"
+EXECUTION_FINISHED: Final = "execution.finished"
+MESSAGE_RECEIVED: Final = "message.received"
+MESSAGE_REJECTED: Final = "message.rejected"
+MESSAGE_SUCCEEDED: Final = "message.succeeded"
+MESSAGE_FAILED: Final = "message.failed"
+MESSAGE_TIMED_OUT: Final = "message.timed_out"
+MESSAGE_DEAD_LETTERED: Final = "message.dead_lettered"
+MESSAGE_DUPLICATE: Final = "message.duplicate"
+LOG: Final = "log"
+
+KINDS: Final = (
+    EXECUTION_STARTED,
+    EXECUTION_READY,
+    EXECUTION_FINISHED,
+    MESSAGE_RECEIVED,
+    MESSAGE_REJECTED,
+    MESSAGE_SUCCEEDED,
+    MESSAGE_FAILED,
+    MESSAGE_TIMED_OUT,
+    MESSAGE_DEAD_LETTERED,
+    MESSAGE_DUPLICATE,
+    LOG,
+)
+
+# Cloud Logging's LogSeverity names, in order.
+SEVERITIES: Final = ("DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT")
+SEVERITY_RANK: Final = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+# The terminal outcomes of one delivery; every delivery ends in exactly one of
+# these or is retried (message.failed / message.timed_out followed by a nack).
+TERMINAL_KINDS: Final = (
+    MESSAGE_SUCCEEDED,
+    MESSAGE_REJECTED,
+    MESSAGE_DEAD_LETTERED,
+    MESSAGE_DUPLICATE,
+)
+
+
+def severity_rank(name: str) -> int:
+    """Rank of a Cloud Logging severity name; unknown names rank as DEFAULT (below DEBUG)."""
+    return SEVERITY_RANK.get(name.upper(), -1)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened, with the labels that tie it to an execution and a message.
+
+    ``timestamp`` is epoch seconds. ``message`` is human text. ``data`` holds
+    kind-specific figures (an execution's status, a dead letter's detail ...); it
+    must be JSON-serialisable.
+    """
+
+    kind: str
+    timestamp: float
+    severity: str = "INFO"
+    message: str = ""
+    execution_id: str | None = None
+    message_id: str | None = None
+    request_id: str | None = None
+    attempt: int | None = None
+    reason: str | None = None
+    duration_ms: float | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented ``--json`` shape of an event."""
+        from steadyq.durations import rfc3339
+
+        return {
+            "timestamp": rfc3339(self.timestamp),
+            "kind": self.kind,
+            "severity": self.severity,
+            "message": self.message,
+            "execution_id": self.execution_id,
+            "message_id": self.message_id,
+            "request_id": self.request_id,
+            "attempt": self.attempt,
+            "reason": self.reason,
+            "duration_ms": self.duration_ms,
+            "data": dict(self.data),
+        }

@@ -1,0 +1,119 @@
+"""Events as JSON lines in Cloud Logging's structured-logging shape.
+
+Cloud Run forwards a JSON line on stdout to Cloud Logging, which lifts
+``severity``, ``message``, ``timestamp`` and ``logging.googleapis.com/labels`` out of
+the payload. Everything else stays in ``jsonPayload``. The local store and a deployed
+worker's logs therefore tell the same story.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+from steadyq.durations import rfc3339
+from steadyq.telemetry.events import LOG, Event
+
+LABELS_KEY = "logging.googleapis.com/labels"
+
+
+def cloud_logging_line(event: Event) -> str:
+    """One JSON line for ``event``; always ASCII, so any bytes from a message are escaped."""
+    labels = {"kind": event.kind}
+    for key in ("execution_id", "message_id", "request_id", "reason"):
+        value = getattr(event, key)
+        if value is not None:
+            labels[key] = str(value)
+    if event.attempt is not None:
+        labels["attempt"] = str(event.attempt)
+    record: dict[str, Any] = {
+        "severity": event.severity,
+        "message": event.message or event.kind,
+        "timestamp": rfc3339(event.timestamp),
+        LABELS_KEY: labels,
+    }
+    if event.duration_ms is not None:
+        record["duration_ms"] = round(event.duration_ms, 3)
+    if event.data:
+        record["data"] = dict(event.data)
+    return json.dumps(record, ensure_ascii=True, default=str, separators=(",", ":"))
+
+
+class JsonLinesSink:
+    """Writes events to a text stream, one Cloud Logging JSON line each."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream
+
+    def __call__(self, event: Event) -> None:
+        stream = self._stream or sys.stdout
+        stream.write(cloud_logging_line(event) + "\n")
+
+    def flush(self) -> None:
+        stream = self._stream or sys.stdout
+        stream.flush()
+
+
+_LEVEL_TO_SEVERITY = {
+    logging.DEBUG: "DEBUG",
+    logging.INFO: "INFO",
+    logging.WARNING: "WARNING",
+    logging.ERROR: "ERROR",
+    logging.CRITICAL: "CRITICAL",
+}
+
+
+def severity_of(levelno: int) -> str:
+    """Cloud Logging's severity name for a :mod:`logging` level number."""
+    best = "DEFAULT"
+    for level, name in sorted(_LEVEL_TO_SEVERITY.items()):
+        if levelno >= level:
+            best = name
+    return best
+
+
+class EventLogHandler(logging.Handler):
+    """A :mod:`logging` handler that turns records into ``log`` events.
+
+    Handlers log through ``ctx.logger``; the worker installs one of these so the
+    records of WARNING and above land in the telemetry store with the labels of the
+    call that wrote them.
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[Event], None],
+        *,
+        labels: dict[str, Any] | None = None,
+        clock: Callable[[], float],
+        level: int = logging.WARNING,
+    ) -> None:
+        super().__init__(level)
+        self._emit = emit
+        self.labels: dict[str, Any] = dict(labels or {})
+        self._clock = clock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                exc = record.exc_info[1]
+                text = f"{text}: {type(exc).__name__}: {exc}"
+            self._emit(
+                Event(
+                    kind=LOG,
+                    timestamp=self._clock(),
+                    severity=severity_of(record.levelno),
+                    message=text,
+                    execution_id=self.labels.get("execution_id"),
+                    message_id=self.labels.get("message_id"),
+                    request_id=self.labels.get("request_id"),
+                    attempt=self.labels.get("attempt"),
+                    data={"logger": record.name},
+                )
+            )
+        except Exception:  # logging must never break the handler that logged
+            self.handleError(record)

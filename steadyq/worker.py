@@ -1,0 +1,670 @@
+"""The execution loop: pull, gate, run, settle, and account for every message.
+
+One :class:`Worker` run is one *execution* (a Cloud Run Job task, a cron run, a
+pod): ``execution.started`` → ``execution.ready`` → ``execution.finished``.
+Every delivery ends in exactly one of: succeeded (ack), duplicate (ack),
+rejected (dead-letter + ack), dead-lettered (dead-letter + ack), or retried (nack
+with backoff) — and the events say which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+from steadyq.brokers.base import Delivery, Queue, Settlement
+from steadyq.errors import BackendError, HandlerLoadError
+from steadyq.gate import REQUEST_ID_INVALID, Gate, Rejection, request_id_of
+from steadyq.policy import RetryPolicy
+from steadyq.runner import (
+    DEFAULT_HANDLER,
+    Call,
+    Handler,
+    InlineRunner,
+    Outcome,
+    ProcessRunner,
+    Runner,
+)
+from steadyq.telemetry import events as ev
+from steadyq.telemetry.events import Event
+from steadyq.telemetry.store import (
+    FAILED,
+    INTERRUPTED,
+    SUCCEEDED,
+    TIMED_OUT,
+    EventStore,
+)
+
+MAX_ATTEMPTS_EXCEEDED = "max_attempts_exceeded"
+
+
+class ExitCode(IntEnum):
+    """The worker's exit codes (also ``steadyq worker``'s)."""
+
+    OK = 0  # drained, stopped by a first signal, or reached its time budget
+    ERROR = 1  # an unexpected error ended the execution
+    USAGE = 2  # bad command line or settings
+    BACKEND_UNAVAILABLE = 3  # the queue or store could not be opened or stayed down
+    HANDLER_UNLOADABLE = 4  # the handler could not be imported or started
+    INTERRUPTED = 5  # a second signal: in-flight work was nacked and the worker left
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How one execution behaves. Durations are seconds."""
+
+    handler: str | Handler = DEFAULT_HANDLER
+    runner: str = "process"
+    concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+    deadline_s: float = 600.0
+    max_runtime_s: float | None = None
+    drain: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    lease_s: float | None = None
+    batch_size: int = 64
+    prefetch: int = 4
+    idle_poll_s: float = 1.0
+    schema: type[BaseModel] | None = None
+    max_bytes: int = 10 * 1024 * 1024
+    backend_outage_s: float = 300.0
+
+    @property
+    def effective_lease_s(self) -> float:
+        if self.lease_s is not None:
+            return self.lease_s
+        return self.deadline_s + min(30.0, max(2.0, self.deadline_s * 0.1))
+
+
+@dataclass(slots=True)
+class ExecutionResult:
+    """What one execution did."""
+
+    execution_id: str
+    status: str
+    exit_code: ExitCode
+    counts: Counter[str]
+    started_at: float
+    ready_at: float | None
+    finished_at: float
+    detail: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        return self.finished_at - self.started_at
+
+    @property
+    def startup_s(self) -> float | None:
+        return None if self.ready_at is None else self.ready_at - self.started_at
+
+
+@dataclass(slots=True)
+class _InFlight:
+    delivery: Delivery
+    request_id: str | None
+    received_at: float
+
+
+class Worker:
+    """Runs one execution against a queue and a telemetry store.
+
+    ``clock`` is injected for the timestamps of events; ``sink`` receives every
+    event as it happens (the CLI prints them as JSON lines).
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        store: EventStore,
+        options: WorkerOptions | None = None,
+        *,
+        sink: Callable[[Event], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        execution_id: str | None = None,
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self.options = options or WorkerOptions()
+        self.gate = Gate(self.options.schema, max_bytes=self.options.max_bytes)
+        self.execution_id = execution_id or uuid.uuid4().hex[:16]
+        self._sink = sink
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._colocated = queue.colocated_store is store
+        self._buffer: list[Event] = []
+        self._settle: list[Settlement] = []
+        self._inflight: dict[int, _InFlight] = {}
+        self._requests_running: set[str] = set()
+        self._parked: list[Delivery] = []
+        self._call_ids = iter(range(1, 1 << 62))
+        self._signals = 0
+        self._stop_reason = ""
+        self.counts: Counter[str] = Counter()
+        self._outage_since: float | None = None
+        self._last_extend = 0.0
+
+    # -- events -----------------------------------------------------------
+
+    def _event(self, kind: str, **fields: Any) -> Event:
+        event = Event(kind=kind, timestamp=self._clock(), execution_id=self.execution_id, **fields)
+        if self._sink is not None:
+            self._sink(event)
+        return event
+
+    def _emit(self, event: Event) -> None:
+        """Queue an event written by a handler or a runner for the next flush."""
+        if self._sink is not None:
+            self._sink(event)
+        self._buffer.append(event)
+
+    def _log(self, severity: str, text: str, **fields: Any) -> Event:
+        return self._event(ev.LOG, severity=severity, message=text, **fields)
+
+    # -- signals ----------------------------------------------------------
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Stop pulling and finish in-flight work; a second call abandons it."""
+        self._signals += 1
+        self._stop_reason = reason
+
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_signal(signum: int, frame: object) -> None:
+            self.request_stop(f"received {signal.Signals(signum).name}")
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # -- the loop ---------------------------------------------------------
+
+    def run(self) -> ExecutionResult:
+        """Run one execution to its end and return what it did.
+
+        Raises nothing for expected failures (an unloadable handler, a backend
+        outage): they end the execution with a status and an exit code.
+        """
+        opts = self.options
+        started = self._clock()
+        started_mono = time.monotonic()
+        self._write(
+            [
+                self._event(
+                    ev.EXECUTION_STARTED,
+                    message="execution started",
+                    data={
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "runner": opts.runner,
+                        "concurrency": opts.concurrency,
+                        "deadline_s": opts.deadline_s,
+                        "max_runtime_s": opts.max_runtime_s,
+                        "max_attempts": opts.retry.max_attempts,
+                        "drain": opts.drain,
+                    },
+                )
+            ]
+        )
+        runner = self._make_runner()
+        try:
+            runner.start()
+        except HandlerLoadError as exc:
+            return self._finish(
+                started, None, FAILED, ExitCode.HANDLER_UNLOADABLE, f"handler unusable: {exc}"
+            )
+        ready = self._clock()
+        self._write(
+            [
+                self._event(
+                    ev.EXECUTION_READY,
+                    message="execution ready",
+                    duration_ms=(ready - started) * 1000,
+                )
+            ]
+        )
+        with self._signal_handlers():
+            try:
+                status, code, detail = self._loop(runner, started_mono)
+            except BackendError as exc:
+                status, code, detail = FAILED, ExitCode.BACKEND_UNAVAILABLE, str(exc)
+                self._abandon(runner)
+            except BaseException as exc:
+                self._abandon(runner)
+                if isinstance(exc, Exception):
+                    status, code = FAILED, ExitCode.ERROR
+                    detail = f"{type(exc).__name__}: {exc}"
+                else:
+                    raise
+            finally:
+                runner.close()
+        return self._finish(started, ready, status, code, detail)
+
+    def _make_runner(self) -> Runner:
+        opts = self.options
+        if opts.runner == "inline":
+            return InlineRunner(opts.handler, execution_id=self.execution_id, emit=self._emit)
+        if opts.runner == "process":
+            return ProcessRunner(
+                opts.handler,
+                concurrency=opts.concurrency,
+                execution_id=self.execution_id,
+                emit=self._emit,
+                prefetch=opts.prefetch,
+            )
+        raise ValueError(f"unknown runner {opts.runner!r}: use 'process' or 'inline'")
+
+    def _loop(self, runner: Runner, started_mono: float) -> tuple[str, ExitCode, str]:
+        opts = self.options
+        lease_s = opts.effective_lease_s
+        idle_s = 0.0
+        while True:
+            if self._signals >= 2:
+                self._abandon(runner)
+                return INTERRUPTED, ExitCode.INTERRUPTED, self._stop_reason + " twice"
+            elapsed = time.monotonic() - started_mono
+            budget_left = (
+                None if opts.max_runtime_s is None else opts.max_runtime_s - elapsed
+            )
+            may_pull = self._signals == 0 and (
+                budget_left is None or budget_left > opts.deadline_s
+            )
+            pulled = 0
+            if self._parked and not self._requests_running.intersection(
+                request_id_of(d.body) or "" for d in self._parked
+            ):
+                parked, self._parked = self._parked, []
+                self._accept(parked, runner)
+            capacity = runner.capacity()
+            if may_pull and capacity > 0:
+                deliveries = self._guarded(
+                    lambda: self.queue.pull(min(capacity, opts.batch_size), lease_s)
+                )
+                if deliveries:
+                    pulled = len(deliveries)
+                    self._accept(deliveries, runner)
+            wait_s = 0.0 if pulled else min(0.2, idle_s) if self._inflight else 0.0
+            outcomes = runner.poll(wait_s)
+            for outcome in outcomes:
+                self._settle_outcome(outcome)
+            self._flush()
+            self._extend_leases(lease_s)
+            if not self._inflight and not self._parked:
+                if not may_pull:
+                    if self._signals:
+                        return SUCCEEDED, ExitCode.OK, self._stop_reason
+                    return SUCCEEDED, ExitCode.OK, "time budget reached"
+                if opts.drain and pulled == 0 and self._outage_since is None:
+                    return SUCCEEDED, ExitCode.OK, "queue drained"
+            if pulled or outcomes:
+                idle_s = 0.0
+            else:
+                idle_s = min(opts.idle_poll_s, max(0.01, idle_s * 2))
+                if not self._inflight:
+                    self._sleep(idle_s)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while self._signals == 0 and time.monotonic() < end:
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+
+    def _guarded(self, action: Callable[[], list[Delivery]]) -> list[Delivery]:
+        """Run a queue read; during an outage log, back off, and give up after a while."""
+        try:
+            result = action()
+        except BackendError as exc:
+            now = time.monotonic()
+            if self._outage_since is None:
+                self._outage_since = now
+                self._buffer.append(
+                    self._log("ERROR", f"queue unavailable, backing off: {exc}")
+                )
+            if now - self._outage_since > self.options.backend_outage_s:
+                raise
+            self._sleep(min(5.0, 0.1 * 2 ** min(10, int(now - self._outage_since))))
+            return []
+        if self._outage_since is not None:
+            self._outage_since = None
+            self._buffer.append(self._log("NOTICE", "queue available again"))
+        return result
+
+    # -- accepting deliveries ----------------------------------------------
+
+    def _accept(self, deliveries: list[Delivery], runner: Runner) -> None:
+        opts = self.options
+        received: list[Event] = []
+        requests: list[tuple[Delivery, BaseModel, str, float]] = []
+        for d in deliveries:
+            t0 = time.perf_counter()
+            self.counts["received"] += 1
+            received.append(
+                self._event(
+                    ev.MESSAGE_RECEIVED,
+                    message_id=d.message_id,
+                    attempt=d.attempt,
+                    data={"replays": d.replays} if d.replays else {},
+                )
+            )
+            checked = self.gate.check(d.body)
+            if isinstance(checked, Rejection):
+                self._reject(d, checked, t0)
+                continue
+            request_id = str(getattr(checked, "request_id", ""))
+            requests.append((d, checked, request_id, t0))
+        # received events go before anything buffered meanwhile, so the store
+        # shows each delivery's arrival before its outcome
+        self._buffer[:0] = received
+        if not requests:
+            return
+        done = self._guarded_completed([r[2] for r in requests])
+        for d, request, request_id, t0 in requests:
+            if request_id in done:
+                self.counts["duplicate"] += 1
+                self._settle.append(
+                    Settlement.ack(
+                        d,
+                        [
+                            self._event(
+                                ev.MESSAGE_DUPLICATE,
+                                message_id=d.message_id,
+                                request_id=request_id,
+                                attempt=d.attempt,
+                                message="request already completed; acknowledged without"
+                                " running the handler",
+                            )
+                        ],
+                    )
+                )
+                continue
+            if request_id in self._requests_running:
+                self._parked.append(d)
+                continue
+            if d.attempt > opts.retry.max_attempts:
+                # the previous attempt never reported: its worker died mid-handler
+                self._dead_letter(
+                    d,
+                    request_id,
+                    MAX_ATTEMPTS_EXCEEDED,
+                    d.last_error
+                    or f"attempt {d.attempt} of {opts.retry.max_attempts}: an earlier attempt"
+                    " never finished (its worker was lost)",
+                )
+                continue
+            call = Call(
+                call_id=next(self._call_ids),
+                request=request,
+                attempt=d.attempt,
+                message_id=d.message_id,
+                request_id=request_id,
+                attributes=dict(d.attributes),
+                deadline_s=opts.deadline_s,
+            )
+            self._inflight[call.call_id] = _InFlight(d, request_id, t0)
+            self._requests_running.add(request_id)
+            runner.submit(call)
+
+    def _guarded_completed(self, request_ids: list[str]) -> set[str]:
+        return self.store.completed(request_ids)
+
+    def _reject(self, d: Delivery, rejection: Rejection, t0: float) -> None:
+        self.counts["rejected"] += 1
+        latency_ms = (time.perf_counter() - t0) * 1000
+        request_id = request_id_of(d.body) if rejection.reason != REQUEST_ID_INVALID else None
+        events = [
+            self._event(
+                ev.MESSAGE_REJECTED,
+                severity="WARNING",
+                message=rejection.detail,
+                message_id=d.message_id,
+                request_id=request_id,
+                attempt=d.attempt,
+                reason=rejection.reason,
+                duration_ms=latency_ms,
+                data={"fields": list(rejection.fields)} if rejection.fields else {},
+            ),
+            self._log(
+                "WARNING",
+                rejection.log_text,
+                message_id=d.message_id,
+                request_id=request_id,
+                attempt=d.attempt,
+                reason=rejection.reason,
+            ),
+        ]
+        self._settle.append(
+            Settlement.dead_letter(
+                d, rejection.reason, rejection.detail, events, request_id=request_id
+            )
+        )
+
+    def _dead_letter(self, d: Delivery, request_id: str | None, reason: str, detail: str) -> None:
+        self.counts["dead_lettered"] += 1
+        events = [
+            self._event(
+                ev.MESSAGE_DEAD_LETTERED,
+                severity="ERROR",
+                message=detail,
+                message_id=d.message_id,
+                request_id=request_id,
+                attempt=d.attempt,
+                reason=reason,
+            ),
+        ]
+        self._settle.append(
+            Settlement.dead_letter(d, reason, detail, events, request_id=request_id)
+        )
+
+    # -- outcomes -----------------------------------------------------------
+
+    def _settle_outcome(self, outcome: Outcome) -> None:
+        item = self._inflight.pop(outcome.call_id, None)
+        if item is None:
+            return
+        d, request_id = item.delivery, item.request_id
+        if request_id is not None:
+            self._requests_running.discard(request_id)
+        duration_ms = outcome.duration_s * 1000
+        labels: dict[str, Any] = {
+            "message_id": d.message_id,
+            "request_id": request_id,
+            "attempt": d.attempt,
+        }
+        if outcome.status == "ok":
+            self.counts["succeeded"] += 1
+            self._settle.append(
+                Settlement.ack(
+                    d,
+                    [self._event(ev.MESSAGE_SUCCEEDED, duration_ms=duration_ms, **labels)],
+                )
+            )
+            return
+        if outcome.status == "permanent":
+            self.counts["dead_lettered"] += 1
+            reason = outcome.reason or "handler_rejected"
+            text = outcome.error or "handler raised PermanentError"
+            self._settle.append(
+                Settlement.dead_letter(
+                    d,
+                    reason,
+                    text,
+                    [
+                        self._event(
+                            ev.MESSAGE_DEAD_LETTERED,
+                            severity="ERROR",
+                            message=text,
+                            reason=reason,
+                            duration_ms=duration_ms,
+                            **labels,
+                        )
+                    ],
+                    request_id=request_id,
+                )
+            )
+            return
+        timed_out = outcome.status == "timeout"
+        kind = ev.MESSAGE_TIMED_OUT if timed_out else ev.MESSAGE_FAILED
+        reason = {"timeout": "deadline_exceeded", "crashed": "worker_lost"}.get(
+            outcome.status, "handler_error"
+        )
+        self.counts["timed_out" if timed_out else "failed"] += 1
+        error = outcome.error or reason
+        events = [
+            self._event(
+                kind,
+                severity="ERROR",
+                message=error,
+                reason=reason,
+                duration_ms=duration_ms,
+                **labels,
+            ),
+            self._log("ERROR", f"Handler attempt {d.attempt} failed: {error}", reason=reason,
+                      **labels),
+        ]
+        if self.options.retry.exhausted(d.attempt):
+            self.counts["dead_lettered"] += 1
+            detail = f"gave up after {d.attempt} attempts; last error: {error}"
+            events.append(
+                self._event(
+                    ev.MESSAGE_DEAD_LETTERED,
+                    severity="ERROR",
+                    message=detail,
+                    **{**labels, "reason": MAX_ATTEMPTS_EXCEEDED},
+                )
+            )
+            self._settle.append(
+                Settlement.dead_letter(
+                    d, MAX_ATTEMPTS_EXCEEDED, detail, events, request_id=request_id
+                )
+            )
+        else:
+            self.counts["retried"] += 1
+            delay = self.options.retry.delay_s(d.attempt, self._rng)
+            self._settle.append(Settlement.nack(d, delay, error=error, events=events))
+
+    # -- writing ------------------------------------------------------------
+
+    def _write(self, events: list[Event]) -> None:
+        if events:
+            self.store.write(events)
+
+    def _flush(self) -> None:
+        if self._buffer:
+            buffered, self._buffer = self._buffer, []
+            try:
+                self.store.write(buffered)
+            except BackendError:
+                self._buffer[:0] = buffered
+                raise
+        if not self._settle:
+            return
+        pending, self._settle = self._settle, []
+        try:
+            if self._colocated:
+                result = self.queue.settle(pending)
+            else:
+                self.store.write([e for s in pending for e in s.events])
+                result = self.queue.settle(pending)
+        except BackendError:
+            self._settle[:0] = pending
+            raise
+        for lost in result.lost:
+            self._buffer.append(
+                self._log(
+                    "WARNING",
+                    f"lease on message {lost.delivery.message_id} was lost before its"
+                    f" {lost.action} was recorded; it will be delivered again",
+                    message_id=lost.delivery.message_id,
+                    attempt=lost.delivery.attempt,
+                )
+            )
+
+    def _extend_leases(self, lease_s: float) -> None:
+        now = time.monotonic()
+        if now - self._last_extend < min(1.0, lease_s / 4) or not self._inflight:
+            return
+        self._last_extend = now
+        wall = self._clock()
+        for item in self._inflight.values():
+            d = item.delivery
+            if d.leased_until - wall < lease_s / 2:
+                try:
+                    item.delivery = self.queue.extend(d, lease_s)
+                except BackendError as exc:
+                    self._buffer.append(
+                        self._log("WARNING", f"could not extend lease: {exc}",
+                                  message_id=d.message_id)
+                    )
+
+    def _abandon(self, runner: Runner) -> None:
+        """Kill running handlers and give their messages back at once."""
+        runner.abort()
+        nacks = [
+            Settlement.nack(
+                item.delivery, 0.0, error="execution stopped before the handler finished"
+            )
+            for item in self._inflight.values()
+        ]
+        self._inflight.clear()
+        for d in self._parked:
+            nacks.append(Settlement.nack(d, 0.0))
+        self._parked.clear()
+        with contextlib.suppress(BackendError):
+            self._flush()
+            if nacks:
+                self.queue.settle(nacks)
+
+    def _finish(
+        self,
+        started: float,
+        ready: float | None,
+        status: str,
+        code: ExitCode,
+        detail: str,
+    ) -> ExecutionResult:
+        finished = self._clock()
+        budget = self.options.max_runtime_s
+        if status == SUCCEEDED and budget is not None and finished - started > budget:
+            status = TIMED_OUT
+        events = [
+            self._event(
+                ev.EXECUTION_FINISHED,
+                severity="INFO" if status == SUCCEEDED else "ERROR",
+                message=f"execution {status}: {detail}" if detail else f"execution {status}",
+                duration_ms=(finished - started) * 1000,
+                data={"status": status, "exit_code": int(code), "detail": detail,
+                      "counts": dict(self.counts)},
+            )
+        ]
+        with contextlib.suppress(BackendError):
+            self._flush()
+            self._write(self._buffer + events)
+            self._buffer = []
+        return ExecutionResult(
+            execution_id=self.execution_id,
+            status=status,
+            exit_code=code,
+            counts=self.counts,
+            started_at=started,
+            ready_at=ready,
+            finished_at=finished,
+            detail=detail,
+        )
