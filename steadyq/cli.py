@@ -43,7 +43,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(queue_app, name="queue")
 
 out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 UrlOpt = Annotated[
     str | None,
@@ -83,8 +83,9 @@ def _code_for(exc: SteadyqError) -> int:
     return ExitCode.ERROR
 
 
-def settings_for(url: str | None, config: Path | None, worker: dict[str, Any] | None = None
-                 ) -> Settings:
+def settings_for(
+    url: str | None, config: Path | None, worker: dict[str, Any] | None = None
+) -> Settings:
     return load_settings(config, overrides={"url": url, "worker": worker or {}})
 
 
@@ -104,6 +105,15 @@ def safe(value: object, limit: int | None = 200) -> Text:
     if limit is not None and len(cleaned) > limit:
         cleaned = cleaned[: limit - 1] + "…"
     return Text(cleaned)
+
+
+def table(*columns: str) -> Table:
+    """A table whose columns keep their values on one line, but for the last, which wraps."""
+    t = Table()
+    for index, name in enumerate(columns):
+        last = index == len(columns) - 1
+        t.add_column(name, no_wrap=not last, overflow="fold" if last else "ellipsis")
+    return t
 
 
 def _print_json(data: Any) -> None:
@@ -216,13 +226,17 @@ def worker(
     ] = None,
     max_runtime: Annotated[
         str | None,
-        typer.Option(help="Time budget of this execution, e.g. 1800 or 30m; stops pulling in time."),
+        typer.Option(
+            help="Time budget of this execution, e.g. 1800 or 30m; stops pulling in time."
+        ),
     ] = None,
     drain: Annotated[
         bool | None,
         typer.Option("--drain/--forever", help="Exit when nothing is ready or in flight."),
     ] = None,
-    max_attempts: Annotated[int | None, typer.Option(min=1, help="Attempts before the DLQ.")] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option(min=1, help="Attempts before the DLQ.")
+    ] = None,
     retry_min: Annotated[str | None, typer.Option(help="Shortest retry delay (10s).")] = None,
     retry_max: Annotated[str | None, typer.Option(help="Longest retry delay (10m).")] = None,
     lease: Annotated[
@@ -266,11 +280,16 @@ def worker(
         ws = settings.worker
         schema = None
         if ws.request_schema:
-            loaded = load_handler(ws.request_schema)
-            schema = loaded  # a pydantic model class is callable
+            from pydantic import BaseModel
+
+            loaded = load_handler(ws.request_schema)  # resolves any module:attribute
+            if not (isinstance(loaded, type) and issubclass(loaded, BaseModel)):
+                raise ConfigError(f"schema {ws.request_schema!r} is not a pydantic model")
+            schema = loaded
         try:
-            retry = RetryPolicy(ws.retry_min_s, max(ws.retry_max_s, ws.retry_min_s),
-                                ws.max_attempts)
+            retry = RetryPolicy(
+                ws.retry_min_s, max(ws.retry_max_s, ws.retry_min_s), ws.max_attempts
+            )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         options = WorkerOptions(
@@ -284,7 +303,7 @@ def worker(
             lease_s=ws.lease_s,
             batch_size=ws.batch_size,
             prefetch=ws.prefetch,
-            schema=schema,  # type: ignore[arg-type]
+            schema=schema,
             max_bytes=ws.max_bytes,
         )
         queue = open_queue(settings.url)
@@ -324,11 +343,12 @@ def executions(
         if json_out:
             _print_json([r.to_dict() for r in rows])
             return 0
-        table = Table("execution", "status", "started", "finished", "duration", "startup",
-                      "messages")
+        grid = table(
+            "execution", "status", "started", "finished", "duration", "startup", "messages"
+        )
         for r in rows:
             counts = r.data.get("counts", {})
-            table.add_row(
+            grid.add_row(
                 r.execution_id,
                 Text(r.status, style="green" if r.status == "succeeded" else "yellow"),
                 _when(r.started_at),
@@ -337,7 +357,7 @@ def executions(
                 "—" if r.startup_s is None else format_duration(r.startup_s),
                 safe(" ".join(f"{k}={v}" for k, v in sorted(counts.items()))),
             )
-        out.print(table if rows else "no executions")
+        out.print(grid if rows else "no executions")
         return 0
 
     _guard(run)
@@ -417,9 +437,9 @@ def _show_events(url: str | None, config: Path | None, where: EventFilter, json_
     if not found:
         out.print("no events")
         return
-    table = Table("time", "severity", "kind", "execution", "message", "attempt", "reason", "text")
+    grid = table("time", "severity", "kind", "execution", "message", "attempt", "reason", "text")
     for e in found:
-        table.add_row(
+        grid.add_row(
             rfc3339(e.timestamp)[:23],
             Text(e.severity, style="red" if e.severity in ("ERROR", "CRITICAL") else ""),
             e.kind,
@@ -429,7 +449,7 @@ def _show_events(url: str | None, config: Path | None, where: EventFilter, json_
             safe(e.reason or ""),
             safe(e.message, 120),
         )
-    out.print(table)
+    out.print(grid)
 
 
 @queue_app.command("stats")
@@ -444,14 +464,16 @@ def queue_stats(url: UrlOpt = None, config: ConfigOpt = None, json_out: JsonOpt 
             data = stats.to_dict()
             sys.stdout.write(json.dumps(data, ensure_ascii=True) + "\n")
             return 0
-        table = Table("ready", "in flight", "delayed", "dead-lettered", "oldest unacked")
+        grid = table("ready", "in flight", "delayed", "dead-lettered", "oldest unacked")
         age = stats.oldest_unacked_age_s
-        table.add_row(
-            *(str(v) if v is not None else "unknown"
-              for v in (stats.ready, stats.in_flight, stats.delayed, stats.dead_lettered)),
+        grid.add_row(
+            *(
+                str(v) if v is not None else "unknown"
+                for v in (stats.ready, stats.in_flight, stats.delayed, stats.dead_lettered)
+            ),
             "—" if age is None else format_duration(age),
         )
-        out.print(table)
+        out.print(grid)
         for note in stats.notes:
             out.print(safe(note))
         return 0
@@ -465,8 +487,13 @@ ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Only this reaso
 IdOpt = Annotated[list[str] | None, typer.Option("--id", help="Only these message ids.")]
 
 
-def _filter(reason: str | None, since: str | None, limit: int | None,
-            ids: list[str] | None = None, before: float | None = None) -> DlqFilter:
+def _filter(
+    reason: str | None,
+    since: str | None,
+    limit: int | None,
+    ids: list[str] | None = None,
+    before: float | None = None,
+) -> DlqFilter:
     return DlqFilter(
         reason=reason,
         since=_since(since),
@@ -497,9 +524,9 @@ def dlq_ls(
         if not letters:
             out.print("the dead-letter queue is empty")
             return 0
-        table = Table("message", "dead-lettered", "reason", "attempts", "request", "payload")
+        grid = table("message", "dead-lettered", "reason", "attempts", "request", "payload")
         for d in letters:
-            table.add_row(
+            grid.add_row(
                 d.message_id,
                 _when(d.dead_lettered_at),
                 safe(d.reason),
@@ -507,7 +534,7 @@ def dlq_ls(
                 safe(d.request_id or "—"),
                 safe(dlq_ops.preview(d.payload), 60),
             )
-        out.print(table)
+        out.print(grid)
         return 0
 
     _guard(run)
@@ -533,13 +560,25 @@ def dlq_show(
             _print_json(letter.to_dict())
             return 0
         data = letter.to_dict()
-        for key in ("message_id", "request_id", "reason", "detail", "attempts", "replays",
-                    "published_at", "dead_lettered_at"):
+        for key in (
+            "message_id",
+            "request_id",
+            "reason",
+            "detail",
+            "attempts",
+            "replays",
+            "published_at",
+            "dead_lettered_at",
+        ):
             out.print(Text(f"{key:>17}: ", style="bold") + safe(data[key], None))
-        out.print(Text(f"{'attributes':>17}: ", style="bold") + safe(json.dumps(
-            data["attributes"], ensure_ascii=True)))
-        out.print(Text(f"{'payload':>17}: ", style="bold")
-                  + safe(dlq_ops.preview(letter.payload, 4000), None))
+        out.print(
+            Text(f"{'attributes':>17}: ", style="bold")
+            + safe(json.dumps(data["attributes"], ensure_ascii=True))
+        )
+        out.print(
+            Text(f"{'payload':>17}: ", style="bold")
+            + safe(dlq_ops.preview(letter.payload, 4000), None)
+        )
         return 0
 
     _guard(run)
@@ -558,10 +597,10 @@ def dlq_stats(
         if json_out:
             _print_json(groups)
             return 0
-        table = Table("reason", "count", "oldest", "newest")
+        grid = table("reason", "count", "oldest", "newest")
         for g in groups:
-            table.add_row(safe(g["reason"]), str(g["count"]), g["oldest"], g["newest"])
-        out.print(table if groups else "the dead-letter queue is empty")
+            grid.add_row(safe(g["reason"]), str(g["count"]), g["oldest"], g["newest"])
+        out.print(grid if groups else "the dead-letter queue is empty")
         return 0
 
     _guard(run)
@@ -575,7 +614,9 @@ def dlq_replay(
     since: SinceOpt = None,
     message_id: IdOpt = None,
     limit: LimitOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be replayed.")
+    ] = False,
     max_replays: Annotated[
         int, typer.Option(min=1, help="Loop guard: refuse letters replayed this often already.")
     ] = dlq_ops.MAX_REPLAYS,
@@ -587,7 +628,8 @@ def dlq_replay(
         queue, _ = _open(url, config)
         with queue:
             done = queue.dlq_replay(
-                _filter(reason, since, limit, message_id), max_replays=max_replays,
+                _filter(reason, since, limit, message_id),
+                max_replays=max_replays,
                 dry_run=dry_run,
             )
         rows = dlq_ops.replay_rows(done, dry_run=dry_run, max_replays=max_replays)
@@ -595,8 +637,12 @@ def dlq_replay(
             _print_json(rows)
         else:
             for row in rows:
-                out.print(safe(f"{row['message_id']}: {row['outcome']}"
-                               + (f" as {row['new_message_id']}" if row["new_message_id"] else "")))
+                out.print(
+                    safe(
+                        f"{row['message_id']}: {row['outcome']}"
+                        + (f" as {row['new_message_id']}" if row["new_message_id"] else "")
+                    )
+                )
             summary = dlq_ops.replay_summary(rows, dry_run=dry_run)
             out.print(summary)
         refused = [r for r in rows if r["outcome"] == "refused"]

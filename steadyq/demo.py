@@ -64,7 +64,5 @@ def run_demo(directory: Path, *, valid: int = 24, console: Console | None = None
             f" {latencies[-1]:.3f} ms (slowest); none was retried"
         )
     console.print(f"queue now: {stats.ready} ready, {stats.dead_lettered} dead-lettered")
-    console.print(
-        f"look closer: steadyq dlq ls --url {url}    steadyq executions --url {url}"
-    )
+    console.print(f"look closer: steadyq dlq ls --url {url}    steadyq executions --url {url}")
     return int(result.exit_code)

@@ -72,7 +72,7 @@ def show(value: object) -> str:
     except Exception:  # e.g. recursion in a pathological value
         text = ascii(type(value).__name__)
     if len(text) > _SHOW_LIMIT:
-        text = text[: _SHOW_LIMIT - 1] + "…"
+        text = text[: _SHOW_LIMIT - 3] + "..."
     return text
 
 

@@ -336,7 +336,7 @@ class ProcessRunner:
         self._emit = emit
         self._prefetch = max(1, prefetch)
         method = start_method or ("fork" if sys.platform.startswith("linux") else "spawn")
-        self._mp = multiprocessing.get_context(method)
+        self._mp: Any = multiprocessing.get_context(method)
         self._slots: list[_Slot] = []
         self._pending: deque[Call] = deque()
         self._done: list[Outcome] = []
@@ -411,11 +411,9 @@ class ProcessRunner:
             if not slot.queue:
                 slot.head_started = time.monotonic()
             slot.queue.append(call)
-            try:
+            # a dead child fails the send; poll() notices its sentinel and replays the queue
+            with contextlib.suppress(BrokenPipeError, OSError):
                 slot.conn.send(("call", call))
-            except (BrokenPipeError, OSError):
-                # the child is dead; poll() notices the sentinel and replays the queue
-                pass
 
     def poll(self, timeout_s: float) -> list[Outcome]:
         now = time.monotonic()
@@ -465,7 +463,8 @@ class ProcessRunner:
                     head.call_id,
                     "timeout",
                     elapsed,
-                    f"DeadlineExceeded: killed after {elapsed:.1f}s (deadline {head.deadline_s:g}s)",
+                    f"DeadlineExceeded: killed after {elapsed:.1f}s"
+                    f" (deadline {head.deadline_s:g}s)",
                 ),
             )
 

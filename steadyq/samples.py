@@ -7,8 +7,16 @@ import random
 import uuid
 
 TOPICS = (
-    "fractions", "photosynthesis", "the water cycle", "plate tectonics", "the French Revolution",
-    "linear equations", "probability", "the solar system", "cell division", "poetry meter",
+    "fractions",
+    "photosynthesis",
+    "the water cycle",
+    "plate tectonics",
+    "the French Revolution",
+    "linear equations",
+    "probability",
+    "the solar system",
+    "cell division",
+    "poetry meter",
 )
 INTERESTS = ("basketball", "music", "minecraft", "cooking", "space", "dinosaurs", "art", "soccer")
 

@@ -282,13 +282,10 @@ class Worker:
                 self._abandon(runner)
                 return INTERRUPTED, ExitCode.INTERRUPTED, self._stop_reason + " twice"
             elapsed = time.monotonic() - started_mono
-            budget_left = (
-                None if opts.max_runtime_s is None else opts.max_runtime_s - elapsed
-            )
-            may_pull = self._signals == 0 and (
-                budget_left is None or budget_left > opts.deadline_s
-            )
+            budget_left = None if opts.max_runtime_s is None else opts.max_runtime_s - elapsed
+            may_pull = self._signals == 0 and (budget_left is None or budget_left > opts.deadline_s)
             pulled = 0
+            found_empty = False  # only a pull that came back empty proves the queue drained
             if self._parked and not self._requests_running.intersection(
                 request_id_of(d.body) or "" for d in self._parked
             ):
@@ -296,12 +293,12 @@ class Worker:
                 self._accept(parked, runner)
             capacity = runner.capacity()
             if may_pull and capacity > 0:
-                deliveries = self._guarded(
-                    lambda: self.queue.pull(min(capacity, opts.batch_size), lease_s)
-                )
+                deliveries = self._guarded(self.queue.pull, min(capacity, opts.batch_size), lease_s)
                 if deliveries:
                     pulled = len(deliveries)
                     self._accept(deliveries, runner)
+                else:
+                    found_empty = self._outage_since is None
             wait_s = 0.0 if pulled else min(0.2, idle_s) if self._inflight else 0.0
             outcomes = runner.poll(wait_s)
             for outcome in outcomes:
@@ -313,7 +310,7 @@ class Worker:
                     if self._signals:
                         return SUCCEEDED, ExitCode.OK, self._stop_reason
                     return SUCCEEDED, ExitCode.OK, "time budget reached"
-                if opts.drain and pulled == 0 and self._outage_since is None:
+                if opts.drain and found_empty and not outcomes:
                     return SUCCEEDED, ExitCode.OK, "queue drained"
             if pulled or outcomes:
                 idle_s = 0.0
@@ -327,17 +324,17 @@ class Worker:
         while self._signals == 0 and time.monotonic() < end:
             time.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
-    def _guarded(self, action: Callable[[], list[Delivery]]) -> list[Delivery]:
-        """Run a queue read; during an outage log, back off, and give up after a while."""
+    def _guarded(
+        self, pull: Callable[[int, float], list[Delivery]], count: int, lease_s: float
+    ) -> list[Delivery]:
+        """Pull; during an outage log once, back off, and give up after a while."""
         try:
-            result = action()
+            result = pull(count, lease_s)
         except BackendError as exc:
             now = time.monotonic()
             if self._outage_since is None:
                 self._outage_since = now
-                self._buffer.append(
-                    self._log("ERROR", f"queue unavailable, backing off: {exc}")
-                )
+                self._buffer.append(self._log("ERROR", f"queue unavailable, backing off: {exc}"))
             if now - self._outage_since > self.options.backend_outage_s:
                 raise
             self._sleep(min(5.0, 0.1 * 2 ** min(10, int(now - self._outage_since))))
@@ -536,8 +533,9 @@ class Worker:
                 duration_ms=duration_ms,
                 **labels,
             ),
-            self._log("ERROR", f"Handler attempt {d.attempt} failed: {error}", reason=reason,
-                      **labels),
+            self._log(
+                "ERROR", f"Handler attempt {d.attempt} failed: {error}", reason=reason, **labels
+            ),
         ]
         if self.options.retry.exhausted(d.attempt):
             self.counts["dead_lettered"] += 1
@@ -610,8 +608,9 @@ class Worker:
                     item.delivery = self.queue.extend(d, lease_s)
                 except BackendError as exc:
                     self._buffer.append(
-                        self._log("WARNING", f"could not extend lease: {exc}",
-                                  message_id=d.message_id)
+                        self._log(
+                            "WARNING", f"could not extend lease: {exc}", message_id=d.message_id
+                        )
                     )
 
     def _abandon(self, runner: Runner) -> None:
@@ -650,8 +649,12 @@ class Worker:
                 severity="INFO" if status == SUCCEEDED else "ERROR",
                 message=f"execution {status}: {detail}" if detail else f"execution {status}",
                 duration_ms=(finished - started) * 1000,
-                data={"status": status, "exit_code": int(code), "detail": detail,
-                      "counts": dict(self.counts)},
+                data={
+                    "status": status,
+                    "exit_code": int(code),
+                    "detail": detail,
+                    "counts": dict(self.counts),
+                },
             )
         ]
         with contextlib.suppress(BackendError):

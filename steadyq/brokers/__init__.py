@@ -38,8 +38,7 @@ def open_queue(url: str, *, clock: Callable[[], float] = time.time) -> Queue:
 
         return MemoryQueue(clock=clock)
     raise ConfigError(
-        f"unknown queue URL {url!r}: expected one of "
-        + ", ".join(f"{s}://" for s in SCHEMES)
+        f"unknown queue URL {url!r}: expected one of " + ", ".join(f"{s}://" for s in SCHEMES)
     )
 
 

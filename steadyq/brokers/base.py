@@ -375,7 +375,7 @@ class Queue(abc.ABC):
             BackendError: the backend failed; nothing was deleted.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Idempotent."""
 
     def __enter__(self) -> Queue:

@@ -67,21 +67,27 @@ class MemoryStore(EventStore):
                 if change is not None and event.execution_id is not None:
                     self._apply_execution(event.execution_id, *change)
                 status = ledger_update(event)
-                if status is not None and event.request_id is not None:
-                    if self._ledger.get(event.request_id) != "completed":
-                        self._ledger[event.request_id] = status
+                if (
+                    status is not None
+                    and event.request_id is not None
+                    and self._ledger.get(event.request_id) != "completed"
+                ):
+                    self._ledger[event.request_id] = status
 
     def _apply_execution(self, execution_id: str, what: str, values: dict[str, object]) -> None:
         current = self._executions.get(execution_id)
         if what == "start":
             if current is None:
                 self._executions[execution_id] = ExecutionRecord(
-                    execution_id, RUNNING, float(values["started_at"]),  # type: ignore[arg-type]
+                    execution_id,
+                    RUNNING,
+                    float(values["started_at"]),  # type: ignore[arg-type]
                     data=dict(values["data"]),  # type: ignore[call-overload]
                 )
         elif current is not None and what == "ready":
             self._executions[execution_id] = replace(
-                current, ready_at=values["ready_at"]  # type: ignore[arg-type]
+                current,
+                ready_at=values["ready_at"],  # type: ignore[arg-type]
             )
         elif current is not None:
             self._executions[execution_id] = replace(
@@ -113,9 +119,7 @@ class MemoryStore(EventStore):
         self, *, since: float | None = None, limit: int | None = None
     ) -> list[ExecutionRecord]:
         with self._lock:
-            rows = [
-                r for r in self._executions.values() if since is None or r.started_at >= since
-            ]
+            rows = [r for r in self._executions.values() if since is None or r.started_at >= since]
         rows.sort(key=lambda r: r.started_at, reverse=True)
         return rows if limit is None else rows[:limit]
 
@@ -172,8 +176,15 @@ class MemoryQueue(Queue):
                 m.visible_at = until
                 out.append(
                     Delivery(
-                        str(m.seq), m.body, dict(m.attributes), m.attempts, m.published_at,
-                        token, until, m.replays, m.last_error,
+                        str(m.seq),
+                        m.body,
+                        dict(m.attributes),
+                        m.attempts,
+                        m.published_at,
+                        token,
+                        until,
+                        m.replays,
+                        m.last_error,
                     )
                 )
             return out
@@ -271,7 +282,11 @@ class MemoryQueue(Queue):
                     continue
                 seq = next(self._seq)
                 self._messages[seq] = _Message(
-                    seq, letter.payload, dict(letter.attributes), now, now,
+                    seq,
+                    letter.payload,
+                    dict(letter.attributes),
+                    now,
+                    now,
                     replays=letter.replays + 1,
                 )
                 del self._dead[letter.message_id]

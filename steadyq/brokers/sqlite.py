@@ -287,9 +287,7 @@ class SqliteQueue(Queue):
                         letter.replays + 1,
                     ),
                 )
-                conn.execute(
-                    "DELETE FROM dead_letters WHERE message_id = ?", (letter.message_id,)
-                )
+                conn.execute("DELETE FROM dead_letters WHERE message_id = ?", (letter.message_id,))
                 out.append((letter, str(cur.lastrowid)))
         return out
 

@@ -111,7 +111,7 @@ class EventStore(abc.ABC):
     def completed(self, request_ids: Iterable[str]) -> set[str]:
         """The subset of ``request_ids`` that the ledger records as completed."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores share a connection
         """Release connections. Idempotent."""
 
 

@@ -114,8 +114,19 @@ def _apply_ledger(conn: sqlite3.Connection, event: Event, status: str) -> None:
 
 
 def _row_to_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
-    (ts, kind, severity, message, execution_id, message_id, request_id, attempt, reason,
-     duration_ms, data) = row
+    (
+        ts,
+        kind,
+        severity,
+        message,
+        execution_id,
+        message_id,
+        request_id,
+        attempt,
+        reason,
+        duration_ms,
+        data,
+    ) = row
     return Event(
         kind=kind,
         timestamp=ts,

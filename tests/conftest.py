@@ -1,0 +1,34 @@
+"""Shared fixtures: a controllable clock and backends by name."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+class FakeClock:
+    """A clock that moves only when told to; injected wherever steadyq reads the time."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def require_service(available: bool, reason: str) -> None:
+    """Skip a test that needs an absent service, except under CI where it must fail."""
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required service missing under CI: {reason}")
+    pytest.skip(reason)

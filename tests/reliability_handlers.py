@@ -1,0 +1,158 @@
+"""Handlers for tests/test_reliability.py, loaded by workers as ``tests.reliability_handlers:NAME``.
+
+Each handler finds its scratch folder in the message attribute ``dir`` (so the same
+handler works in-process, in a forked handler child and in a ``steadyq worker``
+subprocess) and leaves evidence there as whole lines appended with ``O_APPEND``:
+one ``os.write`` per line, so lines from concurrent processes never interleave.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from steadyq import PermanentError
+from steadyq.runner import HandlerContext
+
+BARRIER_TIMEOUT_S = 20.0
+
+
+def _dir(ctx: HandlerContext) -> Path:
+    return Path(ctx.attributes["dir"])
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line atomically (a single write on an O_APPEND descriptor)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line.rstrip("\n") + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def _block(seconds: float) -> None:
+    """Block without using the CPU; the test (or the runner) kills us long before."""
+    threading.Event().wait(seconds)
+
+
+# -- test 1: kill -9 of the worker ----------------------------------------------------
+
+
+def slow_then_ok(request: Any, ctx: HandlerContext) -> None:
+    """Topic ``block`` on attempt 1: say who we are, then block. Anything else succeeds.
+
+    Writes ``blocked.pid`` (``<handler pid> <worker pid>``) so the test can kill both,
+    and ``ok.log`` lines ``<message_id> <attempt> <pid>`` for each success.
+    """
+    folder = _dir(ctx)
+    if request.topic == "block" and ctx.attempt == 1:
+        tmp = folder / f"blocked.pid.{os.getpid()}"
+        tmp.write_text(f"{os.getpid()} {os.getppid()}\n", encoding="ascii")
+        os.replace(tmp, folder / "blocked.pid")
+        _block(90)
+        raise RuntimeError("slow_then_ok: the test should have killed this process")
+    append_line(folder / "ok.log", f"{ctx.message_id} {ctx.attempt} {os.getpid()}")
+
+
+# -- test 2: a handler that hangs forever -------------------------------------------
+
+
+def hang_or_ok(request: Any, ctx: HandlerContext) -> None:
+    """Topic ``hang`` blocks forever (after noting its pid in ``hang.log``); others succeed."""
+    folder = _dir(ctx)
+    if request.topic == "hang":
+        append_line(folder / "hang.log", f"{ctx.message_id} {ctx.attempt} {os.getpid()}")
+        while True:
+            _block(3600)
+    append_line(folder / "ok.log", f"{ctx.message_id} {ctx.attempt} {os.getpid()}")
+
+
+# -- test 3: a handler that kills its own process ------------------------------------
+
+
+def suicide_or_ok(request: Any, ctx: HandlerContext) -> None:
+    """Topic ``suicide`` SIGKILLs its own process (after noting its pid); others succeed."""
+    folder = _dir(ctx)
+    if request.topic == "suicide":
+        append_line(folder / "suicide.log", f"{ctx.message_id} {ctx.attempt} {os.getpid()}")
+        os.kill(os.getpid(), signal.SIGKILL)
+    append_line(folder / "ok.log", f"{ctx.message_id} {ctx.attempt} {os.getpid()}")
+
+
+# -- test 4: two workers on one file -------------------------------------------------
+
+_barrier_passed = False
+
+
+def _barrier(folder: Path) -> None:
+    """Once per handler process: wait until handler processes of two workers exist.
+
+    Each handler process registers its worker (its parent) and waits, bounded, until
+    a second worker has registered too, so that both workers provably hold
+    deliveries at the same time. On timeout it goes on; the test then reports
+    that only one worker did any work.
+    """
+    global _barrier_passed
+    if _barrier_passed:
+        return
+    _barrier_passed = True
+    workers = folder / "workers"
+    workers.mkdir(exist_ok=True)
+    (workers / str(os.getppid())).touch()
+    end = time.monotonic() + BARRIER_TIMEOUT_S
+    while len(os.listdir(workers)) < 2 and time.monotonic() < end:
+        time.sleep(0.005)
+
+
+def record_overlap(request: Any, ctx: HandlerContext) -> None:
+    """Record ``<message_id> <attempt> <pid> <worker pid> <start_ns> <end_ns>`` around a nap.
+
+    Times are ``time.monotonic_ns()`` (CLOCK_MONOTONIC: one clock for every process
+    on the host), so records from different processes can be compared.
+    """
+    folder = _dir(ctx)
+    _barrier(folder)
+    start = time.monotonic_ns()
+    time.sleep(0.004)
+    end = time.monotonic_ns()
+    append_line(
+        folder / "calls.log",
+        f"{ctx.message_id} {ctx.attempt} {os.getpid()} {os.getppid()} {start} {end}",
+    )
+
+
+# -- test 5: 10,000 mixed messages -----------------------------------------------------
+
+
+def mixed(request: Any, ctx: HandlerContext) -> None:
+    """Behaviour by topic.
+
+    ``ok``: succeed. ``transient-K``: fail attempts 1..K with an ordinary error, then
+    succeed. ``permanent``: raise :class:`PermanentError` with reason ``bad_topic``.
+    """
+    topic: str = request.topic
+    if topic.startswith("transient-"):
+        if ctx.attempt <= int(topic.removeprefix("transient-")):
+            raise ConnectionError(f"transient failure on attempt {ctx.attempt}")
+        return
+    if topic == "permanent":
+        raise PermanentError("this topic can never be served", reason="bad_topic")
+    if topic != "ok":
+        raise AssertionError(f"mixed: unexpected topic {topic!r}")
+
+
+# -- extra: a request that runs longer than the lease ---------------------------------
+
+
+def sleepy(request: Any, ctx: HandlerContext) -> None:
+    """Topic ``sleep-S`` sleeps S seconds; notes each call in ``calls.log``."""
+    folder = _dir(ctx)
+    append_line(folder / "calls.log", f"{ctx.message_id} {ctx.attempt} {os.getpid()} start")
+    topic: str = request.topic
+    if topic.startswith("sleep-"):
+        time.sleep(float(topic.removeprefix("sleep-")))
+    append_line(folder / "calls.log", f"{ctx.message_id} {ctx.attempt} {os.getpid()} end")

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from steadyq.content import ContentRequest
+from steadyq.gate import REASONS, Gate, Rejection, canonical_request_id
+
+GOOD = "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+gate = Gate()
+
+
+def body(**fields: object) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def reason(raw: bytes, g: Gate = gate) -> str:
+    result = g.check(raw)
+    assert isinstance(result, Rejection), result
+    return result.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"\xff\xfe", "payload_not_utf8"),
+        (b"\xed\xa0\x80", "payload_not_utf8"),  # an encoded lone surrogate
+        (b"", "payload_not_json"),
+        (b"request_id=1", "payload_not_json"),
+        (b"NaN", "payload_not_json"),
+        (b'{"request_id": "' + GOOD.encode() + b'", "topic": Infinity}', "payload_not_json"),
+        (b"\xef\xbb\xbf{}", "payload_not_json"),  # a byte-order mark
+        (b"[" * 100_000, "payload_not_json"),
+        (b"[]", "payload_not_object"),
+        (b'"text"', "payload_not_object"),
+        (b"42", "payload_not_object"),
+        (b"null", "payload_not_object"),
+        (body(topic="x"), "request_id_missing"),
+        (body(request_id=None, topic="x"), "request_id_missing"),
+        (body(request_id="test-smoke-001", topic="x"), "request_id_invalid"),
+        (body(request_id="invalid-uuid-test-1762216900", topic="x"), "request_id_invalid"),
+        (body(request_id="test2_text_only", topic="x"), "request_id_invalid"),
+        (body(request_id="{" + GOOD + "}", topic="x"), "request_id_invalid"),
+        (body(request_id="urn:uuid:" + GOOD, topic="x"), "request_id_invalid"),
+        (body(request_id=GOOD.replace("-", ""), topic="x"), "request_id_invalid"),
+        (body(request_id=" " + GOOD, topic="x"), "request_id_invalid"),
+        (body(request_id=GOOD + "\n", topic="x"), "request_id_invalid"),
+        (body(request_id="٦f9619ff-8b86-d011-b42d-00c04fc964ff", topic="x"), "request_id_invalid"),
+        (body(request_id=12345, topic="x"), "request_id_invalid"),
+        (body(request_id="", topic="x"), "request_id_invalid"),
+        (body(request_id=GOOD), "schema_invalid"),
+        (body(request_id=GOOD, topic=""), "schema_invalid"),
+        (body(request_id=GOOD, topic="x", grade_level=13), "schema_invalid"),
+        (body(request_id=GOOD, topic="x", grade_level="5"), "schema_invalid"),
+        (body(request_id=GOOD, topic="x", modalities=[]), "schema_invalid"),
+        (body(request_id=GOOD, topic="x", modalities=["audio"]), "schema_invalid"),
+        (body(request_id=GOOD, topic="x", unknown=1), "schema_invalid"),
+    ],
+)
+def test_each_failure_has_its_reason(raw: bytes, expected: str) -> None:
+    assert reason(raw) == expected
+
+
+def test_oversized_payload_is_rejected_before_parsing() -> None:
+    small = Gate(max_bytes=100)
+    assert reason(b"{" + b" " * 200 + b"}", small) == "payload_too_large"
+    assert reason(b"x" * (10 * 1024 * 1024 + 1)) == "payload_too_large"
+
+
+def test_rejection_names_failing_fields_and_escapes_the_value() -> None:
+    result = gate.check(body(request_id=GOOD, topic="", grade_level=0))
+    assert isinstance(result, Rejection)
+    assert set(result.fields) == {"topic", "grade_level"}
+    bad = gate.check(body(request_id="\x1b[31mred\u202e", topic="x"))
+    assert isinstance(bad, Rejection)
+    assert bad.value is not None and "\x1b" not in bad.value and "\u202e" not in bad.value
+    assert bad.log_text.startswith("Invalid request_id format: ")
+    assert bad.value.isascii()
+
+
+@pytest.mark.parametrize(
+    ("extra", "modalities"),
+    [
+        ({}, ("video",)),  # before modalities existed: video
+        ({"modalities": None}, ("video",)),
+        ({"modalities": ["text"]}, ("text",)),
+        ({"modalities": ["video"]}, ("video",)),
+        ({"modalities": ["video", "text", "text"]}, ("text", "video")),
+    ],
+)
+def test_the_three_tested_shapes_validate(extra: dict[str, object], modalities: tuple[str]) -> None:
+    upper = GOOD.upper()
+    result = gate.check(body(request_id=upper, topic="fractions", interests=["music"], **extra))
+    assert isinstance(result, ContentRequest)
+    assert result.request_id == GOOD, "stored lower-case"
+    assert result.modalities == modalities
+
+
+def test_custom_schema() -> None:
+    class Ping(BaseModel):
+        request_id: str
+        n: int
+
+    g = Gate(Ping)
+    ok = g.check(body(request_id=GOOD, n=3))
+    assert isinstance(ok, Ping) and ok.n == 3
+    assert reason(body(request_id=GOOD), g) == "schema_invalid"
+    assert reason(body(n=3), g) == "request_id_missing"
+
+
+def test_a_crashing_validator_is_a_rejection_not_an_exception() -> None:
+    from pydantic import field_validator
+
+    class Fragile(BaseModel):
+        request_id: str
+
+        @field_validator("request_id")
+        @classmethod
+        def boom(cls, value: str) -> str:
+            raise RuntimeError("bug in user code")
+
+    assert reason(body(request_id=GOOD), Gate(Fragile)) == "schema_invalid"
+
+
+def test_canonical_request_id() -> None:
+    assert canonical_request_id(str(uuid.uuid4()).upper()) is not None
+    assert canonical_request_id(GOOD[:-1] + "g") is None
+    assert canonical_request_id(None) is None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=2048))
+def test_never_raises_on_any_bytes(raw: bytes) -> None:
+    result = gate.check(raw)
+    assert isinstance(result, ContentRequest | Rejection)
+    if isinstance(result, Rejection):
+        assert result.reason in REASONS
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["request_id", "topic", "student_id", "interests", "grade_level", "modalities", "x"]
+        ),
+        json_values | st.just(GOOD) | st.uuids().map(str),
+        max_size=7,
+    )
+)
+def test_never_raises_on_any_json_object(fields: dict[str, object]) -> None:
+    raw = json.dumps(fields).encode()
+    result = gate.check(raw)
+    if isinstance(result, Rejection):
+        assert result.reason in REASONS
+        assert result.log_text.isascii() or result.value is None
+    else:
+        assert isinstance(result, ContentRequest)
+        assert canonical_request_id(result.request_id) == result.request_id

@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+import io
+import json
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+
+from steadyq import RetryPolicy, Worker, WorkerOptions
+from steadyq.brokers import open_queue, store_for
+from steadyq.brokers.base import Queue
+from steadyq.brokers.memory import MemoryQueue
+from steadyq.telemetry import events as ev
+from steadyq.telemetry.logs import LABELS_KEY, JsonLinesSink
+from steadyq.telemetry.store import EventFilter
+from tests.conftest import FakeClock
+
+HANDLER = "tests.worker_handlers:by_topic"
+FAST_RETRY = RetryPolicy(0.0, 0.0, 3)
+
+
+def request(topic: str = "fractions", request_id: str | None = None, **extra: object) -> bytes:
+    return json.dumps(
+        {"request_id": request_id or str(uuid.uuid4()), "topic": topic, **extra}
+    ).encode()
+
+
+def options(**kw: object) -> WorkerOptions:
+    base: dict[str, object] = {
+        "handler": HANDLER,
+        "runner": "inline",
+        "drain": True,
+        "retry": FAST_RETRY,
+        "idle_poll_s": 0.01,
+    }
+    base.update(kw)
+    return WorkerOptions(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Queue:
+    if request.param == "memory":
+        return MemoryQueue()
+    return open_queue(f"sqlite:///{tmp_path}/w.db")
+
+
+def kinds(queue: Queue, kind: str) -> list[ev.Event]:
+    return store_for(queue).events(EventFilter(kinds=(kind,)))
+
+
+def drain(queue: Queue, **kw: object) -> Worker:
+    worker = Worker(queue, store_for(queue), options(**kw))
+    worker.result = worker.run()  # type: ignore[attr-defined]
+    return worker
+
+
+def test_poison_is_dead_lettered_at_once_and_never_retried(queue: Queue) -> None:
+    mid = queue.publish(request(request_id="test-smoke-001"), {"source": "smoke"})
+    w = drain(queue)
+    assert w.counts["rejected"] == 1
+    letter = queue.dlq_get(mid)
+    assert (letter.reason, letter.attempts, dict(letter.attributes)) == (
+        "request_id_invalid",
+        1,
+        {"source": "smoke"},
+    )
+    [rejected] = kinds(queue, ev.MESSAGE_REJECTED)
+    assert rejected.reason == "request_id_invalid" and rejected.duration_ms is not None
+    [log] = kinds(queue, ev.LOG)
+    assert log.severity == "WARNING"
+    assert log.message == 'Invalid request_id format: "test-smoke-001"'
+    assert queue.stats().ready == 0 and queue.stats().delayed == 0
+
+
+def test_success_acks_and_a_redelivered_request_is_a_duplicate(queue: Queue) -> None:
+    rid = str(uuid.uuid4())
+    queue.publish(request(request_id=rid))
+    drain(queue)
+    queue.publish(request(request_id=rid.upper()))
+    w = drain(queue)
+    assert w.counts == {"received": 1, "duplicate": 1}
+    assert len(kinds(queue, ev.MESSAGE_SUCCEEDED)) == 1
+    [dup] = kinds(queue, ev.MESSAGE_DUPLICATE)
+    assert dup.request_id == rid
+    assert store_for(queue).completed([rid]) == {rid}
+
+
+def test_same_request_twice_in_one_batch_runs_once(
+    queue: Queue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("STEADYQ_TEST_CALLS", str(calls))
+    rid = str(uuid.uuid4())
+    queue.publish_batch([(request(request_id=rid), None)] * 3)
+    w = drain(queue)
+    assert len(calls.read_text().splitlines()) == 1
+    assert (w.counts["succeeded"], w.counts["duplicate"]) == (1, 2)
+
+
+def test_transient_failure_is_retried_then_succeeds(queue: Queue) -> None:
+    queue.publish(request("flaky"))
+    w = drain(queue)
+    assert (w.counts["failed"], w.counts["retried"], w.counts["succeeded"]) == (1, 1, 1)
+    [failed] = kinds(queue, ev.MESSAGE_FAILED)
+    assert failed.attempt == 1 and "ConnectionError" in failed.message
+    [ok] = kinds(queue, ev.MESSAGE_SUCCEEDED)
+    assert ok.attempt == 2
+
+
+def test_exhausted_attempts_go_to_the_dlq_with_the_last_error(queue: Queue) -> None:
+    mid = queue.publish(request("broken"))
+    w = drain(queue)
+    assert w.counts["failed"] == 3 and w.counts["dead_lettered"] == 1
+    letter = queue.dlq_get(mid)
+    assert letter.reason == "max_attempts_exceeded" and letter.attempts == 3
+    assert "ValueError: always broken" in letter.detail
+    assert len(kinds(queue, ev.MESSAGE_DEAD_LETTERED)) == 1
+    errors = store_for(queue).events(EventFilter(kinds=(ev.LOG,), min_severity="ERROR"))
+    assert len(errors) == 3
+
+
+def test_permanent_error_dead_letters_at_once(queue: Queue) -> None:
+    mid = queue.publish(request("permanent"))
+    w = drain(queue)
+    assert w.counts == {"received": 1, "dead_lettered": 1}
+    letter = queue.dlq_get(mid)
+    assert (letter.reason, letter.attempts) == ("topic_refused", 1)
+
+
+def test_retry_delay_keeps_message_for_the_next_execution(queue: Queue) -> None:
+    queue.publish(request("flaky"))
+    w = drain(queue, retry=RetryPolicy(60, 120, 3))
+    assert w.counts["retried"] == 1
+    assert queue.stats().delayed == 1
+    assert w.result.status == "succeeded"  # type: ignore[attr-defined]
+
+
+def test_handler_warnings_are_stored_with_labels(queue: Queue) -> None:
+    rid = str(uuid.uuid4())
+    queue.publish(request("warn", request_id=rid))
+    drain(queue)
+    [log] = kinds(queue, ev.LOG)
+    assert (log.severity, log.message, log.request_id) == ("WARNING", "careful with warn", rid)
+
+
+def test_delivery_past_max_attempts_is_dead_lettered_without_running(
+    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("STEADYQ_TEST_CALLS", str(calls))
+    queue = MemoryQueue(clock=clock)
+    mid = queue.publish(request("fractions"))
+    for _ in range(3):  # three workers died holding it
+        queue.pull(1, 5)
+        clock.advance(6)
+    w = Worker(queue, store_for(queue), options(), clock=clock)
+    w.run()
+    assert not calls.exists()
+    letter = queue.dlq_get(mid)
+    assert letter.reason == "max_attempts_exceeded" and letter.attempts == 4
+    assert "never finished" in letter.detail
+
+
+def test_execution_is_recorded(queue: Queue) -> None:
+    queue.publish_batch([(request(), None), (b"junk", None)])
+    w = drain(queue)
+    [record] = store_for(queue).executions()
+    assert record.execution_id == w.execution_id
+    assert record.status == "succeeded"
+    assert record.ready_at is not None and record.startup_s is not None
+    assert record.finished_at is not None and record.duration_s is not None
+    assert record.data["counts"] == {"received": 2, "succeeded": 1, "rejected": 1}
+    order = [e.kind for e in store_for(queue).events(EventFilter(execution_id=w.execution_id))]
+    assert order[:2] == [ev.EXECUTION_STARTED, ev.EXECUTION_READY]
+    assert order[-1] == ev.EXECUTION_FINISHED
+
+
+def test_max_runtime_stops_pulling_when_a_new_deadline_would_not_fit(queue: Queue) -> None:
+    queue.publish(request())
+    w = drain(queue, max_runtime_s=10, deadline_s=30, drain=False)
+    assert w.counts["received"] == 0
+    assert w.result.detail == "time budget reached"  # type: ignore[attr-defined]
+    assert queue.stats().ready == 1
+
+
+def test_unloadable_handler_fails_the_execution(queue: Queue) -> None:
+    w = drain(queue, handler="no.such.module:fn")
+    assert int(w.result.exit_code) == 4  # type: ignore[attr-defined]
+    [record] = store_for(queue).executions()
+    assert record.status == "failed"
+
+
+def test_second_stop_request_nacks_in_flight_work(tmp_path: Path) -> None:
+    queue = open_queue(f"sqlite:///{tmp_path}/s.db")
+    queue.publish(request("hang"))
+    worker = Worker(
+        queue,
+        store_for(queue),
+        options(runner="process", concurrency=1, deadline_s=60, drain=False),
+    )
+    original = worker._accept
+
+    def accept_then_stop(deliveries, runner):  # type: ignore[no-untyped-def]
+        original(deliveries, runner)
+        worker.request_stop("test")
+        worker.request_stop("test")
+
+    worker._accept = accept_then_stop  # type: ignore[method-assign]
+    result = worker.run()
+    assert (result.status, int(result.exit_code)) == ("interrupted", 5)
+    stats = queue.stats()
+    assert stats.ready == 1, "the abandoned message is deliverable again at once"
+
+
+def test_process_runner_enforces_the_deadline_and_keeps_going(tmp_path: Path) -> None:
+    queue = open_queue(f"sqlite:///{tmp_path}/p.db")
+    hang = queue.publish(request("hang"))
+    queue.publish_batch([(request(), None) for _ in range(10)])
+    w = drain(queue, runner="process", concurrency=2, deadline_s=0.5, retry=RetryPolicy(0, 0, 2))
+    assert w.counts["succeeded"] == 10
+    assert w.counts["timed_out"] == 2
+    assert queue.dlq_get(hang).reason == "max_attempts_exceeded"
+    timed = kinds(queue, ev.MESSAGE_TIMED_OUT)
+    assert len(timed) == 2 and all(e.reason == "deadline_exceeded" for e in timed)
+
+
+def test_process_runner_survives_a_dying_child(tmp_path: Path) -> None:
+    queue = open_queue(f"sqlite:///{tmp_path}/d.db")
+    dying = queue.publish(request("exit"))
+    queue.publish_batch([(request(), None) for _ in range(5)])
+    w = drain(queue, runner="process", concurrency=1, retry=RetryPolicy(0, 0, 2))
+    assert w.counts["succeeded"] == 5 and w.counts["failed"] == 2
+    letter = queue.dlq_get(dying)
+    assert "exited with code 3" in letter.detail
+
+
+def test_events_print_as_cloud_logging_lines(queue: Queue) -> None:
+    buffer = io.StringIO()
+    queue.publish(request(request_id="invalid-uuid-test-1762216900"))
+    Worker(queue, store_for(queue), options(), sink=JsonLinesSink(buffer)).run()
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert {"severity", "message", "timestamp", LABELS_KEY} <= set(lines[0])
+    warning = [x for x in lines if x["severity"] == "WARNING" and x[LABELS_KEY]["kind"] == "log"]
+    assert warning[0]["message"].startswith("Invalid request_id format")
+    assert lines[-1][LABELS_KEY]["kind"] == ev.EXECUTION_FINISHED
+
+
+def test_retry_policy_bounds() -> None:
+    policy = RetryPolicy(10, 600, 5)
+    rng = random.Random(1)
+    for attempt in range(1, 12):
+        delays = [policy.delay_s(attempt, rng) for _ in range(200)]
+        assert min(delays) >= 10
+        assert max(delays) <= min(600, 10 * 2**attempt)
+    assert max(policy.delay_s(9, rng) for _ in range(500)) > 300, "the span is jittered fully"
+    assert policy.exhausted(5) and not policy.exhausted(4)
+    with pytest.raises(ValueError):
+        RetryPolicy(10, 5, 1)

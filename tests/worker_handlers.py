@@ -1,0 +1,39 @@
+"""Handlers used by the worker tests (importable by child processes)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from steadyq import PermanentError
+from steadyq.runner import HandlerContext
+
+CALLS_FILE_ENV = "STEADYQ_TEST_CALLS"
+
+
+def _note(request: Any, ctx: HandlerContext) -> None:
+    path = os.environ.get(CALLS_FILE_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{ctx.message_id} {ctx.attempt} {request.topic}\n")
+
+
+def by_topic(request: Any, ctx: HandlerContext) -> None:
+    """Behaviour picked by the request's topic: ok, flaky, broken, permanent, warn, hang."""
+    _note(request, ctx)
+    topic = request.topic
+    if topic == "flaky" and ctx.attempt < 2:
+        raise ConnectionError("transient: try again")
+    if topic == "broken":
+        raise ValueError("always broken")
+    if topic == "permanent":
+        raise PermanentError("topic refused", reason="topic_refused")
+    if topic == "warn":
+        ctx.logger.warning("careful with %s", topic)
+    if topic == "hang":
+        time.sleep(3600)
+    if topic == "exit":
+        os._exit(3)
+    if topic == "slow":
+        time.sleep(0.3)
