@@ -110,6 +110,9 @@ class ExecutionResult:
         return None if self.ready_at is None else self.ready_at - self.started_at
 
 
+_Request = tuple[Delivery, BaseModel, str, float]  # delivery, request, request_id, t0
+
+
 @dataclass(slots=True)
 class _InFlight:
     delivery: Delivery
@@ -148,7 +151,7 @@ class Worker:
         self._settle: list[Settlement] = []
         self._inflight: dict[int, _InFlight] = {}
         self._requests_running: set[str] = set()
-        self._parked: list[Delivery] = []
+        self._parked: list[_Request] = []
         self._call_ids = iter(range(1, 1 << 62))
         self._signals = 0
         self._stop_reason = ""
@@ -286,11 +289,9 @@ class Worker:
             may_pull = self._signals == 0 and (budget_left is None or budget_left > opts.deadline_s)
             pulled = 0
             found_empty = False  # only a pull that came back empty proves the queue drained
-            if self._parked and not self._requests_running.intersection(
-                request_id_of(d.body) or "" for d in self._parked
-            ):
+            if self._parked and not self._requests_running.intersection(p[2] for p in self._parked):
                 parked, self._parked = self._parked, []
-                self._accept(parked, runner)
+                self._start(parked, runner)  # received and gated already: no new events
             capacity = runner.capacity()
             if may_pull and capacity > 0:
                 deliveries = self._guarded(self.queue.pull, min(capacity, opts.batch_size), lease_s)
@@ -347,9 +348,8 @@ class Worker:
     # -- accepting deliveries ----------------------------------------------
 
     def _accept(self, deliveries: list[Delivery], runner: Runner) -> None:
-        opts = self.options
         received: list[Event] = []
-        requests: list[tuple[Delivery, BaseModel, str, float]] = []
+        requests: list[_Request] = []
         for d in deliveries:
             t0 = time.perf_counter()
             self.counts["received"] += 1
@@ -370,10 +370,16 @@ class Worker:
         # received events go before anything buffered meanwhile, so the store
         # shows each delivery's arrival before its outcome
         self._buffer[:0] = received
+        self._start(requests, runner)
+
+    def _start(self, requests: list[_Request], runner: Runner) -> None:
+        """Ack duplicates, park requests already running here, run the rest."""
         if not requests:
             return
+        opts = self.options
         done = self._guarded_completed([r[2] for r in requests])
-        for d, request, request_id, t0 in requests:
+        for item in requests:
+            d, request, request_id, t0 = item
             if request_id in done:
                 self.counts["duplicate"] += 1
                 self._settle.append(
@@ -393,7 +399,7 @@ class Worker:
                 )
                 continue
             if request_id in self._requests_running:
-                self._parked.append(d)
+                self._parked.append(item)
                 continue
             if d.attempt > opts.retry.max_attempts:
                 # the previous attempt never reported: its worker died mid-handler
@@ -597,7 +603,7 @@ class Worker:
 
     def _extend_leases(self, lease_s: float) -> None:
         now = time.monotonic()
-        if now - self._last_extend < min(1.0, lease_s / 4) or not self._inflight:
+        if now - self._last_extend < min(1.0, lease_s / 4) or not (self._inflight or self._parked):
             return
         self._last_extend = now
         wall = self._clock()
@@ -606,6 +612,18 @@ class Worker:
             if d.leased_until - wall < lease_s / 2:
                 try:
                     item.delivery = self.queue.extend(d, lease_s)
+                except BackendError as exc:
+                    self._buffer.append(
+                        self._log(
+                            "WARNING", f"could not extend lease: {exc}", message_id=d.message_id
+                        )
+                    )
+        # a parked delivery waits for its request's running copy: keep its lease too,
+        # or it is pulled again (here or elsewhere) while it waits
+        for index, (d, request, request_id, t0) in enumerate(self._parked):
+            if d.leased_until - wall < lease_s / 2:
+                try:
+                    self._parked[index] = (self.queue.extend(d, lease_s), request, request_id, t0)
                 except BackendError as exc:
                     self._buffer.append(
                         self._log(
@@ -623,7 +641,7 @@ class Worker:
             for item in self._inflight.values()
         ]
         self._inflight.clear()
-        for d in self._parked:
+        for d, *_ in self._parked:
             nacks.append(Settlement.nack(d, 0.0))
         self._parked.clear()
         with contextlib.suppress(BackendError):

@@ -145,6 +145,20 @@ def mixed(request: Any, ctx: HandlerContext) -> None:
         raise AssertionError(f"mixed: unexpected topic {topic!r}")
 
 
+# -- extra: a retry that is ready at once -------------------------------------------
+
+
+def slow_flaky(request: Any, ctx: HandlerContext) -> None:
+    """Take 0.2 s, then fail attempt 1 and succeed on later attempts.
+
+    Slow enough that the outcome reaches the worker in a later loop turn than the
+    pull that delivered the message.
+    """
+    time.sleep(0.2)
+    if ctx.attempt == 1:
+        raise ConnectionError("transient failure on attempt 1")
+
+
 # -- extra: a request that runs longer than the lease ---------------------------------
 
 
@@ -156,3 +170,20 @@ def sleepy(request: Any, ctx: HandlerContext) -> None:
     if topic.startswith("sleep-"):
         time.sleep(float(topic.removeprefix("sleep-")))
     append_line(folder / "calls.log", f"{ctx.message_id} {ctx.attempt} {os.getpid()} end")
+
+
+def slow_fail_once(request: Any, ctx: HandlerContext) -> None:
+    """Topic ``sleep-S``: take S seconds; the very first call in the folder then fails.
+
+    Notes ``<message_id> <attempt> <pid> start|ok|fail`` in ``calls.log``.
+    """
+    folder = _dir(ctx)
+    append_line(folder / "calls.log", f"{ctx.message_id} {ctx.attempt} {os.getpid()} start")
+    time.sleep(float(request.topic.removeprefix("sleep-")))
+    try:
+        os.close(os.open(folder / "failed-once", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        append_line(folder / "calls.log", f"{ctx.message_id} {ctx.attempt} {os.getpid()} ok")
+        return
+    append_line(folder / "calls.log", f"{ctx.message_id} {ctx.attempt} {os.getpid()} fail")
+    raise ConnectionError("the first call fails")

@@ -19,12 +19,13 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from steadyq import ExitCode, RetryPolicy, Worker, WorkerOptions
+from steadyq import ExecutionResult, ExitCode, RetryPolicy, Worker, WorkerOptions
 from steadyq.brokers import open_queue, store_for
 from steadyq.brokers.base import Queue
 from steadyq.telemetry import events as ev
@@ -82,9 +83,11 @@ def queue_is_empty(q: Queue) -> bool:
     return s.ready == 0 and s.in_flight == 0 and s.delayed == 0
 
 
-def run_until_empty(q: Queue, options: WorkerOptions, max_executions: int = 20) -> list[Any]:
+def run_until_empty(
+    q: Queue, options: WorkerOptions, max_executions: int = 20
+) -> list[ExecutionResult]:
     """Run draining executions until nothing is ready, delayed or in flight."""
-    results = []
+    results: list[ExecutionResult] = []
     while not queue_is_empty(q):
         assert len(results) < max_executions, f"not drained after {max_executions} executions"
         s = q.stats()
@@ -208,7 +211,7 @@ def test_kill_9_of_worker_mid_handler_redelivers_and_loses_nothing(
         10,
         "message.received of the target",
     )
-    assert queue.stats().in_flight == len(published)
+    wait_for(lambda: queue.stats().in_flight == len(published), 10, "all messages leased")
 
     os.kill(first.pid, signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL
@@ -247,8 +250,8 @@ def test_kill_9_of_worker_mid_handler_redelivers_and_loses_nothing(
 
     # the killed execution never finished; the second one did
     records = {r.execution_id: r for r in store_for(queue).executions()}
-    assert records[received[0].execution_id].finished_at is None
-    assert records[win.execution_id].status == "succeeded"
+    assert records[str(received[0].execution_id)].finished_at is None
+    assert records[str(win.execution_id)].status == "succeeded"
 
 
 # -- 2. a handler that hangs forever -------------------------------------------------
@@ -279,9 +282,8 @@ def test_hanging_handler_is_killed_at_deadline_retried_then_dead_lettered(
 
     # the hanging message: killed at each deadline, max_attempts times, then dead-lettered
     assert {e.message_id for e in timed_out} == {hang}
-    assert [e.attempt for e in timed_out] == [1, 2, 3] == list(
-        range(1, options.retry.max_attempts + 1)
-    )
+    assert options.retry.max_attempts == 3
+    assert [e.attempt for e in timed_out] == [1, 2, 3]
     for e in timed_out:
         assert e.reason == "deadline_exceeded"
         assert e.duration_ms is not None
@@ -379,7 +381,7 @@ def test_two_worker_processes_never_run_one_delivery_at_once(
     # the safety property: no two runs of one message overlap in time
     for mid, spans in per_message.items():
         spans.sort()
-        for (_s1, e1, w1), (s2, _e2, w2) in zip(spans, spans[1:], strict=False):
+        for (_s1, e1, w1), (s2, _e2, w2) in pairwise(spans):
             assert e1 <= s2, f"message {mid} ran at once in workers {w1} and {w2}"
     # and in fact nothing ran twice: every message ran once and succeeded once
     assert sorted(per_message) == sorted(published)
@@ -525,7 +527,7 @@ def test_ten_thousand_mixed_messages_each_end_in_exactly_one_outcome(
     assert queue_is_empty(queue)
 
     # and the executions' own counts agree with the events too
-    total = sum((r.counts for r in results), Counter())
+    total: Counter[str] = sum((r.counts for r in results), Counter())
     assert total["succeeded"] == want[(ev.MESSAGE_SUCCEEDED, None)]
     assert total["duplicate"] == 20
     assert total["rejected"] == n_rejected
@@ -543,10 +545,10 @@ def test_a_draining_execution_does_not_leave_a_ready_retry_behind(
     tmp_path: Path, queue: Queue
 ) -> None:
     """``--drain`` exits "when nothing is ready or in flight": a retry with no delay is ready."""
-    queue.publish(body("transient-1"), {"dir": str(tmp_path)})
-    result = Worker(
-        queue, store_for(queue), fast_options("mixed", concurrency=1, deadline_s=5, lease_s=6)
-    ).run()
+    queue.publish(body("ok"), {"dir": str(tmp_path)})
+    options = fast_options("slow_flaky", concurrency=1, deadline_s=5, lease_s=6)
+    assert options.retry.delay_s(1) == 0  # RetryPolicy(0, ...): the retry is ready at once
+    result = Worker(queue, store_for(queue), options).run()
     assert result.exit_code == ExitCode.OK
     assert result.counts["failed"] == 1
     assert queue_is_empty(queue), (result.detail, queue.stats())
@@ -579,3 +581,28 @@ def test_a_parked_duplicate_keeps_its_lease_while_the_first_copy_runs(
     # and each delivery was received (and counted) once
     assert sorted(received) == [(first, 1), (second, 1)], received
     assert result.counts["received"] == 2
+
+
+@pytest.mark.slow
+def test_a_request_whose_duplicate_waited_past_the_lease_is_not_dead_lettered(
+    tmp_path: Path, queue: Queue
+) -> None:
+    """The first copy fails once, slowly; the copy that waited meanwhile must still run.
+
+    Expected: the handler runs twice (one failure, one success), the request is
+    completed in the ledger, the other copy is a duplicate, nothing is dead-lettered.
+    """
+    request_id = str(uuid.uuid4())
+    copies = queue.publish_batch([(body("sleep-1.2", request_id), {"dir": str(tmp_path)})] * 2)
+    options = fast_options("slow_fail_once", deadline_s=10, lease_s=0.5, retry=RetryPolicy(0, 0, 3))
+
+    run_until_empty(queue, options, max_executions=5)
+
+    dead = queue.dlq_list()
+    assert dead == [], [(d.message_id, d.reason, d.attempts, d.detail) for d in dead]
+    assert store_for(queue).completed([request_id]) == {request_id}
+    runs = [r for r in log_lines(tmp_path / "calls.log") if r[3] != "start"]
+    assert sorted(r[3] for r in runs) == ["fail", "ok"], runs
+    terminal = sorted((e.kind, str(e.message_id)) for e in events_of(queue, *ev.TERMINAL_KINDS))
+    assert [k for k, _ in terminal] == [ev.MESSAGE_DUPLICATE, ev.MESSAGE_SUCCEEDED], terminal
+    assert sorted(m for _, m in terminal) == sorted(copies)
