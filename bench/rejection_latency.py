@@ -230,36 +230,50 @@ def main(argv: list[str] | None = None) -> int:
     out = run(args.messages, args.seed, args.batch_size)
     o = out["overall"]
 
-    print(f"rejection latency: delivery reaches gate -> dead-letter+ack committed "
-          f"({args.messages} messages, inline runner, SQLite)")
+    print(
+        f"rejection latency: delivery reaches gate -> dead-letter+ack committed "
+        f"({args.messages} messages, inline runner, SQLite)"
+    )
     header = f"{'reason':<22}{'count':>7}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
     print(header)
     print("-" * len(header))
     for reason, s in out["by_reason"].items():
-        print(f"{reason:<22}{s['count']:>7}{s['p50_ms']:>9.3f}{s['p90_ms']:>9.3f}"
-              f"{s['p99_ms']:>9.3f}{s['max_ms']:>9.3f}")
+        print(
+            f"{reason:<22}{s['count']:>7}{s['p50_ms']:>9.3f}{s['p90_ms']:>9.3f}"
+            f"{s['p99_ms']:>9.3f}{s['max_ms']:>9.3f}"
+        )
     print("-" * len(header))
-    print(f"{'all':<22}{o['count']:>7}{o['p50_ms']:>9.3f}{o['p90_ms']:>9.3f}"
-          f"{o['p99_ms']:>9.3f}{o['max_ms']:>9.3f}")
+    print(
+        f"{'all':<22}{o['count']:>7}{o['p50_ms']:>9.3f}{o['p90_ms']:>9.3f}"
+        f"{o['p99_ms']:>9.3f}{o['max_ms']:>9.3f}"
+    )
     print()
-    print(f"DLQ: {out['dlq_count']}/{args.messages} dead-lettered, queue empty "
-          f"(verified); by reason: {out['dlq_reasons']}")
-    print(f"wall time {out['wall_s']:.2f} s = {args.messages / out['wall_s']:,.0f} rejections/s;"
-          f" settle calls by size: {out['settle_sizes']}")
+    print(
+        f"DLQ: {out['dlq_count']}/{args.messages} dead-lettered, queue empty "
+        f"(verified); by reason: {out['dlq_reasons']}"
+    )
+    print(
+        f"wall time {out['wall_s']:.2f} s = {args.messages / out['wall_s']:,.0f} rejections/s;"
+        f" settle calls by size: {out['settle_sizes']}"
+    )
     verdict = "OK" if o["p99_ms"] <= TARGET_P99_MS else "MISSED"
     print(f"target p99 <= {TARGET_P99_MS} ms: {verdict}")
-    print(json.dumps({
-        "p50_ms": round(o["p50_ms"], 4),
-        "p90_ms": round(o["p90_ms"], 4),
-        "p99_ms": round(o["p99_ms"], 4),
-        "max_ms": round(o["max_ms"], 4),
-        "mean_ms": round(o["mean_ms"], 4),
-        "count": o["count"],
-        "dlq_count": out["dlq_count"],
-        "rejections_per_s": round(args.messages / out["wall_s"], 1),
-        "target_p99_ms": TARGET_P99_MS,
-        "p99_ok": o["p99_ms"] <= TARGET_P99_MS,
-    }))
+    print(
+        json.dumps(
+            {
+                "p50_ms": round(o["p50_ms"], 4),
+                "p90_ms": round(o["p90_ms"], 4),
+                "p99_ms": round(o["p99_ms"], 4),
+                "max_ms": round(o["max_ms"], 4),
+                "mean_ms": round(o["mean_ms"], 4),
+                "count": o["count"],
+                "dlq_count": out["dlq_count"],
+                "rejections_per_s": round(args.messages / out["wall_s"], 1),
+                "target_p99_ms": TARGET_P99_MS,
+                "p99_ok": o["p99_ms"] <= TARGET_P99_MS,
+            }
+        )
+    )
     return 0
 
 

@@ -108,9 +108,7 @@ def child_publish_steadyq(db: str, messages: int, batch: int, seed: int) -> dict
         t = time.perf_counter()
         for start in range(0, messages, batch):
             n = min(batch, messages - start)
-            queue.publish_batch(
-                (json.dumps(valid_request(rng)).encode(), None) for _ in range(n)
-            )
+            queue.publish_batch((json.dumps(valid_request(rng)).encode(), None) for _ in range(n))
         elapsed = time.perf_counter() - t
     finally:
         queue.close()
@@ -154,8 +152,10 @@ def child_run_steadyq(db: str, messages: int, runner: str, concurrency: int) -> 
                 for p in multiprocessing.active_children():
                     if p.pid is not None:
                         children.append(
-                            {"rss_mb": mb(proc_status_kb(p.pid, "VmRSS")),
-                             "pss_mb": mb(pss_kb(p.pid))}
+                            {
+                                "rss_mb": mb(proc_status_kb(p.pid, "VmRSS")),
+                                "pss_mb": mb(pss_kb(p.pid)),
+                            }
                         )
                 real_close()
 
@@ -196,6 +196,13 @@ def child_run_steadyq(db: str, messages: int, runner: str, concurrency: int) -> 
         "hwm_mb": mb(hwm),
         "children": children,
         "counts": dict(result.counts),
+        "detail": result.detail,
+        "left_in_queue": {
+            "ready": stats.ready,
+            "in_flight": stats.in_flight,
+            "delayed": stats.delayed,
+            "dead_lettered": stats.dead_lettered,
+        },
         "ledger_completed": completed,
         "ok": ok,
     }
@@ -233,7 +240,9 @@ def _register_noop(huey: Any) -> Any:
     return noop
 
 
-def child_publish_huey(db: str, messages: int, seed: int, synchronous_normal: bool) -> dict[str, Any]:
+def child_publish_huey(
+    db: str, messages: int, seed: int, synchronous_normal: bool
+) -> dict[str, Any]:
     from steadyq.samples import valid_request
 
     huey = _huey(db, synchronous_normal)
@@ -286,7 +295,7 @@ def spawn(*args: str) -> dict[str, Any]:
 def one_round(tmp: Path, rnd: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     n, seed = args.messages, args.seed + rnd
     # rotate the order each round so that no variant always runs first or last
-    order = VARIANTS[rnd % len(VARIANTS):] + VARIANTS[: rnd % len(VARIANTS)]
+    order = VARIANTS[rnd % len(VARIANTS) :] + VARIANTS[: rnd % len(VARIANTS)]
     out: dict[str, dict[str, Any]] = {}
     for variant in order:
         db = str(tmp / f"r{rnd}-{variant}.db")
@@ -300,9 +309,12 @@ def one_round(tmp: Path, rnd: int, args: argparse.Namespace) -> dict[str, dict[s
             res = spawn("run-huey", db, str(n), normal)
         res["publish_per_s"] = pub["per_s"]
         if not res["ok"]:
+            # e.g. a drain=True worker that stopped with messages still ready
             raise AssertionError(f"round {rnd + 1} {variant}: verification failed: {res}")
-        log(f"  round {rnd + 1} {LABELS[variant]:<20} {res['per_s']:>9,.0f} msg/s"
-            f"  ({res['elapsed_s']:.2f} s, RSS {res['rss_mb']:.1f} MB)")
+        log(
+            f"  round {rnd + 1} {LABELS[variant]:<20} {res['per_s']:>9,.0f} msg/s"
+            f"  ({res['elapsed_s']:.2f} s, RSS {res['rss_mb']:.1f} MB)"
+        )
         out[variant] = res
         for suffix in ("", "-wal", "-shm"):  # free the disk as we go
             Path(db + suffix).unlink(missing_ok=True)
@@ -324,12 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=20_000, help="messages per run (20000)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     parser.add_argument(
-        "--concurrency", type=int, default=os.cpu_count() or 1,
+        "--concurrency",
+        type=int,
+        default=os.cpu_count() or 1,
         help="process runner children (default: cores)",
     )
     parser.add_argument("--publish-batch", type=int, default=500, help="publish_batch size (500)")
-    parser.add_argument("--publish-one", type=int, default=2000,
-                        help="messages published one by one (2000)")
+    parser.add_argument(
+        "--publish-one", type=int, default=2000, help="messages published one by one (2000)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed for the requests (1)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -337,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         step, *rest = args.child
         steps = {
-            "publish-steadyq": lambda a: child_publish_steadyq(a[0], int(a[1]), int(a[2]), int(a[3])),
+            "publish-steadyq": lambda a: child_publish_steadyq(
+                a[0], int(a[1]), int(a[2]), int(a[3])
+            ),
             "publish-one": lambda a: child_publish_one(a[0], int(a[1]), int(a[2])),
             "run-steadyq": lambda a: child_run_steadyq(a[0], int(a[1]), a[2], int(a[3])),
             "publish-huey": lambda a: child_publish_huey(a[0], int(a[1]), int(a[2]), a[3] == "1"),
@@ -358,33 +375,47 @@ def main(argv: list[str] | None = None) -> int:
     rate = {v: med([r[v]["per_s"] for r in rounds]) for v in VARIANTS}
     rss = {v: med([r[v]["rss_mb"] for r in rounds]) for v in VARIANTS}
     child_rss = [c["rss_mb"] for r in rounds for c in r["steadyq-process"]["children"]]
-    child_pss = [c["pss_mb"] for r in rounds for c in r["steadyq-process"]["children"]
-                 if c["pss_mb"] is not None]
-    publish_batch = med([r[v]["publish_per_s"] for r in rounds
-                         for v in ("steadyq-inline", "steadyq-process")])
+    child_pss = [
+        c["pss_mb"]
+        for r in rounds
+        for c in r["steadyq-process"]["children"]
+        if c["pss_mb"] is not None
+    ]
+    publish_batch = med(
+        [r[v]["publish_per_s"] for r in rounds for v in ("steadyq-inline", "steadyq-process")]
+    )
     publish_one = med([r["publish-one"]["per_s"] for r in rounds])
     huey_enqueue = med([r["huey-normal"]["publish_per_s"] for r in rounds])
     huey = rate["huey-normal"]
 
-    print(f"no-op throughput, {args.messages} messages, one worker process, SQLite;"
-          f" medians of {args.rounds} interleaved round(s); {os.cpu_count()} cores")
+    print(
+        f"no-op throughput, {args.messages} messages, one worker process, SQLite;"
+        f" medians of {args.rounds} interleaved round(s); {os.cpu_count()} cores"
+    )
     header = f"{'variant':<22}{'msg/s':>10}{'vs huey':>9}{'worker RSS MB':>15}   rounds (msg/s)"
     print(header)
     print("-" * (len(header) + 10))
     for v in VARIANTS:
         per_round = ", ".join(f"{r[v]['per_s']:,.0f}" for r in rounds)
-        print(f"{LABELS[v]:<22}{rate[v]:>10,.0f}{rate[v] / huey:>8.2f}x{rss[v]:>15.1f}"
-              f"   {per_round}")
+        print(
+            f"{LABELS[v]:<22}{rate[v]:>10,.0f}{rate[v] / huey:>8.2f}x{rss[v]:>15.1f}   {per_round}"
+        )
     print()
     if child_rss:
-        print(f"process runner: {args.concurrency} handler children, each RSS median"
-              f" {med(child_rss):.1f} MB (PSS {med(child_pss) if child_pss else float('nan'):.1f}"
-              " MB; RSS counts pages shared with the worker after fork)")
-    print(f"steadyq publish_batch({args.publish_batch}): {publish_batch:,.0f} msg/s;"
-          f" publish() one by one ({args.publish_one}): {publish_one:,.0f} msg/s;"
-          f" huey enqueue one by one (sync=NORMAL): {huey_enqueue:,.0f} msg/s")
-    print(f"verified each run: {args.messages} succeeded, queue empty, no dead letters,"
-          " ledger complete (steadyq); all tasks run and queue empty (huey)")
+        print(
+            f"process runner: {args.concurrency} handler children, each RSS median"
+            f" {med(child_rss):.1f} MB (PSS {med(child_pss) if child_pss else float('nan'):.1f}"
+            " MB; RSS counts pages shared with the worker after fork)"
+        )
+    print(
+        f"steadyq publish_batch({args.publish_batch}): {publish_batch:,.0f} msg/s;"
+        f" publish() one by one ({args.publish_one}): {publish_one:,.0f} msg/s;"
+        f" huey enqueue one by one (sync=NORMAL): {huey_enqueue:,.0f} msg/s"
+    )
+    print(
+        f"verified each run: {args.messages} succeeded, queue empty, no dead letters,"
+        " ledger complete (steadyq); all tasks run and queue empty (huey)"
+    )
     result = {
         "steadyq_inline_per_s": round(rate["steadyq-inline"], 1),
         "steadyq_process_per_s": round(rate["steadyq-process"], 1),
