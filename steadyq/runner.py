@@ -195,6 +195,30 @@ def _context(call: Call, execution_id: str, logger: logging.Logger) -> HandlerCo
     )
 
 
+class Pace:
+    """How many quick calls may be batched without holding up anything for long.
+
+    Tracks the slowest recent call (decaying, so one slow call is forgotten after a
+    few dozen quick ones) and allows as many calls at once as fit in ``budget_s``,
+    between ``low`` and ``high``. A runner batches only while handlers are quick, so
+    a rejection or a settlement never waits long behind a batch.
+    """
+
+    def __init__(self, *, low: int, high: int, budget_s: float) -> None:
+        self.low, self.high, self.budget_s = low, max(low, high), budget_s
+        self._recent_s: float | None = None
+
+    def observe(self, duration_s: float) -> None:
+        recent = self._recent_s
+        self._recent_s = duration_s if recent is None else max(duration_s, recent * 0.9)
+
+    def allowed(self) -> int:
+        if self._recent_s is None:
+            return self.low
+        fits = int(self.budget_s / max(self._recent_s, 1e-6))
+        return max(self.low, min(self.high, fits))
+
+
 class Runner(Protocol):
     """What the worker needs from a runner."""
 
@@ -232,13 +256,16 @@ class InlineRunner:
         self._emit = emit
         self._done: list[Outcome] = []
         self._handler: Handler | None = None
+        # calls run inside submit(), so a batch holds the loop for the sum of its
+        # calls: batch only while they all fit in a few milliseconds
+        self.pace = Pace(low=1, high=64, budget_s=0.005)
 
     def start(self) -> None:
         self._handler = load_handler(self._spec)
         self._logger, self._hook = _handler_logger(self._emit)
 
     def capacity(self) -> int:
-        return 1
+        return self.pace.allowed()
 
     def submit(self, call: Call) -> None:
         assert self._handler is not None, "start() first"
@@ -255,6 +282,7 @@ class InlineRunner:
                 outcome.duration_s,
                 call.deadline_s,
             )
+        self.pace.observe(outcome.duration_s)
         self._done.append(outcome)
 
     def poll(self, timeout_s: float) -> list[Outcome]:
@@ -334,7 +362,10 @@ class ProcessRunner:
         self._spec = handler
         self._execution_id = execution_id
         self._emit = emit
-        self._prefetch = max(1, prefetch)
+        # up to ``prefetch`` calls wait in each child's pipe so it never idles on the
+        # parent's loop. Fixed, not paced: calls sent to a child cannot be taken back,
+        # so the depth is also how many calls a sudden hang delays until its deadline.
+        self.pace = Pace(low=max(1, prefetch), high=max(1, prefetch), budget_s=0.05)
         method = start_method or ("fork" if sys.platform.startswith("linux") else "spawn")
         self._mp: Any = multiprocessing.get_context(method)
         self._slots: list[_Slot] = []
@@ -393,7 +424,7 @@ class ProcessRunner:
                 self._emit(message[1])
 
     def capacity(self) -> int:
-        return self.concurrency * self._prefetch - self.running()
+        return self.concurrency * self.pace.allowed() - self.running()
 
     def running(self) -> int:
         return sum(len(s.queue) for s in self._slots) + len(self._pending) + len(self._done)
@@ -405,7 +436,7 @@ class ProcessRunner:
     def _dispatch(self) -> None:
         while self._pending:
             slot = min(self._slots, key=lambda s: len(s.queue))
-            if len(slot.queue) >= self._prefetch:
+            if len(slot.queue) >= self.pace.allowed():
                 return
             call = self._pending.popleft()
             if not slot.queue:
@@ -442,6 +473,7 @@ class ProcessRunner:
                     if slot.queue and slot.queue[0].call_id == outcome.call_id:
                         slot.queue.popleft()
                         slot.head_started = time.monotonic()
+                    self.pace.observe(outcome.duration_s)
                     self._done.append(outcome)
         except (EOFError, OSError):
             pass
@@ -479,6 +511,7 @@ class ProcessRunner:
     def _replace(self, index: int, slot: _Slot, outcome: Outcome | None) -> None:
         if outcome is not None:
             slot.queue.popleft()
+            self.pace.observe(outcome.duration_s)
             self._done.append(outcome)
         # calls queued behind the failed one never started: run them elsewhere first
         self._pending.extendleft(reversed(slot.queue))

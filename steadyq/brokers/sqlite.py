@@ -30,6 +30,7 @@ from steadyq.brokers.base import (
     check_pull_args,
 )
 from steadyq.errors import LeaseLost, NotFound
+from steadyq.telemetry.events import Event
 from steadyq.telemetry.store_sqlite import SqliteStore, write_events
 
 _DLQ_COLUMNS = (
@@ -168,22 +169,43 @@ class SqliteQueue(Queue):
         now = self.clock()
         applied: list[Settlement] = []
         lost: list[Settlement] = []
+        events: list[Event] = []
         with self.db.transaction() as conn:
+            acked = self._ack_all(conn, [s for s in settlements if s.action == "ack"])
             for item in settlements:
-                if self._apply(conn, item, now):
+                if item.action == "ack":
+                    done = int(item.delivery.message_id) in acked
+                else:
+                    done = self._apply(conn, item, now)
+                if done:
                     applied.append(item)
-                    if item.events:
-                        write_events(conn, item.events)
+                    events.extend(item.events)
                 else:
                     lost.append(item)
+            write_events(conn, events)
         return SettleResult(tuple(applied), tuple(lost))
+
+    @staticmethod
+    def _ack_all(conn: sqlite3.Connection, acks: list[Settlement]) -> set[int]:
+        """Delete acked messages with one statement per lease token (a pull shares one)."""
+        by_token: dict[str, list[int]] = {}
+        for item in acks:
+            by_token.setdefault(item.delivery.lease_token, []).append(int(item.delivery.message_id))
+        acked: set[int] = set()
+        for token, seqs in by_token.items():
+            for start in range(0, len(seqs), 500):
+                chunk = seqs[start : start + 500]
+                rows = conn.execute(
+                    "DELETE FROM messages WHERE lease_token = ? AND seq IN"
+                    f" ({','.join('?' * len(chunk))}) RETURNING seq",
+                    [token, *chunk],
+                )
+                acked.update(r[0] for r in rows)
+        return acked
 
     def _apply(self, conn: sqlite3.Connection, item: Settlement, now: float) -> bool:
         d = item.delivery
         key = (int(d.message_id), d.lease_token)
-        if item.action == "ack":
-            cur = conn.execute("DELETE FROM messages WHERE seq = ? AND lease_token = ?", key)
-            return cur.rowcount == 1
         if item.action == "nack":
             cur = conn.execute(
                 "UPDATE messages SET lease_token = NULL, visible_at = ?,"

@@ -50,13 +50,31 @@ def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
     if not events:
         return
     conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+    completed: list[tuple[Any, ...]] = []
+    failed: list[tuple[Any, ...]] = []
     for event in events:
         change = execution_updates(event)
         if change is not None:
             _apply_execution(conn, event, *change)
         status = ledger_update(event)
-        if status is not None:
-            _apply_ledger(conn, event, status)
+        if status == "completed":
+            completed.append(
+                (
+                    event.request_id,
+                    event.message_id,
+                    event.execution_id,
+                    event.timestamp,
+                    event.timestamp,
+                )
+            )
+        elif status is not None:
+            failed.append(
+                (event.request_id, status, event.message_id, event.execution_id, event.timestamp)
+            )
+    if completed:
+        conn.executemany(_LEDGER_COMPLETED, completed)
+    if failed:
+        conn.executemany(_LEDGER_OTHER, failed)
 
 
 def _apply_execution(
@@ -86,31 +104,20 @@ def _apply_execution(
         )
 
 
-def _apply_ledger(conn: sqlite3.Connection, event: Event, status: str) -> None:
-    if status == "completed":
-        conn.execute(
-            "INSERT INTO requests (request_id, status, message_id, execution_id, updated_at,"
-            " completed_at) VALUES (?, 'completed', ?, ?, ?, ?)"
-            " ON CONFLICT (request_id) DO UPDATE SET status = 'completed',"
-            " message_id = excluded.message_id, execution_id = excluded.execution_id,"
-            " updated_at = excluded.updated_at, completed_at = excluded.completed_at"
-            " WHERE requests.status != 'completed'",
-            (
-                event.request_id,
-                event.message_id,
-                event.execution_id,
-                event.timestamp,
-                event.timestamp,
-            ),
-        )
-    else:
-        conn.execute(
-            "INSERT INTO requests (request_id, status, message_id, execution_id, updated_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET"
-            " status = excluded.status, updated_at = excluded.updated_at"
-            " WHERE requests.status != 'completed'",
-            (event.request_id, status, event.message_id, event.execution_id, event.timestamp),
-        )
+_LEDGER_COMPLETED = (
+    "INSERT INTO requests (request_id, status, message_id, execution_id, updated_at,"
+    " completed_at) VALUES (?, 'completed', ?, ?, ?, ?)"
+    " ON CONFLICT (request_id) DO UPDATE SET status = 'completed',"
+    " message_id = excluded.message_id, execution_id = excluded.execution_id,"
+    " updated_at = excluded.updated_at, completed_at = excluded.completed_at"
+    " WHERE requests.status != 'completed'"
+)
+_LEDGER_OTHER = (
+    "INSERT INTO requests (request_id, status, message_id, execution_id, updated_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET"
+    " status = excluded.status, updated_at = excluded.updated_at"
+    " WHERE requests.status != 'completed'"
+)
 
 
 def _row_to_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
