@@ -1,0 +1,240 @@
+"""How long does a lesson take to make? Text generation latency and video render time.
+
+Two measurements, both in this process, pinned to one CPU by default:
+
+* text: ``TemplateTextGenerator.generate`` timed with ``time.perf_counter()`` around
+  the call only, over N requests with varied topics, interests, grade levels and
+  request ids (the requests are built before timing starts).
+* video: ``render_video`` of one 6-slide lesson (title card, 4 sections, closing
+  card; ~18 s at 640x360, 24 fps) into a temp dir, R times; the median wall time is
+  reported, with the CPU time of the same run (CPU ≈ wall means one core was used),
+  the file size and the render rate in frames per second of wall time.
+
+Run on demand (not a test):
+
+    python bench/content_render.py                    # 500 requests, 3 renders
+    python bench/content_render.py --requests 2000 --runs 5 --no-pin
+
+Prints a table, then exactly one line of JSON as the last line of stdout.
+Nothing is left on disk unless --keep PATH is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from steadyq.content.schema import ContentRequest
+from steadyq.content.text import Lesson, TemplateTextGenerator
+from steadyq.content.video import render_video
+
+TARGET_TEXT_P50_MS = 20.0
+TARGET_RENDER_S = 2.0
+TARGET_BYTES = 3 * 1024 * 1024
+
+TOPICS = (
+    "fractions",
+    "photosynthesis",
+    "the water cycle",
+    "plate tectonics",
+    "the French Revolution",
+    "prime numbers",
+    "persuasive writing",
+    "Newton's laws of motion",
+    "the human heart",
+    "supply and demand",
+)
+INTERESTS = (
+    "soccer",
+    "Minecraft",
+    "music",
+    "drawing",
+    "dinosaurs",
+    "cooking",
+    "space",
+    "basketball",
+    "coding",
+    "horses",
+)
+
+
+def _requests(count: int, seed: int) -> list[ContentRequest]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        picked = tuple(rng.sample(INTERESTS, rng.randint(0, 3)))
+        out.append(
+            ContentRequest(
+                request_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                topic=rng.choice(TOPICS),
+                interests=picked or None,
+                grade_level=rng.choice([None, *range(1, 13)]),
+            )
+        )
+    return out
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass(frozen=True)
+class TextResult:
+    count: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    wall_s: float  # median
+    cpu_s: float
+    min_s: float
+    max_s: float
+    bytes: int
+    frames: int
+    duration_s: float
+    render_fps: float
+    codec: str
+
+
+def bench_text(count: int, seed: int) -> TextResult:
+    generator = TemplateTextGenerator()
+    requests = _requests(count, seed)
+    for req in requests[:20]:  # warm-up: first-call costs are not what we measure
+        generator.generate(req)
+    timings = []
+    for req in requests:
+        start = time.perf_counter()
+        generator.generate(req)
+        timings.append((time.perf_counter() - start) * 1000)
+    return TextResult(
+        count=count,
+        p50_ms=statistics.median(timings),
+        p90_ms=_quantile(timings, 0.90),
+        p99_ms=_quantile(timings, 0.99),
+        max_ms=max(timings),
+    )
+
+
+def six_slide_lesson(seed: int) -> Lesson:
+    """A generated lesson with exactly four sections (+ title and closing = 6 slides)."""
+    generator = TemplateTextGenerator()
+    for req in _requests(500, seed):
+        lesson = generator.generate(req)
+        if len(lesson.sections) == 4:
+            return lesson
+    raise RuntimeError("no 4-section lesson among 500 requests")  # pragma: no cover
+
+
+def bench_video(runs: int, seed: int, keep: Path | None) -> VideoResult:
+    lesson = six_slide_lesson(seed)
+    walls: list[float] = []
+    cpus: list[float] = []
+    size = frames = 0
+    duration = 0.0
+    codec = ""
+    folder = Path(tempfile.mkdtemp(prefix="steadyq-bench-"))
+    try:
+        target = folder / "lesson.mp4"
+        for run in range(runs):
+            print(f"render {run + 1}/{runs}", file=sys.stderr, flush=True)
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            info = render_video(lesson, target)
+            walls.append(time.perf_counter() - wall0)
+            cpus.append(time.process_time() - cpu0)
+            size, frames, duration, codec = info.bytes, info.frames, info.duration_s, info.codec
+        if keep is not None:
+            shutil.copyfile(target, keep)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    wall = statistics.median(walls)
+    return VideoResult(
+        wall_s=wall,
+        cpu_s=statistics.median(cpus),
+        min_s=min(walls),
+        max_s=max(walls),
+        bytes=size,
+        frames=frames,
+        duration_s=duration,
+        render_fps=frames / wall,
+        codec=codec,
+    )
+
+
+def _pin_one_cpu() -> str:
+    if not hasattr(os, "sched_setaffinity"):
+        return "not pinned (no sched_setaffinity)"
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return f"pinned to CPU {cpu}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Lesson text generation p50 and 6-slide video render time.",
+    )
+    parser.add_argument("--requests", type=int, default=500, help="text requests timed (500)")
+    parser.add_argument("--runs", type=int, default=3, help="video renders; median kept (3)")
+    parser.add_argument("--seed", type=int, default=1, help="seed for the request mix (1)")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin the process to a single CPU"
+    )
+    parser.add_argument("--keep", type=Path, help="copy the rendered video to this path")
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.runs < 1:
+        parser.error("--requests and --runs must be at least 1")
+
+    pinning = "not pinned (--no-pin)" if args.no_pin else _pin_one_cpu()
+    text = bench_text(args.requests, args.seed)
+    vid = bench_video(args.runs, args.seed, args.keep)
+
+    print(f"content generation ({pinning})")
+    header = f"{'measure':<34}{'value':>14}  {'target':<15}{'verdict'}"
+    print(header)
+    print("-" * len(header))
+    rows: list[tuple[str, str, str, bool | None]] = [
+        ("text p50 (ms)", f"{text.p50_ms:.3f}", f"<= {TARGET_TEXT_P50_MS:g}",
+         text.p50_ms <= TARGET_TEXT_P50_MS),
+        ("text p90 / p99 / max (ms)",
+         f"{text.p90_ms:.3f}/{text.p99_ms:.3f}/{text.max_ms:.2f}", "", None),
+        (f"video render, median of {args.runs} (s)", f"{vid.wall_s:.3f}",
+         f"<= {TARGET_RENDER_S:g}", vid.wall_s <= TARGET_RENDER_S),
+        ("video render min / max (s)", f"{vid.min_s:.3f}/{vid.max_s:.3f}", "", None),
+        ("video render CPU time (s)", f"{vid.cpu_s:.3f}", "", None),
+        ("video bytes", f"{vid.bytes:,}", f"<= {TARGET_BYTES:,}", vid.bytes <= TARGET_BYTES),
+        ("video frames / duration (s)", f"{vid.frames}/{vid.duration_s:.2f}", "", None),
+        ("render fps (frames per wall s)", f"{vid.render_fps:.0f}", "", None),
+        ("codec", vid.codec, "", None),
+    ]  # fmt: skip
+    for name, value, target, ok in rows:
+        verdict = "" if ok is None else ("OK" if ok else "MISSED")
+        print(f"{name:<34}{value:>14}  {target:<15}{verdict}".rstrip())
+    print(
+        json.dumps(
+            {
+                "text_p50_ms": round(text.p50_ms, 4),
+                "video_render_s": round(vid.wall_s, 4),
+                "video_bytes": vid.bytes,
+                "render_fps": round(vid.render_fps, 1),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
