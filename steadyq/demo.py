@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from steadyq.brokers import open_queue, store_for
+from steadyq.dlq import preview
 from steadyq.policy import RetryPolicy
 from steadyq.samples import sample_mix
 from steadyq.telemetry import events as ev
@@ -55,8 +56,7 @@ def run_demo(directory: Path, *, valid: int = 24, console: Console | None = None
     console.print(table)
     dead = Table("dead letter", "reason", "payload")
     for letter in letters:
-        text = letter.payload.decode("utf-8", errors="backslashreplace")
-        dead.add_row(letter.message_id, letter.reason, Text(text[:70]))
+        dead.add_row(letter.message_id, letter.reason, Text(preview(letter.payload, 70)))
     console.print(dead)
     if latencies:
         console.print(

@@ -18,12 +18,10 @@ MAX_REPLAYS = 3
 
 def preview(payload: bytes, limit: int = 200) -> str:
     """A printable, escaped prefix of a payload."""
-    head = payload[: limit * 4]
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        text = head.decode("utf-8", errors="backslashreplace")
-    text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    text = payload[: limit * 4].decode("utf-8", errors="backslashreplace")
+    text = "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

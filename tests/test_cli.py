@@ -219,3 +219,12 @@ def test_demo_runs_in_a_fresh_folder(tmp_path: Path) -> None:
     assert code == 0, err
     assert "test-smoke-001" in out and "request_id_invalid" in out
     assert (tmp_path / "demo" / "steadyq.db").exists()
+
+
+def test_payload_preview_escapes_control_bytes() -> None:
+    from steadyq.dlq import preview
+
+    shown = preview(b"\x1b[31mred\xff\n\xe2\x80\xae")
+    assert "\x1b" not in shown and "\n" not in shown and "\u202e" not in shown
+    assert shown.startswith("\\x1b[31mred")
+    assert preview("ok ü".encode()) == "ok ü"
