@@ -299,7 +299,24 @@ class InlineRunner:
         pass
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (kill -9 of the worker).
+
+    Without it a handler stuck in a loop would outlive its worker as an orphan,
+    holding CPU and memory that nobody will ever collect.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
 def _child_main(conn: Connection, handler: str | Handler, execution_id: str) -> None:
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
