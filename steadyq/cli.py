@@ -242,6 +242,9 @@ def worker(
     lease: Annotated[
         str | None, typer.Option(help="Lease per pull (default: deadline plus a margin).")
     ] = None,
+    artifacts: Annotated[
+        str | None, typer.Option(help="Folder where handlers write their outputs (./artifacts).")
+    ] = None,
     log_format: Annotated[
         str,
         typer.Option(help="Events on stdout: 'json' (Cloud Logging lines), 'none'."),
@@ -275,6 +278,7 @@ def worker(
                 "retry_min_s": retry_min,
                 "retry_max_s": retry_max,
                 "lease_s": lease,
+                "artifacts_dir": artifacts,
             },
         )
         ws = settings.worker
@@ -305,6 +309,7 @@ def worker(
             prefetch=ws.prefetch,
             schema=schema,
             max_bytes=ws.max_bytes,
+            artifacts_dir=ws.artifacts_dir,
         )
         queue = open_queue(settings.url)
         sink = JsonLinesSink() if log_format == "json" else None

@@ -62,6 +62,7 @@ class WorkerSettings(BaseModel):
     prefetch: int = Field(default=4, ge=1, le=100)
     max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
     drain: bool = False
+    artifacts_dir: str = "artifacts"
 
     @field_validator(
         "deadline_s", "max_runtime_s", "retry_min_s", "retry_max_s", "lease_s", mode="before"

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from steadyq.errors import HandlerLoadError, PermanentError
@@ -43,7 +44,8 @@ class HandlerContext:
 
     ``deadline_at`` is epoch seconds; past it a process-run handler is killed.
     Log through ``logger``: records of WARNING and above are stored as events,
-    labelled with this call's execution, message and request.
+    labelled with this call's execution, message and request. Write outputs under
+    ``artifacts_dir`` (the worker's ``--artifacts``).
     """
 
     attempt: int
@@ -53,6 +55,7 @@ class HandlerContext:
     request_id: str | None
     attributes: dict[str, str]
     logger: logging.Logger
+    artifacts_dir: Path = Path("artifacts")
 
     def time_left(self) -> float:
         """Seconds until the deadline (never negative)."""
@@ -70,6 +73,7 @@ class Call:
     request_id: str | None
     attributes: dict[str, str]
     deadline_s: float
+    artifacts_dir: str = "artifacts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +196,7 @@ def _context(call: Call, execution_id: str, logger: logging.Logger) -> HandlerCo
         request_id=call.request_id,
         attributes=call.attributes,
         logger=logger,
+        artifacts_dir=Path(call.artifacts_dir),
     )
 
 

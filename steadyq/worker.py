@@ -80,6 +80,7 @@ class WorkerOptions:
     schema: type[BaseModel] | None = None
     max_bytes: int = 10 * 1024 * 1024
     backend_outage_s: float = 300.0
+    artifacts_dir: str = "artifacts"
 
     @property
     def effective_lease_s(self) -> float:
@@ -420,6 +421,7 @@ class Worker:
                 request_id=request_id,
                 attributes=dict(d.attributes),
                 deadline_s=opts.deadline_s,
+                artifacts_dir=opts.artifacts_dir,
             )
             self._inflight[call.call_id] = _InFlight(d, request_id, t0)
             self._requests_running.add(request_id)
