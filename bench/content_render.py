@@ -37,35 +37,11 @@ from pathlib import Path
 from steadyq.content.schema import ContentRequest
 from steadyq.content.text import Lesson, TemplateTextGenerator
 from steadyq.content.video import render_video
+from steadyq.samples import INTERESTS, TOPICS
 
 TARGET_TEXT_P50_MS = 20.0
 TARGET_RENDER_S = 2.0
 TARGET_BYTES = 3 * 1024 * 1024
-
-TOPICS = (
-    "fractions",
-    "photosynthesis",
-    "the water cycle",
-    "plate tectonics",
-    "the French Revolution",
-    "prime numbers",
-    "persuasive writing",
-    "Newton's laws of motion",
-    "the human heart",
-    "supply and demand",
-)
-INTERESTS = (
-    "soccer",
-    "Minecraft",
-    "music",
-    "drawing",
-    "dinosaurs",
-    "cooking",
-    "space",
-    "basketball",
-    "coding",
-    "horses",
-)
 
 
 def _requests(count: int, seed: int) -> list[ContentRequest]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from steadyq._files import write_atomic
 from steadyq.brokers.base import DeadLetter
 from steadyq.durations import rfc3339
 
@@ -79,16 +78,6 @@ def replay_summary(rows: Sequence[dict[str, Any]], *, dry_run: bool) -> str:
 
 
 def export_jsonl(letters: Iterable[DeadLetter], path: Path) -> None:
-    """Write letters as JSON lines, atomically: a temp file renamed into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for letter in letters:
-                fh.write(json.dumps(letter.to_dict(), ensure_ascii=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write letters as JSON lines, atomically."""
+    lines = "".join(json.dumps(letter.to_dict(), ensure_ascii=True) + "\n" for letter in letters)
+    write_atomic(Path(path), lines.encode("ascii"))

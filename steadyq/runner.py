@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,8 +28,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from steadyq.errors import HandlerLoadError, PermanentError
-from steadyq.telemetry.events import LOG, Event
-from steadyq.telemetry.logs import severity_of
+from steadyq.telemetry.events import Event
+from steadyq.telemetry.logs import EventLogHandler
 
 Handler = Callable[[Any, "HandlerContext"], object]
 Status = Literal["ok", "permanent", "error", "timeout", "crashed"]
@@ -145,44 +144,14 @@ def run_call(handler: Handler, call: Call, ctx: HandlerContext) -> Outcome:
 _MAIN_PID = os.getpid()
 
 
-class _CallLogHandler(logging.Handler):
-    """Routes a handler's log records to the parent, labelled with the current call."""
-
-    def __init__(self, emit: Callable[[Event], None]) -> None:
-        super().__init__(logging.WARNING)
-        self.emit_event = emit
-        self.labels: dict[str, Any] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = record.getMessage()
-            if record.exc_info and record.exc_info[1] is not None:
-                text += "\n" + "".join(traceback.format_exception(*record.exc_info))[-2000:]
-            self.emit_event(
-                Event(
-                    kind=LOG,
-                    timestamp=time.time(),
-                    severity=severity_of(record.levelno),
-                    message=text,
-                    execution_id=self.labels.get("execution_id"),
-                    message_id=self.labels.get("message_id"),
-                    request_id=self.labels.get("request_id"),
-                    attempt=self.labels.get("attempt"),
-                    data={"logger": record.name},
-                )
-            )
-        except Exception:
-            self.handleError(record)
-
-
-def _handler_logger(emit: Callable[[Event], None]) -> tuple[logging.Logger, _CallLogHandler]:
+def _handler_logger(emit: Callable[[Event], None]) -> tuple[logging.Logger, EventLogHandler]:
     logger = logging.getLogger("steadyq.handler")
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     for old in list(logger.handlers):
-        if isinstance(old, _CallLogHandler):
+        if isinstance(old, EventLogHandler):
             logger.removeHandler(old)
-    hook = _CallLogHandler(emit)
+    hook = EventLogHandler(emit, clock=time.time)
     logger.addHandler(hook)
     return logger, hook
 

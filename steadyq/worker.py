@@ -378,7 +378,7 @@ class Worker:
         if not requests:
             return
         opts = self.options
-        done = self._guarded_completed([r[2] for r in requests])
+        done = self.store.completed([r[2] for r in requests])
         for item in requests:
             d, request, request_id, t0 = item
             if request_id in done:
@@ -426,9 +426,6 @@ class Worker:
             self._inflight[call.call_id] = _InFlight(d, request_id, t0)
             self._requests_running.add(request_id)
             runner.submit(call)
-
-    def _guarded_completed(self, request_ids: list[str]) -> set[str]:
-        return self.store.completed(request_ids)
 
     def _reject(self, d: Delivery, rejection: Rejection, t0: float) -> None:
         self.counts["rejected"] += 1

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from steadyq._files import write_atomic
 from steadyq.content.schema import ContentRequest
 from steadyq.content.text import TemplateTextGenerator, TextGenerator
 from steadyq.runner import HandlerContext
@@ -23,20 +22,6 @@ from steadyq.runner import HandlerContext
 MANIFEST_VERSION = 1
 
 _default_generator: TextGenerator = TemplateTextGenerator()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _file_entry(path: Path) -> dict[str, Any]:

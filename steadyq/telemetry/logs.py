@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -100,8 +101,8 @@ class EventLogHandler(logging.Handler):
         try:
             text = record.getMessage()
             if record.exc_info and record.exc_info[1] is not None:
-                exc = record.exc_info[1]
-                text = f"{text}: {type(exc).__name__}: {exc}"
+                trace = "".join(traceback.format_exception(*record.exc_info))
+                text += "\n" + trace[-2000:]
             self._emit(
                 Event(
                     kind=LOG,
