@@ -18,7 +18,20 @@ from urllib.parse import parse_qs, urlsplit
 
 from steadyq.errors import BackendError, BackendUnavailable, ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Columns added after a table first shipped: (table, column, type). A file made by
+# an older steadyq gets them on open; nothing is ever dropped or renamed.
+ADDED_COLUMNS = (
+    ("requests", "attempts", "INTEGER"),
+    ("requests", "modalities", "TEXT"),
+    ("requests", "duration_s", "REAL"),
+    ("requests", "artifacts", "TEXT"),
+    ("requests", "error", "TEXT"),
+    ("requests", "created_at", "REAL"),
+    ("requests", "started_at", "REAL"),
+    ("requests", "failed_at", "REAL"),
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS steadyq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,7 +97,24 @@ CREATE TABLE IF NOT EXISTS requests (
     message_id   TEXT,
     execution_id TEXT,
     updated_at   REAL NOT NULL,
-    completed_at REAL
+    completed_at REAL,
+    attempts     INTEGER,
+    modalities   TEXT,
+    duration_s   REAL,
+    artifacts    TEXT,
+    error        TEXT,
+    created_at   REAL,
+    started_at   REAL,
+    failed_at    REAL
+);
+CREATE INDEX IF NOT EXISTS requests_updated ON requests (updated_at);
+
+-- delivery attempts counted by steadyq for brokers that count none durably (Pub/Sub)
+CREATE TABLE IF NOT EXISTS broker_attempts (
+    key        TEXT PRIMARY KEY,
+    attempts   INTEGER NOT NULL,
+    last_error TEXT,
+    updated_at REAL NOT NULL
 );
 """
 
@@ -143,6 +173,10 @@ class SqliteDatabase:
 
     def _create_schema(self) -> None:
         with self.transaction() as conn:
+            for table, column, kind in ADDED_COLUMNS:
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if have and column not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -157,6 +191,11 @@ class SqliteDatabase:
             elif int(row[0]) > SCHEMA_VERSION:
                 raise BackendUnavailable(
                     f"{self.path} was written by a newer steadyq (schema {row[0]}); upgrade"
+                )
+            elif int(row[0]) < SCHEMA_VERSION:
+                conn.execute(
+                    "UPDATE steadyq_meta SET value = ? WHERE key = 'schema_version'",
+                    (str(SCHEMA_VERSION),),
                 )
 
     @contextmanager

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -26,8 +27,9 @@ from steadyq.errors import (
     NotFound,
     SteadyqError,
 )
+from steadyq.publishing import publish_recorded
 from steadyq.telemetry.events import KINDS, LOG, SEVERITIES
-from steadyq.telemetry.store import EventFilter, EventStore
+from steadyq.telemetry.store import REQUEST_STATUSES, EventFilter, EventStore
 from steadyq.worker import ExitCode
 
 app = typer.Typer(
@@ -178,19 +180,19 @@ def publish(
             attrs[key] = value
         if file != "-" and not Path(file).is_file():
             raise ConfigError(f"no such file: {file}")
-        queue, _ = _open(url, config)
+        queue, store = _open(url, config)
         ids: list[str] = []
         chunk: list[tuple[bytes, dict[str, str]]] = []
         with queue:
             for body in _read_lines(file):
                 chunk.append((body, attrs))
                 if len(chunk) >= batch:
-                    ids += queue.publish_batch(chunk)
+                    ids += publish_recorded(queue, store, chunk)
                     chunk = []
                     if not json_out and len(ids) % 10000 < batch:
                         err.print(f"published {len(ids)} …")
             if chunk:
-                ids += queue.publish_batch(chunk)
+                ids += publish_recorded(queue, store, chunk)
         if json_out:
             _print_json({"published": len(ids), "message_ids": ids})
         else:
@@ -363,6 +365,57 @@ def executions(
                 safe(" ".join(f"{k}={v}" for k, v in sorted(counts.items()))),
             )
         out.print(grid if rows else "no executions")
+        return 0
+
+    _guard(run)
+
+
+@app.command()
+def requests(
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only this status: pending, processing, completed or failed."),
+    ] = None,
+    request_id: Annotated[str | None, typer.Option("--request-id", help="Only this id.")] = None,
+    since: SinceOpt = None,
+    limit: LimitOpt = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Requests in the ledger, most recently updated first: status, modalities, duration,
+    artifacts (file names; --json gives full paths)."""
+
+    def run() -> int:
+        if status is not None and status not in REQUEST_STATUSES:
+            raise ConfigError(
+                f"--status {status!r}: expected one of {', '.join(REQUEST_STATUSES)}"
+            )
+        queue, store = _open(url, config)
+        with queue:
+            rows = store.requests(
+                status=status, request_id=request_id, since=_since(since), limit=limit
+            )
+        if json_out:
+            _print_json([r.to_dict() for r in rows])
+            return 0
+        grid = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        grid.add_column("request", no_wrap=True, min_width=36)
+        for name in ("status", "modalities", "duration"):
+            grid.add_column(name, no_wrap=True)
+        grid.add_column("artifacts / error", overflow="fold", min_width=22)
+        colours = {"completed": "green", "failed": "red", "processing": "cyan"}
+        for r in rows:
+            grid.add_row(
+                safe(r.request_id),
+                Text(r.status, style=colours.get(r.status, "yellow")),
+                safe("+".join(r.modalities)) if r.modalities else "—",
+                "—" if r.duration_s is None else format_duration(r.duration_s),
+                safe(" ".join(sorted(Path(str(v)).name for v in r.artifacts.values())), None)
+                if r.artifacts
+                else safe(r.error or "—"),
+            )
+        out.print(grid if rows else "no requests")
         return 0
 
     _guard(run)

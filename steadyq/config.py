@@ -5,7 +5,7 @@ Later layers win: flags over environment over file over defaults. File layout::
     url = "sqlite:///steadyq.db"
 
     [worker]
-    handler = "steadyq.handlers:record"
+    handler = "steadyq.content:handle"
     runner = "process"          # or "inline"
     concurrency = 2
     deadline_s = "10m"          # seconds, or a duration string

@@ -16,6 +16,7 @@ from rich.text import Text
 from steadyq.brokers import open_queue, store_for
 from steadyq.dlq import preview
 from steadyq.policy import RetryPolicy
+from steadyq.publishing import publish_recorded
 from steadyq.samples import sample_mix
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.store import EventFilter
@@ -32,13 +33,17 @@ def run_demo(directory: Path, *, valid: int = 24, console: Console | None = None
     bodies = sample_mix(valid)
     with open_queue(url) as queue:
         store = store_for(queue)
-        queue.publish_batch((body, {"source": "demo"}) for body in bodies)
+        publish_recorded(queue, store, ((body, {"source": "demo"}) for body in bodies))
         console.print(
             f"published {len(bodies)} messages ({valid} valid, {len(bodies) - valid} poison)"
             f" to {url}"
         )
         options = WorkerOptions(
-            drain=True, deadline_s=30, retry=RetryPolicy(0.1, 1.0, 3), concurrency=2
+            drain=True,
+            deadline_s=30,
+            retry=RetryPolicy(0.1, 1.0, 3),
+            concurrency=2,
+            artifacts_dir=str(directory / "artifacts"),
         )
         result = Worker(queue, store, options).run()
         rejected = store.events(EventFilter(kinds=(ev.MESSAGE_REJECTED,)))

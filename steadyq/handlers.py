@@ -1,7 +1,8 @@
 """Built-in handlers.
 
-``record`` is the default until the content workload lands: it accepts the
-request and logs nothing; the worker's ``message.succeeded`` event is the record.
+``record`` accepts the request and does nothing else (the worker's
+``message.succeeded`` event is the record); ``noop`` is the same, named for
+benchmarks. The default handler is the content workload, ``steadyq.content:handle``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import multiprocessing
 import os
@@ -34,7 +35,7 @@ from steadyq.telemetry.logs import EventLogHandler
 Handler = Callable[[Any, "HandlerContext"], object]
 Status = Literal["ok", "permanent", "error", "timeout", "crashed"]
 
-DEFAULT_HANDLER = "steadyq.handlers:record"
+DEFAULT_HANDLER = "steadyq.content:handle"
 
 
 @dataclass(slots=True)
@@ -84,6 +85,7 @@ class Outcome:
     duration_s: float
     error: str | None = None
     reason: str | None = None
+    result: dict[str, Any] | None = None
 
 
 def load_handler(spec: str | Handler) -> Handler:
@@ -128,7 +130,7 @@ def run_call(handler: Handler, call: Call, ctx: HandlerContext) -> Outcome:
     """Run one call in this process and classify how it ended."""
     start = time.perf_counter()
     try:
-        handler(call.request, ctx)
+        returned = handler(call.request, ctx)
     except PermanentError as exc:
         return Outcome(
             call.call_id, "permanent", time.perf_counter() - start, _error_text(exc), exc.reason
@@ -138,7 +140,33 @@ def run_call(handler: Handler, call: Call, ctx: HandlerContext) -> Outcome:
             raise
         ctx.logger.debug("handler raised", exc_info=True)
         return Outcome(call.call_id, "error", time.perf_counter() - start, _error_text(exc))
-    return Outcome(call.call_id, "ok", time.perf_counter() - start)
+    return Outcome(call.call_id, "ok", time.perf_counter() - start, result=_result(returned, ctx))
+
+
+MAX_RESULT_BYTES = 64 * 1024
+
+
+def _result(value: object, ctx: HandlerContext) -> dict[str, Any] | None:
+    """A handler's return value as it will be recorded: a JSON object of modest size.
+
+    Anything else (``None``, a non-dict, something JSON cannot hold, a huge dict) is
+    not recorded; the call still succeeded, so only a debug line says why.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        ctx.logger.debug("handler returned %s; only a dict is recorded", type(value).__name__)
+        return None
+    try:
+        size = len(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        ctx.logger.debug("handler result is not JSON-serialisable: %s", exc)
+        return None
+    if size > MAX_RESULT_BYTES:
+        ctx.logger.debug("handler result is %d bytes; results over %d are not recorded",
+                         size, MAX_RESULT_BYTES)
+        return None
+    return value
 
 
 _MAIN_PID = os.getpid()

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 
@@ -49,6 +49,22 @@ from steadyq.telemetry.store import (
 )
 
 MAX_ATTEMPTS_EXCEEDED = "max_attempts_exceeded"
+
+
+def _ledger_fields(request: BaseModel) -> dict[str, Any]:
+    """What a request model wants the ledger to show while it is open.
+
+    A model may define ``ledger_fields() -> dict`` (the content request reports its
+    modalities); anything else contributes nothing.
+    """
+    hook = getattr(request, "ledger_fields", None)
+    if not callable(hook):
+        return {}
+    try:
+        fields = hook()
+    except Exception:  # a label must never fail a delivery
+        return {}
+    return dict(fields) if isinstance(fields, dict) else {}
 
 
 class ExitCode(IntEnum):
@@ -367,6 +383,12 @@ class Worker:
                 self._reject(d, checked, t0)
                 continue
             request_id = str(getattr(checked, "request_id", ""))
+            # the accepted request enters the ledger as "processing"
+            received[-1] = replace(
+                received[-1],
+                request_id=request_id,
+                data={**received[-1].data, "request": _ledger_fields(checked)},
+            )
             requests.append((d, checked, request_id, t0))
         # received events go before anything buffered meanwhile, so the store
         # shows each delivery's arrival before its outcome
@@ -495,7 +517,14 @@ class Worker:
             self._settle.append(
                 Settlement.ack(
                     d,
-                    [self._event(ev.MESSAGE_SUCCEEDED, duration_ms=duration_ms, **labels)],
+                    [
+                        self._event(
+                            ev.MESSAGE_SUCCEEDED,
+                            duration_ms=duration_ms,
+                            data={"result": outcome.result} if outcome.result else {},
+                            **labels,
+                        )
+                    ],
                 )
             )
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +33,9 @@ def require_service(available: bool, reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"required service missing under CI: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own folder, so defaults such as ``./artifacts`` land there."""
+    monkeypatch.chdir(tmp_path)

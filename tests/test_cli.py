@@ -59,6 +59,7 @@ def publish_and_drain(url: str, tmp_path: Path) -> None:
         ["dlq", "purge"],
         ["dlq", "export"],
         ["executions"],
+        ["requests"],
         ["events"],
         ["logs"],
         ["queue", "stats"],
@@ -106,6 +107,21 @@ def test_full_cycle(url: str, tmp_path: Path) -> None:
 
     code, out, _ = invoke("dlq", "show", letters[0]["message_id"], "--url", url)
     assert code == 0 and letters[0]["reason"] in out
+
+    code, out, _ = invoke("requests", "--url", url, "--json")
+    rows = json.loads(out)
+    # the poison ids are not request ids: only the three valid requests have a row
+    assert code == 0 and [r["status"] for r in rows] == ["completed"] * 3
+    done = rows
+    assert all(r["modalities"] == ["video"] for r in done)
+    assert all(Path(r["artifacts"]["video"]).is_file() for r in done)
+    assert {"request_id", "status", "modalities", "duration_s", "artifacts"} <= set(rows[0])
+    code, out, _ = invoke("requests", "--url", url, "--status", "completed")
+    assert code == 0 and out.count("completed") == 3
+    code, out, _ = invoke("requests", "--url", url, "--status", "failed")
+    assert code == 0 and "no requests" in out
+    code, _, err = invoke("requests", "--url", url, "--status", "done")
+    assert code == 2 and "one of pending, processing, completed, failed" in err.replace("\n", " ")
 
     code, out, _ = invoke("executions", "--url", url, "--json")
     [execution] = json.loads(out)

@@ -10,7 +10,7 @@ import itertools
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from steadyq.brokers.base import (
@@ -28,10 +28,14 @@ from steadyq.brokers.base import (
 from steadyq.errors import LeaseLost, NotFound
 from steadyq.telemetry.events import Event, severity_rank
 from steadyq.telemetry.store import (
+    COMPLETED,
     RUNNING,
+    AttemptCount,
     EventFilter,
     EventStore,
     ExecutionRecord,
+    RequestRecord,
+    apply_ledger_change,
     execution_updates,
     ledger_update,
 )
@@ -57,7 +61,8 @@ class MemoryStore(EventStore):
         self._lock = threading.RLock()
         self._events: list[Event] = []
         self._executions: dict[str, ExecutionRecord] = {}
-        self._ledger: dict[str, str] = {}
+        self._ledger: dict[str, RequestRecord] = {}
+        self._attempts: dict[str, AttemptCount] = {}
 
     def write(self, events: Sequence[Event]) -> None:
         with self._lock:
@@ -66,13 +71,11 @@ class MemoryStore(EventStore):
                 change = execution_updates(event)
                 if change is not None and event.execution_id is not None:
                     self._apply_execution(event.execution_id, *change)
-                status = ledger_update(event)
-                if (
-                    status is not None
-                    and event.request_id is not None
-                    and self._ledger.get(event.request_id) != "completed"
-                ):
-                    self._ledger[event.request_id] = status
+                moved = ledger_update(event)
+                if moved is not None:
+                    row = apply_ledger_change(self._ledger.get(moved.request_id), moved)
+                    if row is not None:
+                        self._ledger[moved.request_id] = row
 
     def _apply_execution(self, execution_id: str, what: str, values: dict[str, object]) -> None:
         current = self._executions.get(execution_id)
@@ -125,7 +128,49 @@ class MemoryStore(EventStore):
 
     def completed(self, request_ids: Iterable[str]) -> set[str]:
         with self._lock:
-            return {r for r in request_ids if self._ledger.get(r) == "completed"}
+            return {
+                r
+                for r in request_ids
+                if (row := self._ledger.get(r)) is not None and row.status == COMPLETED
+            }
+
+    def requests(
+        self,
+        *,
+        status: str | None = None,
+        request_id: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[RequestRecord]:
+        with self._lock:
+            rows = [
+                r
+                for r in self._ledger.values()
+                if (status is None or r.status == status)
+                and (request_id is None or r.request_id == request_id)
+                and (since is None or r.updated_at >= since)
+            ]
+        rows.sort(key=lambda r: (-r.updated_at, r.request_id))
+        return rows if limit is None else rows[:limit]
+
+    def count_attempts(self, keys: Sequence[str]) -> dict[str, AttemptCount]:
+        with self._lock:
+            for key in dict.fromkeys(keys):
+                seen = self._attempts.get(key, AttemptCount(0))
+                self._attempts[key] = seen._replace(attempts=seen.attempts + 1)
+            return {key: self._attempts[key] for key in keys}
+
+    def attempts_of(self, keys: Sequence[str]) -> dict[str, int]:
+        with self._lock:
+            return {k: self._attempts[k].attempts for k in keys if k in self._attempts}
+
+    def settle_attempts(self, errors: Mapping[str, str | None], forget: Sequence[str] = ()) -> None:
+        with self._lock:
+            for key, error in errors.items():
+                if error is not None and key in self._attempts:
+                    self._attempts[key] = self._attempts[key]._replace(last_error=error)
+            for key in forget:
+                self._attempts.pop(key, None)
 
 
 class MemoryQueue(Queue):

@@ -41,7 +41,10 @@ def handle(
     *,
     generator: TextGenerator | None = None,
 ) -> dict[str, Any]:
-    """Produce the requested modalities; return the manifest.
+    """Produce the requested modalities; return the manifest plus ``artifacts``.
+
+    ``artifacts`` maps each produced file (``text``, ``video``, ``manifest``) to its
+    path; the worker records it, with ``modalities``, in the request ledger.
 
     Raises:
         PermanentError: the text generator refuses the topic (``topic_refused``).
@@ -88,4 +91,6 @@ def handle(
         folder / "manifest.json",
         (json.dumps(manifest, indent=2, ensure_ascii=True) + "\n").encode("ascii"),
     )
-    return manifest
+    artifacts = {kind: str(folder / entry["path"]) for kind, entry in files.items()}
+    artifacts["manifest"] = str(folder / "manifest.json")
+    return {**manifest, "artifacts": artifacts}

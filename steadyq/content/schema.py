@@ -46,3 +46,7 @@ class ContentRequest(BaseModel):
     @classmethod
     def _as_sorted_set(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(sorted(set(value)))
+
+    def ledger_fields(self) -> dict[str, list[str]]:
+        """What the request ledger shows while this request is open."""
+        return {"modalities": list(self.modalities)}

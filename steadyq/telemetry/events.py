@@ -15,6 +15,7 @@ from typing import Any, Final
 EXECUTION_STARTED: Final = "execution.started"
 EXECUTION_READY: Final = "execution.ready"
 EXECUTION_FINISHED: Final = "execution.finished"
+MESSAGE_PUBLISHED: Final = "message.published"
 MESSAGE_RECEIVED: Final = "message.received"
 MESSAGE_REJECTED: Final = "message.rejected"
 MESSAGE_SUCCEEDED: Final = "message.succeeded"
@@ -28,6 +29,7 @@ KINDS: Final = (
     EXECUTION_STARTED,
     EXECUTION_READY,
     EXECUTION_FINISHED,
+    MESSAGE_PUBLISHED,
     MESSAGE_RECEIVED,
     MESSAGE_REJECTED,
     MESSAGE_SUCCEEDED,

@@ -5,17 +5,19 @@ Besides the raw events it keeps two views that are derived from them *in the sam
 write*, so they can never drift from the events:
 
 * ``executions``: one row per ``steadyq worker`` run (started, ready, finished);
-* ``requests``: the idempotency ledger, one row per ``request_id``
-  (``completed`` once a ``message.succeeded`` names it; ``failed`` when it was
-  dead-lettered and never completed).
+* ``requests``: the request ledger, one row per ``request_id``, whose status
+  moves ``pending`` (published, or waiting for a retry) → ``processing`` (a
+  worker accepted it) → ``completed`` (a ``message.succeeded`` names it) or
+  ``failed`` (rejected or dead-lettered). ``completed`` is final: it is what the
+  worker's duplicate check reads.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
@@ -34,6 +36,13 @@ class EventFilter:
     request_id: str | None = None
     limit: int | None = None
     newest_first: bool = False
+
+
+class AttemptCount(NamedTuple):
+    """A delivery attempt count kept by the store for a broker that keeps none."""
+
+    attempts: int
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,37 @@ class EventStore(abc.ABC):
     def completed(self, request_ids: Iterable[str]) -> set[str]:
         """The subset of ``request_ids`` that the ledger records as completed."""
 
+    @abc.abstractmethod
+    def requests(
+        self,
+        *,
+        status: str | None = None,
+        request_id: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[RequestRecord]:
+        """Ledger rows, most recently updated first; ``since`` bounds ``updated_at``."""
+
+    # -- delivery attempts of brokers that cannot count them durably (Pub/Sub) ------
+    # Keys are opaque to the store; the queue namespaces them (subscription/message id).
+
+    def count_attempts(self, keys: Sequence[str]) -> dict[str, AttemptCount]:
+        """Raise the attempt count of each key by one, durably; return the new counts
+        with the last error noted for the key.
+
+        Raises:
+            BackendError: the store failed; no count was raised.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not count attempts")
+
+    def attempts_of(self, keys: Sequence[str]) -> dict[str, int]:
+        """The current attempt count of each key that has one (counted, not forgotten)."""
+        raise NotImplementedError(f"{type(self).__name__} does not count attempts")
+
+    def settle_attempts(self, errors: Mapping[str, str | None], forget: Sequence[str] = ()) -> None:
+        """Note the last error of retried keys and drop the counts of settled ones."""
+        raise NotImplementedError(f"{type(self).__name__} does not count attempts")
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores share a connection
         """Release connections. Idempotent."""
 
@@ -132,12 +172,160 @@ def execution_updates(event: Event) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def ledger_update(event: Event) -> str | None:
-    """The ledger status an event implies for its request, if any."""
+# Request statuses in the ledger.
+PENDING = "pending"
+PROCESSING = "processing"
+COMPLETED = "completed"
+REQUEST_FAILED = "failed"
+REQUEST_STATUSES = (PENDING, PROCESSING, COMPLETED, REQUEST_FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request in the ledger. Times are epoch seconds.
+
+    ``modalities`` are what was asked for while the request is open and what was
+    produced once it completed; ``artifacts`` name the files a handler reported
+    (the ``artifacts`` of its returned manifest); ``duration_s`` is the handler
+    time of the attempt that completed it.
+    """
+
+    request_id: str
+    status: str
+    updated_at: float
+    message_id: str | None = None
+    execution_id: str | None = None
+    attempts: int | None = None
+    modalities: tuple[str, ...] | None = None
+    duration_s: float | None = None
+    artifacts: dict[str, Any] | None = None
+    error: str | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    failed_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        from steadyq.durations import rfc3339
+
+        def stamp(value: float | None) -> str | None:
+            return None if value is None else rfc3339(value)
+
+        return {
+            "request_id": self.request_id,
+            "status": self.status,
+            "modalities": list(self.modalities) if self.modalities is not None else None,
+            "duration_s": _round(self.duration_s),
+            "artifacts": self.artifacts,
+            "attempts": self.attempts,
+            "message_id": self.message_id,
+            "execution_id": self.execution_id,
+            "error": self.error,
+            "created_at": stamp(self.created_at),
+            "started_at": stamp(self.started_at),
+            "completed_at": stamp(self.completed_at),
+            "failed_at": stamp(self.failed_at),
+            "updated_at": stamp(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerChange:
+    """What one event changes in its request's ledger row; ``None`` fields keep theirs."""
+
+    request_id: str
+    status: str
+    at: float
+    message_id: str | None = None
+    execution_id: str | None = None
+    attempts: int | None = None
+    modalities: tuple[str, ...] | None = None
+    duration_s: float | None = None
+    artifacts: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def apply_ledger_change(row: RequestRecord | None, c: LedgerChange) -> RequestRecord | None:
+    """The ledger row after ``c`` (``None``: unchanged). Mirrors the SQLite upsert."""
+    if row is not None and row.status == COMPLETED:
+        return None
+    stamps = {
+        "started_at": c.at if c.status == PROCESSING else None,
+        "completed_at": c.at if c.status == COMPLETED else None,
+        "failed_at": c.at if c.status == REQUEST_FAILED else None,
+    }
+    if row is None:
+        return RequestRecord(
+            request_id=c.request_id,
+            status=c.status,
+            updated_at=c.at,
+            message_id=c.message_id,
+            execution_id=c.execution_id,
+            attempts=c.attempts,
+            modalities=c.modalities,
+            duration_s=c.duration_s,
+            artifacts=c.artifacts,
+            error=c.error,
+            created_at=c.at,
+            **stamps,
+        )
+
+    def keep(new: Any, old: Any) -> Any:
+        return old if new is None else new
+
+    return replace(
+        row,
+        status=c.status,
+        updated_at=c.at,
+        message_id=keep(c.message_id, row.message_id),
+        execution_id=keep(c.execution_id, row.execution_id),
+        attempts=keep(c.attempts, row.attempts),
+        modalities=keep(c.modalities, row.modalities),
+        duration_s=keep(c.duration_s, row.duration_s),
+        artifacts=keep(c.artifacts, row.artifacts),
+        error=keep(c.error, row.error),
+        **{k: keep(v, getattr(row, k)) for k, v in stamps.items()},
+    )
+
+
+def _modalities(value: object) -> tuple[str, ...] | None:
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return None
+
+
+def ledger_update(event: Event) -> LedgerChange | None:
+    """How an event moves its request in the ledger, if it does."""
     if event.request_id is None:
         return None
+    common: dict[str, Any] = {
+        "request_id": event.request_id,
+        "at": event.timestamp,
+        "message_id": event.message_id,
+        "execution_id": event.execution_id,
+        "attempts": event.attempt,
+    }
+    request = event.data.get("request")
+    asked = _modalities(request.get("modalities")) if isinstance(request, dict) else None
+    if event.kind == ev.MESSAGE_PUBLISHED:
+        return LedgerChange(status=PENDING, modalities=asked, **common)
+    if event.kind == ev.MESSAGE_RECEIVED:
+        return LedgerChange(status=PROCESSING, modalities=asked, **common)
+    if event.kind in (ev.MESSAGE_FAILED, ev.MESSAGE_TIMED_OUT):
+        # the attempt failed and will be retried, unless a dead-letter event follows
+        return LedgerChange(status=PENDING, error=event.message or event.reason, **common)
     if event.kind == ev.MESSAGE_SUCCEEDED:
-        return "completed"
+        result = event.data.get("result")
+        produced = _modalities(result.get("modalities")) if isinstance(result, dict) else None
+        files = result.get("artifacts") if isinstance(result, dict) else None
+        return LedgerChange(
+            status=COMPLETED,
+            modalities=produced,
+            duration_s=None if event.duration_ms is None else event.duration_ms / 1000,
+            artifacts=files if isinstance(files, dict) else None,
+            **common,
+        )
     if event.kind in (ev.MESSAGE_DEAD_LETTERED, ev.MESSAGE_REJECTED):
-        return "failed"
+        text = f"{event.reason}: {event.message}" if event.reason else event.message
+        return LedgerChange(status=REQUEST_FAILED, error=text or None, **common)
     return None

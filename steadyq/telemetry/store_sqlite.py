@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from steadyq._sqlite import SqliteDatabase
 from steadyq.telemetry.events import Event, severity_rank
 from steadyq.telemetry.store import (
+    COMPLETED,
+    PROCESSING,
+    REQUEST_FAILED,
     RUNNING,
+    AttemptCount,
     EventFilter,
     EventStore,
     ExecutionRecord,
+    LedgerChange,
+    RequestRecord,
     execution_updates,
     ledger_update,
 )
@@ -50,31 +57,35 @@ def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
     if not events:
         return
     conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
-    completed: list[tuple[Any, ...]] = []
-    failed: list[tuple[Any, ...]] = []
+    ledger: list[tuple[Any, ...]] = []
     for event in events:
         change = execution_updates(event)
         if change is not None:
             _apply_execution(conn, event, *change)
-        status = ledger_update(event)
-        if status == "completed":
-            completed.append(
-                (
-                    event.request_id,
-                    event.message_id,
-                    event.execution_id,
-                    event.timestamp,
-                    event.timestamp,
-                )
-            )
-        elif status is not None:
-            failed.append(
-                (event.request_id, status, event.message_id, event.execution_id, event.timestamp)
-            )
-    if completed:
-        conn.executemany(_LEDGER_COMPLETED, completed)
-    if failed:
-        conn.executemany(_LEDGER_OTHER, failed)
+        moved = ledger_update(event)
+        if moved is not None:
+            ledger.append(_ledger_row(moved))
+    if ledger:
+        conn.executemany(_LEDGER_UPSERT, ledger)
+
+
+def _ledger_row(c: LedgerChange) -> tuple[Any, ...]:
+    return (
+        c.request_id,
+        c.status,
+        c.message_id,
+        c.execution_id,
+        c.at,
+        c.attempts,
+        None if c.modalities is None else json.dumps(list(c.modalities)),
+        c.duration_s,
+        None if c.artifacts is None else json.dumps(c.artifacts, default=str),
+        c.error,
+        c.at,  # created_at: kept from the first change
+        c.at if c.status == PROCESSING else None,
+        c.at if c.status == COMPLETED else None,
+        c.at if c.status == REQUEST_FAILED else None,
+    )
 
 
 def _apply_execution(
@@ -104,20 +115,52 @@ def _apply_execution(
         )
 
 
-_LEDGER_COMPLETED = (
-    "INSERT INTO requests (request_id, status, message_id, execution_id, updated_at,"
-    " completed_at) VALUES (?, 'completed', ?, ?, ?, ?)"
-    " ON CONFLICT (request_id) DO UPDATE SET status = 'completed',"
-    " message_id = excluded.message_id, execution_id = excluded.execution_id,"
-    " updated_at = excluded.updated_at, completed_at = excluded.completed_at"
-    " WHERE requests.status != 'completed'"
+# One statement for every move; a completed request never moves again, and a
+# change's missing fields keep the row's values.
+_LEDGER_UPSERT = """
+INSERT INTO requests (request_id, status, message_id, execution_id, updated_at, attempts,
+    modalities, duration_s, artifacts, error, created_at, started_at, completed_at, failed_at)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT (request_id) DO UPDATE SET
+    status = excluded.status,
+    message_id = COALESCE(excluded.message_id, requests.message_id),
+    execution_id = COALESCE(excluded.execution_id, requests.execution_id),
+    updated_at = excluded.updated_at,
+    attempts = COALESCE(excluded.attempts, requests.attempts),
+    modalities = COALESCE(excluded.modalities, requests.modalities),
+    duration_s = COALESCE(excluded.duration_s, requests.duration_s),
+    artifacts = COALESCE(excluded.artifacts, requests.artifacts),
+    error = COALESCE(excluded.error, requests.error),
+    created_at = COALESCE(requests.created_at, excluded.created_at),
+    started_at = COALESCE(excluded.started_at, requests.started_at),
+    completed_at = COALESCE(excluded.completed_at, requests.completed_at),
+    failed_at = COALESCE(excluded.failed_at, requests.failed_at)
+WHERE requests.status != 'completed'
+"""
+_REQUEST_COLUMNS = (
+    "request_id, status, updated_at, message_id, execution_id, attempts, modalities,"
+    " duration_s, artifacts, error, created_at, started_at, completed_at, failed_at"
 )
-_LEDGER_OTHER = (
-    "INSERT INTO requests (request_id, status, message_id, execution_id, updated_at)"
-    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET"
-    " status = excluded.status, updated_at = excluded.updated_at"
-    " WHERE requests.status != 'completed'"
-)
+
+
+def _row_to_request(row: tuple[Any, ...]) -> RequestRecord:
+    modalities = json.loads(row[6]) if row[6] else None
+    return RequestRecord(
+        request_id=row[0],
+        status=row[1],
+        updated_at=row[2],
+        message_id=row[3],
+        execution_id=row[4],
+        attempts=row[5],
+        modalities=tuple(modalities) if modalities is not None else None,
+        duration_s=row[7],
+        artifacts=json.loads(row[8]) if row[8] else None,
+        error=row[9],
+        created_at=row[10],
+        started_at=row[11],
+        completed_at=row[12],
+        failed_at=row[13],
+    )
 
 
 def _row_to_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
@@ -231,6 +274,70 @@ class SqliteStore(EventStore):
                 )
                 found.update(r[0] for r in rows)
         return found
+
+    def requests(
+        self,
+        *,
+        status: str | None = None,
+        request_id: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[RequestRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value, op in (
+            ("status", status, "="),
+            ("request_id", request_id, "="),
+            ("updated_at", since, ">="),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} ?")
+                params.append(value)
+        sql = f"SELECT {_REQUEST_COLUMNS} FROM requests"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY updated_at DESC, request_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self.db.reading() as conn:
+            return [_row_to_request(tuple(row)) for row in conn.execute(sql, params)]
+
+    def count_attempts(self, keys: Sequence[str]) -> dict[str, AttemptCount]:
+        now = time.time()
+        counted: dict[str, AttemptCount] = {}
+        with self.db.transaction() as conn:
+            for key in dict.fromkeys(keys):
+                row = conn.execute(
+                    "INSERT INTO broker_attempts (key, attempts, updated_at) VALUES (?, 1, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET attempts = attempts + 1,"
+                    " updated_at = excluded.updated_at RETURNING attempts, last_error",
+                    (key, now),
+                ).fetchone()
+                counted[key] = AttemptCount(row[0], row[1])
+        return counted
+
+    def attempts_of(self, keys: Sequence[str]) -> dict[str, int]:
+        ids = list(dict.fromkeys(keys))
+        found: dict[str, int] = {}
+        with self.db.reading() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(
+                    "SELECT key, attempts FROM broker_attempts"
+                    f" WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                found.update((r[0], r[1]) for r in rows)
+        return found
+
+    def settle_attempts(self, errors: Mapping[str, str | None], forget: Sequence[str] = ()) -> None:
+        noted = [(error, key) for key, error in errors.items() if error is not None]
+        if not noted and not forget:
+            return
+        with self.db.transaction() as conn:
+            conn.executemany("UPDATE broker_attempts SET last_error = ? WHERE key = ?", noted)
+            conn.executemany("DELETE FROM broker_attempts WHERE key = ?", [(k,) for k in forget])
 
     def close(self) -> None:
         if self._owns_db:

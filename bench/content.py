@@ -1,6 +1,11 @@
-"""How long does a lesson take to make? Text generation latency and video render time.
+"""How long does a lesson take to make, and how many does the content worker finish?
 
-Two measurements, both in this process, pinned to one CPU by default:
+End to end first: the content worker (``steadyq.content:handle``, process runner,
+``--concurrency 2``) drains a fresh SQLite queue of N text-only requests, then of
+M dual-modality (text + video) requests; requests per minute = requests / (time
+the execution finished - time it was ready), so start-up is not counted.
+
+Then two measurements in this process, pinned to one CPU by default:
 
 * text: ``TemplateTextGenerator.generate`` timed with ``time.perf_counter()`` around
   the call only, over N requests with varied topics, interests, grade levels and
@@ -12,8 +17,8 @@ Two measurements, both in this process, pinned to one CPU by default:
 
 Run on demand (not a test):
 
-    python bench/content_render.py                    # 500 requests, 3 renders
-    python bench/content_render.py --requests 2000 --runs 5 --no-pin
+    python bench/content.py                    # 500 requests, 3 renders, 400 + 24 e2e
+    python bench/content.py --requests 2000 --runs 5 --no-pin --e2e-text 1000 --e2e-dual 60
 
 Prints a table, then exactly one line of JSON as the last line of stdout.
 Nothing is left on disk unless --keep PATH is given.
@@ -151,6 +156,44 @@ def bench_video(runs: int, seed: int, keep: Path | None) -> VideoResult:
     )
 
 
+@dataclass(frozen=True)
+class EndToEnd:
+    requests: int
+    seconds: float
+    per_min: float
+    succeeded: int
+
+
+def bench_end_to_end(count: int, modalities: list[str], seed: int) -> EndToEnd:
+    """Drain ``count`` requests through the content worker on a fresh SQLite file."""
+    from steadyq.brokers import open_queue, store_for
+    from steadyq.publishing import publish_recorded
+    from steadyq.worker import Worker, WorkerOptions
+
+    folder = Path(tempfile.mkdtemp(prefix="steadyq-bench-e2e-"))
+    try:
+        bodies = [
+            json.dumps({**r.model_dump(mode="json"), "modalities": modalities}).encode()
+            for r in _requests(count, seed)
+        ]
+        with open_queue(f"sqlite:///{folder}/q.db") as queue:
+            store = store_for(queue)
+            publish_recorded(queue, store, ((b, {}) for b in bodies))
+            print(f"end to end: {count} x {'+'.join(modalities)}", file=sys.stderr, flush=True)
+            options = WorkerOptions(
+                handler="steadyq.content:handle",
+                runner="process",
+                concurrency=2,
+                drain=True,
+                artifacts_dir=str(folder / "artifacts"),
+            )
+            result = Worker(queue, store, options).run()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    busy = result.finished_at - (result.ready_at or result.started_at)
+    return EndToEnd(count, busy, count / busy * 60, result.counts["succeeded"])
+
+
 def _pin_one_cpu() -> str:
     if not hasattr(os, "sched_setaffinity"):
         return "not pinned (no sched_setaffinity)"
@@ -161,7 +204,7 @@ def _pin_one_cpu() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Lesson text generation p50 and 6-slide video render time.",
+        description="Content worker end to end, text p50 and 6-slide video render time.",
     )
     parser.add_argument("--requests", type=int, default=500, help="text requests timed (500)")
     parser.add_argument("--runs", type=int, default=3, help="video renders; median kept (3)")
@@ -170,10 +213,19 @@ def main(argv: list[str] | None = None) -> int:
         "--no-pin", action="store_true", help="do not pin the process to a single CPU"
     )
     parser.add_argument("--keep", type=Path, help="copy the rendered video to this path")
+    parser.add_argument(
+        "--e2e-text", type=int, default=400, help="text-only requests end to end (400)"
+    )
+    parser.add_argument(
+        "--e2e-dual", type=int, default=24, help="text+video requests end to end (24)"
+    )
     args = parser.parse_args(argv)
-    if args.requests < 1 or args.runs < 1:
-        parser.error("--requests and --runs must be at least 1")
+    if min(args.requests, args.runs, args.e2e_text, args.e2e_dual) < 1:
+        parser.error("--requests, --runs, --e2e-text and --e2e-dual must be at least 1")
 
+    # end to end uses both cores, so it runs before this process pins itself to one
+    e2e_text = bench_end_to_end(args.e2e_text, ["text"], args.seed)
+    e2e_dual = bench_end_to_end(args.e2e_dual, ["text", "video"], args.seed + 1)
     pinning = "not pinned (--no-pin)" if args.no_pin else _pin_one_cpu()
     text = bench_text(args.requests, args.seed)
     vid = bench_video(args.runs, args.seed, args.keep)
@@ -195,9 +247,15 @@ def main(argv: list[str] | None = None) -> int:
         ("video frames / duration (s)", f"{vid.frames}/{vid.duration_s:.2f}", "", None),
         ("render fps (frames per wall s)", f"{vid.render_fps:.0f}", "", None),
         ("codec", vid.codec, "", None),
+        (f"e2e text-only, {e2e_text.requests} req (req/min)", f"{e2e_text.per_min:,.0f}", "",
+         e2e_text.succeeded == e2e_text.requests),
+        (f"e2e text+video, {e2e_dual.requests} req (req/min)", f"{e2e_dual.per_min:,.1f}", "",
+         e2e_dual.succeeded == e2e_dual.requests),
     ]  # fmt: skip
     for name, value, target, ok in rows:
         verdict = "" if ok is None else ("OK" if ok else "MISSED")
+        if name.startswith("e2e") and ok is not None:
+            verdict = "all succeeded" if ok else "SOME FAILED"
         print(f"{name:<34}{value:>14}  {target:<15}{verdict}".rstrip())
     print(
         json.dumps(
@@ -206,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                 "video_render_s": round(vid.wall_s, 4),
                 "video_bytes": vid.bytes,
                 "render_fps": round(vid.render_fps, 1),
+                "text_per_min": round(e2e_text.per_min, 1),
+                "dual_per_min": round(e2e_dual.per_min, 1),
             }
         )
     )

@@ -1,0 +1,110 @@
+"""The request ledger: pending → processing → completed | failed, on every store."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steadyq import RetryPolicy, Worker, WorkerOptions
+from steadyq.brokers import open_queue, store_for
+from steadyq.brokers.base import Queue
+from steadyq.publishing import publish_recorded
+from steadyq.telemetry import events as ev
+from steadyq.telemetry.events import Event
+from steadyq.telemetry.store import EventStore
+from tests.conftest import FakeClock
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue]:
+    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/l.db"
+    with open_queue(url) as q:
+        yield q
+
+
+def req(topic: str, modalities: list[str] | None = None) -> tuple[str, bytes]:
+    rid = str(uuid.uuid4())
+    data: dict[str, object] = {"request_id": rid, "topic": topic}
+    if modalities is not None:
+        data["modalities"] = modalities
+    return rid, json.dumps(data).encode()
+
+
+def status(store: EventStore, rid: str) -> str:
+    [row] = store.requests(request_id=rid)
+    return row.status
+
+
+def test_published_requests_are_pending_then_settle(queue: Queue) -> None:
+    store = store_for(queue)
+    ok_id, ok = req("fractions", ["text"])
+    flaky_id, flaky = req("flaky")
+    broken_id, broken = req("permanent")
+    publish_recorded(queue, store, [(ok, {}), (flaky, {}), (broken, {}), (b"not json", {})])
+    assert {r.request_id: r.status for r in store.requests()} == {
+        ok_id: "pending",
+        flaky_id: "pending",
+        broken_id: "pending",
+    }
+    options = WorkerOptions(
+        handler="tests.worker_handlers:by_topic",
+        runner="inline",
+        drain=True,
+        retry=RetryPolicy(0, 0, 3),
+    )
+    Worker(queue, store, options).run()
+    rows = {r.request_id: r for r in store.requests()}
+    assert rows[ok_id].status == "completed" and rows[ok_id].modalities == ("text",)
+    assert rows[ok_id].created_at is not None and rows[ok_id].completed_at is not None
+    assert rows[ok_id].started_at is not None and rows[ok_id].duration_s is not None
+    assert rows[flaky_id].status == "completed" and rows[flaky_id].attempts == 2
+    assert "transient" in (rows[flaky_id].error or ""), "the failed attempt's error is kept"
+    assert rows[broken_id].status == "failed" and rows[broken_id].failed_at is not None
+    assert (rows[broken_id].error or "").startswith("topic_refused")
+    assert store.requests(status="failed") == [rows[broken_id]]
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite:///:memory:"])
+def test_status_moves_through_each_state_and_completed_is_final(url: str, clock: FakeClock) -> None:
+    rid = str(uuid.uuid4())
+    with open_queue(url) as q:
+        store = store_for(q)
+
+        def write(kind: str, **fields: Any) -> None:
+            clock.advance(1)
+            store.write([Event(kind=kind, timestamp=clock(), request_id=rid, **fields)])
+
+        write(ev.MESSAGE_PUBLISHED, message_id="m1")
+        assert status(store, rid) == "pending"
+        write(ev.MESSAGE_RECEIVED, attempt=1, data={"request": {"modalities": ["video"]}})
+        assert status(store, rid) == "processing"
+        write(ev.MESSAGE_FAILED, attempt=1, message="boom", reason="handler_error")
+        assert status(store, rid) == "pending"
+        write(ev.MESSAGE_RECEIVED, attempt=2)
+        result = {"modalities": ["video"], "artifacts": {"video": "a/lesson.mp4"}}
+        write(ev.MESSAGE_SUCCEEDED, attempt=2, duration_ms=1500.0, data={"result": result})
+        write(ev.MESSAGE_DEAD_LETTERED, attempt=3, reason="max_attempts_exceeded")
+        [row] = store.requests(request_id=rid)
+        assert (row.status, row.attempts, row.duration_s) == ("completed", 2, 1.5)
+        assert row.modalities == ("video",) and row.artifacts == {"video": "a/lesson.mp4"}
+        assert row.error == "boom" and row.failed_at is None
+        assert store.completed([rid]) == {rid}
+
+
+def test_content_worker_fills_the_ledger_with_artifacts(tmp_path: Path) -> None:
+    with open_queue(f"sqlite:///{tmp_path}/c.db") as queue:
+        store = store_for(queue)
+        rid, body = req("fractions", ["text"])
+        publish_recorded(queue, store, [(body, {})])
+        options = WorkerOptions(runner="inline", drain=True, artifacts_dir=str(tmp_path / "a"))
+        Worker(queue, store, options).run()
+        [row] = store.requests()
+    assert row.status == "completed" and row.modalities == ("text",)
+    assert row.artifacts is not None
+    assert Path(row.artifacts["text"]) == tmp_path / "a" / rid / "lesson.md"
+    assert Path(row.artifacts["manifest"]).is_file()
