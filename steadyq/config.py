@@ -14,7 +14,10 @@ Later layers win: flags over environment over file over defaults. File layout::
     retry_min_s = 10
     retry_max_s = 600
 
-Environment: ``STEADYQ_URL`` and ``STEADYQ_WORKER_<FIELD>`` (e.g.
+A queue without a store of its own (``pubsub://``) keeps its telemetry in
+``store = "sqlite:///steadyq.db"`` (the default).
+
+Environment: ``STEADYQ_URL``, ``STEADYQ_STORE`` and ``STEADYQ_WORKER_<FIELD>`` (e.g.
 ``STEADYQ_WORKER_DEADLINE_S=120``).
 """
 
@@ -61,6 +64,7 @@ class WorkerSettings(BaseModel):
     batch_size: int = Field(default=64, ge=1, le=1000)
     prefetch: int = Field(default=4, ge=1, le=100)
     max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
+    allow_unknown_fields: bool = False
     drain: bool = False
     artifacts_dir: str = "artifacts"
 
@@ -83,6 +87,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = DEFAULT_URL
+    # telemetry store for a queue that has none of its own (pubsub://); None: the
+    # queue's colocated store, else sqlite:///steadyq.db
+    store: str | None = None
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
 
@@ -109,6 +116,8 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     if f"{ENV_PREFIX}URL" in environ:
         layer["url"] = environ[f"{ENV_PREFIX}URL"]
+    if f"{ENV_PREFIX}STORE" in environ:
+        layer["store"] = environ[f"{ENV_PREFIX}STORE"]
     worker: dict[str, Any] = {}
     for name, info in WorkerSettings.model_fields.items():
         key = f"{ENV_PREFIX}WORKER_{(info.alias or name).upper()}"

@@ -94,6 +94,7 @@ class WorkerOptions:
     prefetch: int = 4
     idle_poll_s: float = 1.0
     schema: type[BaseModel] | None = None
+    allow_unknown_fields: bool = False
     max_bytes: int = 10 * 1024 * 1024
     backend_outage_s: float = 300.0
     artifacts_dir: str = "artifacts"
@@ -135,6 +136,9 @@ class _InFlight:
     delivery: Delivery
     request_id: str | None
     received_at: float
+    # leases are never extended past this (wall clock): the latest moment the call's
+    # hard deadline can fall, after waiting behind at most `prefetch` calls
+    extend_until: float = float("inf")
 
 
 class Worker:
@@ -158,7 +162,11 @@ class Worker:
         self.queue = queue
         self.store = store
         self.options = options or WorkerOptions()
-        self.gate = Gate(self.options.schema, max_bytes=self.options.max_bytes)
+        self.gate = Gate(
+            self.options.schema,
+            max_bytes=self.options.max_bytes,
+            allow_unknown_fields=self.options.allow_unknown_fields,
+        )
         self.execution_id = execution_id or uuid.uuid4().hex[:16]
         self._sink = sink
         self._clock = clock
@@ -321,7 +329,7 @@ class Worker:
             outcomes = runner.poll(wait_s)
             for outcome in outcomes:
                 self._settle_outcome(outcome)
-            self._flush()
+            self._flush_guarded()
             self._extend_leases(lease_s)
             if not self._inflight and not self._parked:
                 if not may_pull:
@@ -349,18 +357,29 @@ class Worker:
         try:
             result = pull(count, lease_s)
         except BackendError as exc:
-            now = time.monotonic()
-            if self._outage_since is None:
-                self._outage_since = now
-                self._buffer.append(self._log("ERROR", f"queue unavailable, backing off: {exc}"))
-            if now - self._outage_since > self.options.backend_outage_s:
-                raise
-            self._sleep(min(5.0, 0.1 * 2 ** min(10, int(now - self._outage_since))))
+            self._outage(exc)
             return []
         if self._outage_since is not None:
             self._outage_since = None
             self._buffer.append(self._log("NOTICE", "queue available again"))
         return result
+
+    def _outage(self, exc: BackendError) -> None:
+        """Log the start of an outage once, back off, give up after a while."""
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+            self._buffer.append(self._log("ERROR", f"queue unavailable, backing off: {exc}"))
+        if now - self._outage_since > self.options.backend_outage_s:
+            raise exc
+        self._sleep(min(5.0, 0.1 * 2 ** min(10, int(now - self._outage_since))))
+
+    def _flush_guarded(self) -> None:
+        """Flush; a failure keeps the outcomes for the next flush and counts as an outage."""
+        try:
+            self._flush()
+        except BackendError as exc:
+            self._outage(exc)
 
     # -- accepting deliveries ----------------------------------------------
 
@@ -445,7 +464,9 @@ class Worker:
                 deadline_s=opts.deadline_s,
                 artifacts_dir=opts.artifacts_dir,
             )
-            self._inflight[call.call_id] = _InFlight(d, request_id, t0)
+            self._inflight[call.call_id] = _InFlight(
+                d, request_id, t0, self._clock() + opts.deadline_s * (opts.prefetch + 1)
+            )
             self._requests_running.add(request_id)
             runner.submit(call)
 
@@ -614,7 +635,12 @@ class Worker:
                 result = self.queue.settle(pending)
             else:
                 self.store.write([e for s in pending for e in s.events])
-                result = self.queue.settle(pending)
+                try:
+                    result = self.queue.settle(pending)
+                except BackendError:
+                    # written: the settle retried after this failure must not write them again
+                    pending = [replace(s, events=()) for s in pending]
+                    raise
         except BackendError:
             self._settle[:0] = pending
             raise
@@ -637,9 +663,11 @@ class Worker:
         wall = self._clock()
         for item in self._inflight.values():
             d = item.delivery
-            if d.leased_until - wall < lease_s / 2:
+            if d.leased_until - wall < lease_s / 2 and d.leased_until < item.extend_until:
                 try:
-                    item.delivery = self.queue.extend(d, lease_s)
+                    item.delivery = self.queue.extend(
+                        d, max(0.5, min(lease_s, item.extend_until - wall))
+                    )
                 except BackendError as exc:
                     self._buffer.append(
                         self._log(

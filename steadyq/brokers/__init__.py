@@ -18,11 +18,13 @@ from steadyq.brokers.base import (
 from steadyq.errors import ConfigError
 from steadyq.telemetry.store import EventStore
 
-SCHEMES = ("sqlite", "memory")
+SCHEMES = ("sqlite", "memory", "pubsub")
+DEFAULT_STORE_URL = "sqlite:///steadyq.db"
 
 
 def open_queue(url: str, *, clock: Callable[[], float] = time.time) -> Queue:
-    """Open the queue a URL names: ``sqlite:///steadyq.db``, ``memory://``.
+    """Open the queue a URL names: ``sqlite:///steadyq.db``, ``memory://``,
+    ``pubsub://PROJECT/TOPIC_OR_SUBSCRIPTION``.
 
     Raises:
         ConfigError: the URL is malformed or names an unknown scheme.
@@ -37,20 +39,45 @@ def open_queue(url: str, *, clock: Callable[[], float] = time.time) -> Queue:
         from steadyq.brokers.memory import MemoryQueue
 
         return MemoryQueue(clock=clock)
+    if scheme == "pubsub":
+        from steadyq.brokers.pubsub import PubSubQueue
+
+        return PubSubQueue.from_url(url, clock=clock)
     raise ConfigError(
         f"unknown queue URL {url!r}: expected one of " + ", ".join(f"{s}://" for s in SCHEMES)
     )
 
 
-def store_for(queue: Queue) -> EventStore:
-    """The telemetry store that goes with ``queue`` (its colocated one, for now).
+def open_store(url: str) -> EventStore:
+    """Open a telemetry store by URL (``sqlite:///steadyq.db``).
 
     Raises:
-        ConfigError: the queue has no store of its own and none was configured.
+        ConfigError: the URL names no store steadyq has.
+        BackendUnavailable: the store cannot be opened.
+    """
+    if urlsplit(url).scheme != "sqlite":
+        raise ConfigError(f"unknown store URL {url!r}: expected sqlite:///path.db")
+    from steadyq._sqlite import SqliteDatabase, busy_timeout_ms, sqlite_path
+    from steadyq.telemetry.store_sqlite import SqliteStore
+
+    db = SqliteDatabase(sqlite_path(url), busy_timeout_ms=busy_timeout_ms(url))
+    return SqliteStore(db, owns_db=True)
+
+
+def store_for(queue: Queue, url: str | None = None) -> EventStore:
+    """The telemetry store that goes with ``queue``: its colocated one when it has
+    one, else the store ``url`` names (default ``sqlite:///steadyq.db``), which the
+    queue then owns (closing the queue closes it).
+
+    Raises:
+        ConfigError: ``url`` names no store steadyq has.
+        BackendUnavailable: the store cannot be opened.
     """
     store = queue.colocated_store
-    if store is None:
-        raise ConfigError(f"a {queue.scheme}:// queue needs a separate telemetry store URL")
+    if store is not None:
+        return store
+    store = open_store(url or DEFAULT_STORE_URL)
+    queue.use_store(store)
     return store
 
 
@@ -63,5 +90,6 @@ __all__ = [
     "SettleResult",
     "Settlement",
     "open_queue",
+    "open_store",
     "store_for",
 ]

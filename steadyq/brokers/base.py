@@ -227,10 +227,26 @@ class Queue(abc.ABC):
     #: The URL scheme this queue answers to, e.g. ``sqlite``.
     scheme: str = ""
 
+    #: Capabilities, which the contract suite reads instead of skipping tests.
+    #: ``clock_driven``: leases and retry delays run on the injected clock. False when
+    #: the broker's server keeps that time (Pub/Sub): they pass in real time.
+    clock_driven: bool = True
+    #: ``counts_backlog``: :meth:`stats` gives ready, in-flight, delayed and
+    #: dead-lettered counts. False when the backend has no such figures; the missing
+    #: ones are then None and ``QueueStats.notes`` says why.
+    counts_backlog: bool = True
+
     @property
     def colocated_store(self) -> EventStore | None:
         """The telemetry store that shares this queue's transactions, if any."""
         return None
+
+    def use_store(self, store: EventStore) -> None:  # noqa: B027 - optional hook
+        """Hand a queue without a colocated store the telemetry store it goes with.
+
+        A queue that keeps bookkeeping there (Pub/Sub keeps its attempt counts) takes
+        ownership and closes it in :meth:`close`; others ignore it.
+        """
 
     @abc.abstractmethod
     def publish(self, body: bytes, attributes: Attributes | None = None) -> str:

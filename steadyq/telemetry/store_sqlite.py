@@ -305,16 +305,23 @@ class SqliteStore(EventStore):
 
     def count_attempts(self, keys: Sequence[str]) -> dict[str, AttemptCount]:
         now = time.time()
+        ids = list(dict.fromkeys(keys))
         counted: dict[str, AttemptCount] = {}
         with self.db.transaction() as conn:
-            for key in dict.fromkeys(keys):
-                row = conn.execute(
-                    "INSERT INTO broker_attempts (key, attempts, updated_at) VALUES (?, 1, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET attempts = attempts + 1,"
-                    " updated_at = excluded.updated_at RETURNING attempts, last_error",
-                    (key, now),
-                ).fetchone()
-                counted[key] = AttemptCount(row[0], row[1])
+            conn.executemany(
+                "INSERT INTO broker_attempts (key, attempts, updated_at) VALUES (?, 1, ?)"
+                " ON CONFLICT (key) DO UPDATE SET attempts = attempts + 1,"
+                " updated_at = excluded.updated_at",
+                [(key, now) for key in ids],
+            )
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(
+                    "SELECT key, attempts, last_error FROM broker_attempts"
+                    f" WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                counted.update((r[0], AttemptCount(r[1], r[2])) for r in rows)
         return counted
 
     def attempts_of(self, keys: Sequence[str]) -> dict[str, int]:

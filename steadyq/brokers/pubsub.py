@@ -1,0 +1,988 @@
+"""Google Cloud Pub/Sub as a steadyq queue: ``pubsub://PROJECT/NAME``.
+
+NAME is asked of the API: a subscription (pull, settle, DLQ) whose topic is read from
+it, or a topic (publish only; DLQ operations still work). Query parameters
+``dlq_topic`` and ``dlq_subscription`` override the dead-letter names, which default
+to the subscription's dead-letter policy topic (else ``TOPIC-dlq``) and
+``DLQ_TOPIC-sub`` — what ``steadyq pubsub setup`` creates.
+
+What steadyq adds to Pub/Sub, and how:
+
+* **Terminal dead-letter.** Pub/Sub cannot send one message to its dead-letter topic.
+  Here a dead-letter publishes the message to the dead-letter topic with
+  ``steadyq_reason``, ``steadyq_detail``, ``steadyq_attempts`` and
+  ``steadyq_source_subscription`` attributes, waits until the publish is confirmed,
+  and only then acks the original. A failure in between leaves the original
+  unacked (it comes back), at worst with a second copy in the DLQ, which the DLQ
+  operations treat as one letter.
+* **Durable attempts.** Each pull raises steadyq's own count for
+  ``subscription/message_id`` in the telemetry store (the queue needs one:
+  :func:`steadyq.brokers.store_for` hands it over). ``delivery_attempt`` from Pub/Sub,
+  present when a dead-letter policy is set, is taken when it is higher.
+* **Leases.** A pull sets each message's ack deadline to the lease asked for (Pub/Sub
+  allows 0 to 600 s); a nack with a delay sets it to the delay. The worker extends
+  leases only up to its handler's hard deadline.
+* **Lost leases.** Pub/Sub accepts a stale ack id silently. A delivery carries the
+  count it was pulled with; when the store's count is higher, someone pulled the
+  message since, and settling it is reported as lost.
+
+The driver (``google-cloud-pubsub``, the ``pubsub`` extra) is imported on first use.
+Every driver error becomes a :class:`~steadyq.errors.BackendError`; an unreachable
+server or a missing topic or subscription becomes
+:class:`~steadyq.errors.BackendUnavailable`, so the worker backs off and resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from steadyq.brokers.base import (
+    Attributes,
+    DeadLetter,
+    Delivery,
+    DlqFilter,
+    Queue,
+    QueueStats,
+    Settlement,
+    SettleResult,
+    check_publish_args,
+    check_pull_args,
+)
+from steadyq.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    LeaseLost,
+    NotFound,
+)
+from steadyq.telemetry.store import EventStore
+
+# Attributes steadyq writes; user attributes never start with this prefix.
+PREFIX = "steadyq_"
+A_MESSAGE_ID = "steadyq_message_id"
+A_REQUEST_ID = "steadyq_request_id"
+A_REASON = "steadyq_reason"
+A_DETAIL = "steadyq_detail"
+A_ATTEMPTS = "steadyq_attempts"
+A_SOURCE = "steadyq_source_subscription"
+A_PUBLISHED_AT = "steadyq_published_at"
+A_DEAD_LETTERED_AT = "steadyq_dead_lettered_at"
+A_REPLAYS = "steadyq_replays"
+# Attributes Pub/Sub's own dead-letter policy adds when it forwards a message.
+PUBSUB_DLQ_PREFIX = "CloudPubSubDeadLetter"
+PUBSUB_DLQ_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
+PUBSUB_DLQ_SOURCE = "CloudPubSubDeadLetterSourceSubscription"
+# reason of a letter forwarded by Pub/Sub's dead-letter policy, not by steadyq
+DELIVERY_ATTEMPTS_EXHAUSTED = "delivery_attempts_exhausted"
+
+MAX_PULL = 100  # the emulator returns at most 100 per pull; real Pub/Sub 1,000
+MAX_ACK_DEADLINE_S = 600
+MAX_IDS_PER_CALL = 500  # ack ids per acknowledge / modify_ack_deadline request
+MAX_PUBLISH = 1000  # messages per publish request
+MAX_PUBLISH_BYTES = 8 * 1024 * 1024  # under the 10 MB request limit
+DETAIL_MAX = 1024  # attribute values may be 1,024 bytes
+DLQ_SCAN_LEASE_S = 60
+FORGET_BATCH = 2000
+RPC_TIMEOUT_S = 30.0
+PULL_WAIT_S = 2.0
+
+EMULATOR_NOTE = (
+    "the Pub/Sub emulator keeps no backlog figures (no Cloud Monitoring): ready, in flight,"
+    " delayed, dead-lettered and oldest unacked age are unknown here"
+)
+
+
+def emulator_host() -> str | None:
+    return os.environ.get("PUBSUB_EMULATOR_HOST") or None
+
+
+def dlq_names(topic_id: str, dlq_topic_id: str | None = None) -> tuple[str, str]:
+    """The dead-letter topic and subscription ids that go with a topic id."""
+    dlq_topic = dlq_topic_id or f"{topic_id}-dlq"
+    return dlq_topic, f"{dlq_topic}-sub"
+
+
+def clients() -> tuple[Any, Any]:
+    """Low-level (GAPIC) publisher and subscriber clients, for the emulator when
+    ``PUBSUB_EMULATOR_HOST`` is set, else for Google Cloud with default credentials.
+
+    Raises:
+        ConfigError: google-cloud-pubsub is not installed.
+        BackendUnavailable: no credentials were found.
+    """
+    try:
+        from google.pubsub_v1 import PublisherClient, SubscriberClient
+    except ImportError:
+        raise ConfigError(
+            "pubsub:// needs google-cloud-pubsub: pip install 'steadyq[pubsub]'"
+        ) from None
+    kwargs: dict[str, Any] = {}
+    host = emulator_host()
+    if host:
+        from google.auth.credentials import AnonymousCredentials
+
+        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        kwargs = {"client_options": {"api_endpoint": host}, "credentials": anonymous}
+    with mapped("connect"):
+        return PublisherClient(**kwargs), SubscriberClient(**kwargs)
+
+
+@contextlib.contextmanager
+def mapped(what: str, *, missing_is_outage: bool = True) -> Iterator[None]:
+    """Turn google-api-core, google-auth and gRPC errors into steadyq's."""
+    try:
+        yield
+    except BackendError:
+        raise
+    except Exception as exc:
+        raise translate(exc, what, missing_is_outage=missing_is_outage) from exc
+
+
+def translate(exc: BaseException, what: str, *, missing_is_outage: bool = True) -> Exception:
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    text = f"Pub/Sub {what}: {text}"
+    if isinstance(exc, gexc.NotFound):
+        if missing_is_outage:
+            return BackendUnavailable(f"{text} (create it with `steadyq pubsub setup`)")
+        return NotFound(text)
+    if isinstance(
+        exc,
+        gexc.ServiceUnavailable
+        | gexc.DeadlineExceeded
+        | gexc.RetryError
+        | gexc.Unauthenticated
+        | gexc.PermissionDenied
+        | auth_exc.GoogleAuthError,
+    ):
+        return BackendUnavailable(text)
+    if isinstance(exc, gexc.InvalidArgument):
+        return ConfigError(text)  # a malformed name, an out-of-range setting
+    if isinstance(exc, gexc.GoogleAPIError):
+        return BackendError(text)
+    if isinstance(exc, ValueError | TypeError):
+        return BackendError(text)
+    raise exc
+
+
+class _Given(Exception):
+    """The URL named the topic: no lookup needed."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Names:
+    project: str
+    topic: str  # full path
+    subscription: str | None  # full path; None when the URL names a topic
+    dlq_topic: str
+    dlq_subscription: str
+    ack_deadline_s: int
+
+
+@dataclass(slots=True)
+class _Letter:
+    letter: DeadLetter
+    ack_ids: list[str]
+
+
+class PubSubQueue(Queue):
+    """The queue contract on a Pub/Sub subscription (see the module docstring)."""
+
+    scheme = "pubsub"
+    clock_driven = False
+    counts_backlog = False
+
+    def __init__(
+        self,
+        project: str,
+        name: str,
+        *,
+        store: EventStore | None = None,
+        clock: Callable[[], float] = time.time,
+        dlq_topic: str | None = None,
+        dlq_subscription: str | None = None,
+        topic: str | None = None,
+        pull_concurrency: int = 4,
+    ) -> None:
+        if not project or not name or "/" in name:
+            raise ConfigError(f"pubsub:// needs a project and one name, not {project!r}/{name!r}")
+        self.project = project
+        self.name = name
+        self.clock = clock
+        self._store = store
+        self._owns_store = False
+        self._dlq_topic_id = dlq_topic
+        self._topic_id = topic
+        self._dlq_subscription_id = dlq_subscription
+        self._pull_concurrency = max(1, pull_concurrency)
+        self._lock = threading.Lock()
+        self._names: _Names | None = None
+        self._clients: tuple[Any, Any] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._forget: list[str] = []  # keys of settled messages whose counts can go
+        self._leasing: Future[None] | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        store: EventStore | None = None,
+    ) -> PubSubQueue:
+        """``pubsub://PROJECT/NAME[?topic=ID&dlq_topic=ID&dlq_subscription=ID]``.
+
+        ``topic`` makes NAME the subscription of that topic without asking the API
+        (for credentials that may pull but not read subscription settings).
+
+        Raises:
+            ConfigError: the URL is malformed.
+        """
+        parts = urlsplit(url)
+        if parts.scheme != "pubsub" or not parts.netloc:
+            raise ConfigError(f"expected pubsub://PROJECT/NAME, not {url!r}")
+        name = parts.path.strip("/")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"topic", "dlq_topic", "dlq_subscription"}
+        if unknown:
+            raise ConfigError(f"unknown pubsub:// parameter(s): {', '.join(sorted(unknown))}")
+        return cls(
+            parts.netloc,
+            name,
+            store=store,
+            clock=clock,
+            dlq_topic=query.get("dlq_topic"),
+            dlq_subscription=query.get("dlq_subscription"),
+            topic=query.get("topic"),
+        )
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def use_store(self, store: EventStore) -> None:
+        self._store = store
+        self._owns_store = True
+
+    def _attempt_store(self) -> EventStore:
+        if self._store is None:
+            raise ConfigError("a pubsub:// queue counts attempts in a telemetry store; none given")
+        return self._store
+
+    def _api(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._clients is None:
+                self._clients = clients()
+            return self._clients
+
+    def _resolve(self) -> _Names:
+        """Ask the API whether NAME is a subscription or a topic (once)."""
+        if self._names is not None:
+            return self._names
+        from google.api_core import exceptions as gexc
+
+        publisher, subscriber = self._api()
+        sub_path = subscriber.subscription_path(self.project, self.name)
+        subscription: str | None = sub_path
+        ack_deadline = 0  # unknown: every pull sets its lease
+        dead_letter_topic = None
+        try:
+            if self._topic_id is not None:  # named in the URL: nothing to read
+                raise _Given
+            with mapped(f"get subscription {self.name}", missing_is_outage=False):
+                sub = subscriber.get_subscription(
+                    subscription=sub_path, retry=None, timeout=RPC_TIMEOUT_S
+                )
+            topic = sub.topic
+            ack_deadline = sub.ack_deadline_seconds or 10
+            if sub.dead_letter_policy and sub.dead_letter_policy.dead_letter_topic:
+                dead_letter_topic = sub.dead_letter_policy.dead_letter_topic
+        except NotFound as missing:
+            subscription = None
+            topic = publisher.topic_path(self.project, self.name)
+            try:
+                with mapped(f"get topic {self.name}", missing_is_outage=False):
+                    publisher.get_topic(topic=topic, retry=None, timeout=RPC_TIMEOUT_S)
+            except NotFound:
+                raise BackendUnavailable(
+                    f"Pub/Sub project {self.project!r} has no subscription or topic named"
+                    f" {self.name!r} (create them with `steadyq pubsub setup`)"
+                ) from missing.__cause__
+        except _Given:
+            topic = publisher.topic_path(self.project, self._topic_id)
+        except BackendUnavailable as exc:
+            if isinstance(exc.__cause__, gexc.PermissionDenied):
+                raise BackendUnavailable(
+                    f"{exc}; steadyq reads the subscription to find its topic: grant"
+                    " pubsub.subscriptions.get (roles/pubsub.viewer) or name the topic"
+                    f" in the URL: pubsub://{self.project}/{self.name}?topic=TOPIC"
+                ) from exc.__cause__
+            raise
+        topic_id = topic.rsplit("/", 1)[-1]
+        dlq_topic_id = self._dlq_topic_id
+        if dlq_topic_id is None and dead_letter_topic is not None:
+            dlq_topic_id = dead_letter_topic.rsplit("/", 1)[-1]
+        dlq_topic_id, dlq_sub_id = dlq_names(topic_id, dlq_topic_id)
+        self._names = _Names(
+            project=self.project,
+            topic=topic,
+            subscription=subscription,
+            dlq_topic=publisher.topic_path(self.project, dlq_topic_id),
+            dlq_subscription=subscriber.subscription_path(
+                self.project, self._dlq_subscription_id or dlq_sub_id
+            ),
+            ack_deadline_s=int(ack_deadline),
+        )
+        return self._names
+
+    def _subscription(self) -> str:
+        names = self._resolve()
+        if names.subscription is None:
+            raise ConfigError(
+                f"pubsub://{self.project}/{self.name} is a topic; pulling needs a subscription"
+            )
+        return names.subscription
+
+    def _key(self, message_id: str) -> str:
+        return f"{self.name}/{message_id}"
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self._pull_concurrency, thread_name_prefix="steadyq-pubsub"
+                )
+            return self._pool
+
+    # -- publish ----------------------------------------------------------------
+
+    def publish(self, body: bytes, attributes: Attributes | None = None) -> str:
+        return self.publish_batch([(body, attributes)])[0]
+
+    def publish_batch(self, items: Iterable[tuple[bytes, Attributes | None]]) -> list[str]:
+        checked = [(bytes(body), check_publish_args(body, attrs)) for body, attrs in items]
+        for _, attrs in checked:
+            if any(key.startswith(PREFIX) for key in attrs):
+                raise ConfigError(f"attribute names starting with {PREFIX!r} are steadyq's own")
+        if self._names is None and self._topic_id is None:
+            # a topic URL needs no admin read (publishers rarely may): publish to it
+            # straight away, and ask the API only when no topic has that name
+            from google.api_core import exceptions as gexc
+
+            direct = self._api()[0].topic_path(self.project, self.name)
+            try:
+                return self._publish(direct, checked)
+            except BackendUnavailable as exc:
+                if not isinstance(exc.__cause__, gexc.NotFound) or not checked:
+                    raise
+        return self._publish(self._resolve().topic, checked)
+
+    def _publish(self, topic: str, items: Sequence[tuple[bytes, dict[str, str]]]) -> list[str]:
+        """Publish in requests of at most MAX_PUBLISH messages; return once confirmed."""
+        if not items:
+            return []
+        from google.pubsub_v1 import PubsubMessage
+
+        publisher, _ = self._api()
+        ids: list[str] = []
+        chunk: list[Any] = []
+        size = 0
+
+        def flush() -> None:
+            with mapped(f"publish to {topic.rsplit('/', 1)[-1]}"):
+                response = publisher.publish(
+                    topic=topic, messages=chunk, retry=None, timeout=RPC_TIMEOUT_S
+                )
+            ids.extend(response.message_ids)
+            chunk.clear()
+
+        for body, attrs in items:
+            cost = len(body) + sum(len(k) + len(v) for k, v in attrs.items()) + 64
+            if chunk and (len(chunk) >= MAX_PUBLISH or size + cost > MAX_PUBLISH_BYTES):
+                flush()
+                size = 0
+            chunk.append(PubsubMessage(data=body, attributes=attrs))
+            size += cost
+        flush()
+        return ids
+
+    # -- pull -------------------------------------------------------------------
+
+    def _leased(self) -> None:
+        """Wait for the lease set after the last pull; its failure surfaces here."""
+        leasing, self._leasing = self._leasing, None
+        if leasing is not None:
+            leasing.result()
+
+    def pull(self, max_messages: int, lease_s: float) -> list[Delivery]:
+        check_pull_args(max_messages, lease_s)
+        self._leased()
+        subscription = self._subscription()
+        store = self._attempt_store()
+
+        def one(count: int) -> list[Any]:
+            return self._pull_once(subscription, count)
+
+        received: list[Any] = []
+        while len(received) < max_messages:
+            left = max_messages - len(received)
+            sizes = [min(MAX_PULL, left - i) for i in range(0, left, MAX_PULL)]
+            sizes = sizes[: self._pull_concurrency]
+            # several pulls in flight at once when more than one batch is wanted
+            pool = self._executor() if len(sizes) > 1 else None
+            batches = [one(sizes[0])] if pool is None else list(pool.map(one, sizes))
+            got = sum(len(b) for b in batches)
+            for batch in batches:
+                received.extend(batch)
+            if got < sum(sizes):
+                break  # the subscription had no more ready for now
+        if not received:
+            return []
+        lease = _deadline(lease_s)
+        ack_ids = [m.ack_id for m in received]
+        now = self.clock()
+        try:
+            counts = store.count_attempts([self._key(m.message.message_id) for m in received])
+        except BaseException:
+            # without a durable count the delivery must not run: give the messages back
+            with contextlib.suppress(BackendError):
+                self._modify(ack_ids, 0)
+            raise
+        if lease != self._resolve().ack_deadline_s:
+            # Set the asked-for lease in the background: until it lands the subscription's
+            # ack deadline (10 s at least) holds the messages. Every later call on this
+            # queue waits for it first, so it never overtakes their ack or nack.
+            self._leasing = self._executor().submit(self._modify, ack_ids, lease)
+        out: list[Delivery] = []
+        for m in sorted(received, key=_publish_order):
+            msg = m.message
+            counted = counts[self._key(msg.message_id)]
+            attrs = dict(msg.attributes)
+            replays = _int(attrs.pop(A_REPLAYS, "0"))
+            out.append(
+                Delivery(
+                    message_id=msg.message_id,
+                    body=bytes(msg.data),
+                    attributes={k: v for k, v in attrs.items() if not k.startswith(PREFIX)},
+                    attempt=max(counted.attempts, int(m.delivery_attempt or 0)),
+                    published_at=_epoch(msg.publish_time),
+                    lease_token=f"{counted.attempts} {m.ack_id}",
+                    leased_until=now + lease,
+                    replays=replays,
+                    last_error=counted.last_error,
+                )
+            )
+        return out
+
+    def _pull_once(self, subscription: str, count: int) -> list[Any]:
+        """One synchronous pull that does not wait for messages to arrive.
+
+        ``return_immediately`` is deprecated by Google (it favours long polling), but
+        without it both the emulator and Pub/Sub hold an empty pull open for a while,
+        and the contract's pull must not block. A pull that still times out found
+        nothing ready.
+        """
+        from google.api_core import exceptions as gexc
+
+        _, subscriber = self._api()
+        try:
+            with mapped("pull"):
+                response = subscriber.pull(
+                    subscription=subscription,
+                    max_messages=count,
+                    return_immediately=True,
+                    retry=None,
+                    timeout=PULL_WAIT_S,
+                )
+        except BackendUnavailable as exc:
+            if isinstance(exc.__cause__, gexc.DeadlineExceeded):
+                return []
+            raise
+        # the raw protobuf: proto-plus wrappers cost more than the RPC at this rate
+        return list(type(response).pb(response).received_messages)
+
+    def _modify(self, ack_ids: Sequence[str], deadline_s: int) -> None:
+        _, subscriber = self._api()
+        subscription = self._subscription()
+        for start in range(0, len(ack_ids), MAX_IDS_PER_CALL):
+            with mapped("modify ack deadline"):
+                subscriber.modify_ack_deadline(
+                    subscription=subscription,
+                    ack_ids=list(ack_ids[start : start + MAX_IDS_PER_CALL]),
+                    ack_deadline_seconds=deadline_s,
+                    retry=None,
+                    timeout=RPC_TIMEOUT_S,
+                )
+
+    def _ack(self, subscription: str, ack_ids: Sequence[str]) -> None:
+        _, subscriber = self._api()
+        for start in range(0, len(ack_ids), MAX_IDS_PER_CALL):
+            with mapped("acknowledge"):
+                subscriber.acknowledge(
+                    subscription=subscription,
+                    ack_ids=list(ack_ids[start : start + MAX_IDS_PER_CALL]),
+                    retry=None,
+                    timeout=RPC_TIMEOUT_S,
+                )
+
+    # -- settle -----------------------------------------------------------------
+
+    def _held(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """Message ids whose lease is still this delivery's (nobody pulled them since)."""
+        current = self._attempt_store().attempts_of([self._key(d.message_id) for d in deliveries])
+        return {
+            d.message_id for d in deliveries if current.get(self._key(d.message_id)) == _token(d)[0]
+        }
+
+    def settle(self, settlements: Sequence[Settlement]) -> SettleResult:
+        self._leased()
+        if not settlements:
+            return SettleResult()
+        subscription = self._subscription()
+        names = self._resolve()
+        held = self._held([s.delivery for s in settlements])
+        applied = [s for s in settlements if s.delivery.message_id in held]
+        lost = [s for s in settlements if s.delivery.message_id not in held]
+        dead = [s for s in applied if s.action == "dead_letter"]
+        if dead:
+            now = self.clock()
+            # confirmed before anything is acked: a failure here applies nothing
+            self._publish(names.dlq_topic, [self._letter_message(s, now) for s in dead])
+        acks = [_token(s.delivery)[1] for s in applied if s.action != "nack"]
+        if acks:
+            self._ack(subscription, acks)
+        delays: dict[int, list[str]] = {}
+        for s in applied:
+            if s.action == "nack":
+                delays.setdefault(_delay(s.delay_s), []).append(_token(s.delivery)[1])
+        for delay, ack_ids in sorted(delays.items()):
+            self._modify(ack_ids, delay)
+        errors = {
+            self._key(s.delivery.message_id): s.detail
+            for s in applied
+            if s.action == "nack" and s.detail is not None
+        }
+        self._forget.extend(self._key(s.delivery.message_id) for s in applied if s.action != "nack")
+        # settled counts are dropped in bulk: one write per many settles, not one each
+        if errors or len(self._forget) >= FORGET_BATCH:
+            self._forget_settled(errors)
+        return SettleResult(tuple(applied), tuple(lost))
+
+    def _forget_settled(self, errors: Mapping[str, str | None] | None = None) -> None:
+        forget, self._forget = self._forget, []
+        try:
+            self._attempt_store().settle_attempts(errors or {}, forget)
+        except BaseException:
+            self._forget[:0] = forget
+            raise
+
+    def _letter_message(self, s: Settlement, now: float) -> tuple[bytes, dict[str, str]]:
+        d = s.delivery
+        attrs = dict(d.attributes)
+        attrs.update(
+            {
+                A_MESSAGE_ID: d.message_id,
+                A_REASON: s.reason or "unspecified",
+                A_DETAIL: _clip(s.detail or ""),
+                A_ATTEMPTS: str(d.attempt),
+                A_SOURCE: self._subscription(),
+                A_PUBLISHED_AT: repr(d.published_at),
+                A_DEAD_LETTERED_AT: repr(now),
+                A_REPLAYS: str(d.replays),
+            }
+        )
+        if s.request_id:
+            attrs[A_REQUEST_ID] = s.request_id
+        return d.body, attrs
+
+    def extend(self, delivery: Delivery, lease_s: float) -> Delivery:
+        check_pull_args(1, lease_s)
+        self._leased()
+        if not self._held([delivery]):
+            raise LeaseLost(f"message {delivery.message_id} was leased again")
+        lease = _deadline(lease_s)
+        self._modify([_token(delivery)[1]], lease)
+        return replace(delivery, leased_until=self.clock() + lease)
+
+    # -- stats --------------------------------------------------------------------
+
+    def stats(self) -> QueueStats:
+        if emulator_host():
+            return QueueStats(None, None, None, None, None, notes=(EMULATOR_NOTE,))
+        return self._monitoring_stats()
+
+    def _monitoring_stats(self) -> QueueStats:
+        """Backlog from Cloud Monitoring (real Pub/Sub only; figures lag ~1-2 min)."""
+        names = self._resolve()
+        unknown = "in flight and delayed are not told apart by Pub/Sub"
+        try:
+            from google.cloud import monitoring_v3
+        except ImportError:
+            return QueueStats(
+                None,
+                None,
+                None,
+                None,
+                None,
+                notes=("backlog figures need google-cloud-monitoring: steadyq[monitoring]",),
+            )
+
+        def latest(metric: str, subscription: str | None) -> float | None:
+            if subscription is None:
+                return None
+            now = time.time()
+            interval = monitoring_v3.TimeInterval(
+                end_time={"seconds": int(now)}, start_time={"seconds": int(now - 600)}
+            )
+            sub_id = subscription.rsplit("/", 1)[-1]
+            with mapped("read Cloud Monitoring"):
+                series = monitoring_v3.MetricServiceClient().list_time_series(
+                    name=f"projects/{names.project}",
+                    filter=f'metric.type = "pubsub.googleapis.com/subscription/{metric}"'
+                    f' AND resource.labels.subscription_id = "{sub_id}"',
+                    interval=interval,
+                    view=monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL,
+                )
+                for item in series:
+                    for point in item.points:  # newest first
+                        value = point.value
+                        return float(value.int64_value or value.double_value)
+            return None
+
+        backlog = latest("num_undelivered_messages", names.subscription)
+        oldest = latest("oldest_unacked_message_age", names.subscription)
+        dead = latest("num_undelivered_messages", names.dlq_subscription)
+        return QueueStats(
+            ready=None if backlog is None else int(backlog),
+            in_flight=None,
+            delayed=None,
+            dead_lettered=None if dead is None else int(dead),
+            oldest_unacked_age_s=oldest,
+            notes=(
+                "from Cloud Monitoring, a minute or two behind; ready counts every"
+                f" undelivered message ({unknown})",
+            ),
+        )
+
+    # -- dead letters -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _dlq(self) -> Iterator[list[_Letter]]:
+        """Lease every letter on the DLQ subscription; give back those the caller left
+        in the list when done (acked ones are removed by the caller)."""
+        names = self._resolve()
+        held: dict[str, _Letter] = {}
+        seen: set[str] = set()
+        extra: list[str] = []  # ack ids of copies of messages already held
+        try:
+            while True:
+                batch = self._pull_once(names.dlq_subscription, MAX_PULL)
+                if not batch:
+                    break
+                self._modify_on(names.dlq_subscription, [m.ack_id for m in batch], DLQ_SCAN_LEASE_S)
+                for m in batch:
+                    if m.message.message_id in seen:
+                        extra.append(m.ack_id)
+                        continue
+                    seen.add(m.message.message_id)
+                    letter = _letter_of(m.message)
+                    if letter.message_id in held:
+                        held[letter.message_id].ack_ids.append(m.ack_id)
+                    else:
+                        held[letter.message_id] = _Letter(letter, [m.ack_id])
+            letters = sorted(
+                held.values(), key=lambda x: (x.letter.dead_lettered_at, x.letter.message_id)
+            )
+            kept = list(letters)
+            yield kept
+        finally:
+            give_back = [a for x in held.values() for a in x.ack_ids] + extra
+            if give_back:
+                with contextlib.suppress(BackendError):
+                    self._modify_on(names.dlq_subscription, give_back, 0)
+
+    def _modify_on(self, subscription: str, ack_ids: Sequence[str], deadline_s: int) -> None:
+        _, subscriber = self._api()
+        for start in range(0, len(ack_ids), MAX_IDS_PER_CALL):
+            with mapped("modify ack deadline"):
+                subscriber.modify_ack_deadline(
+                    subscription=subscription,
+                    ack_ids=list(ack_ids[start : start + MAX_IDS_PER_CALL]),
+                    ack_deadline_seconds=deadline_s,
+                    retry=None,
+                    timeout=RPC_TIMEOUT_S,
+                )
+
+    def _remove(self, letters: Sequence[_Letter]) -> None:
+        """Ack letters for good; they are then not given back."""
+        ack_ids = [a for x in letters for a in x.ack_ids]
+        if ack_ids:
+            self._ack(self._resolve().dlq_subscription, ack_ids)
+        for x in letters:
+            x.ack_ids.clear()
+
+    def dlq_list(self, where: DlqFilter | None = None) -> list[DeadLetter]:
+        where = where or DlqFilter()
+        with self._dlq() as letters:
+            found = [x.letter for x in letters if where.matches(x.letter)]
+        return found if where.limit is None else found[: where.limit]
+
+    def dlq_get(self, message_id: str) -> DeadLetter:
+        for letter in self.dlq_list(DlqFilter(message_ids=(message_id,))):
+            return letter
+        raise NotFound(f"no dead letter with message id {message_id!r}")
+
+    def dlq_replay(
+        self, where: DlqFilter, *, max_replays: int = 3, dry_run: bool = False
+    ) -> list[tuple[DeadLetter, str | None]]:
+        topic = self._resolve().topic
+        with self._dlq() as letters:
+            chosen = [x for x in letters if where.matches(x.letter)]
+            if where.limit is not None:
+                chosen = chosen[: where.limit]
+            go = [x for x in chosen if not dry_run and x.letter.replays < max_replays]
+            new_ids = self._publish(
+                topic,
+                [
+                    (
+                        x.letter.payload,
+                        {**x.letter.attributes, A_REPLAYS: str(x.letter.replays + 1)},
+                    )
+                    for x in go
+                ],
+            )
+            self._remove(go)
+        by_letter = {id(x): new for x, new in zip(go, new_ids, strict=True)}
+        return [(x.letter, by_letter.get(id(x))) for x in chosen]
+
+    def dlq_purge(self, where: DlqFilter) -> int:
+        with self._dlq() as letters:
+            doomed = [x for x in letters if where.matches(x.letter)]
+            if where.limit is not None:
+                doomed = doomed[: where.limit]
+            self._remove(doomed)
+        return len(doomed)
+
+    def close(self) -> None:
+        with contextlib.suppress(BackendError):
+            self._leased()
+        if self._forget and self._store is not None:
+            with contextlib.suppress(BackendError):
+                self._forget_settled()
+        with self._lock:
+            pool, self._pool = self._pool, None
+            api, self._clients = self._clients, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if api is not None:
+            for client in api:
+                with contextlib.suppress(Exception):
+                    client.transport.close()
+        if self._owns_store and self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def _deadline(seconds: float) -> int:
+    """An ack deadline Pub/Sub accepts for a lease of ``seconds`` (1 to 600 s)."""
+    return max(1, min(MAX_ACK_DEADLINE_S, math.ceil(seconds)))
+
+
+def _delay(seconds: float) -> int:
+    """The ack deadline that makes a nacked message come back after ``seconds``."""
+    return max(0, min(MAX_ACK_DEADLINE_S, math.ceil(seconds)))
+
+
+def _token(delivery: Delivery) -> tuple[int, str]:
+    count, _, ack_id = delivery.lease_token.partition(" ")
+    return int(count), ack_id
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
+def _float(text: str | None, default: float) -> float:
+    try:
+        return float(text) if text else default
+    except ValueError:
+        return default
+
+
+def _clip(text: str) -> str:
+    raw = text.encode("utf-8")
+    if len(raw) <= DETAIL_MAX:
+        return text
+    return raw[: DETAIL_MAX - 3].decode("utf-8", "ignore") + "…"
+
+
+def _epoch(stamp: Any) -> float:
+    """Epoch seconds of a protobuf Timestamp."""
+    return float(stamp.seconds) + float(stamp.nanos) / 1e9
+
+
+def _publish_order(m: Any) -> tuple[float, int, str]:
+    msg = m.message
+    mid = msg.message_id
+    return (_epoch(msg.publish_time), len(mid), mid)
+
+
+def _letter_of(msg: Any) -> DeadLetter:
+    attrs = dict(msg.attributes)
+    sent_at = _epoch(msg.publish_time)
+    forwarded = PUBSUB_DLQ_COUNT in attrs and A_REASON not in attrs
+    return DeadLetter(
+        message_id=attrs.get(A_MESSAGE_ID) or msg.message_id,
+        request_id=attrs.get(A_REQUEST_ID),
+        reason=attrs.get(A_REASON) or (DELIVERY_ATTEMPTS_EXHAUSTED if forwarded else "unspecified"),
+        detail=attrs.get(A_DETAIL)
+        or (
+            f"forwarded by the dead-letter policy of {attrs.get(PUBSUB_DLQ_SOURCE, '?')}"
+            if forwarded
+            else ""
+        ),
+        attempts=_int(attrs.get(A_ATTEMPTS) or attrs.get(PUBSUB_DLQ_COUNT)),
+        payload=bytes(msg.data),
+        attributes={
+            k: v
+            for k, v in attrs.items()
+            if not k.startswith(PREFIX) and not k.startswith(PUBSUB_DLQ_PREFIX)
+        },
+        published_at=_float(attrs.get(A_PUBLISHED_AT), sent_at),
+        dead_lettered_at=_float(attrs.get(A_DEAD_LETTERED_AT), sent_at),
+        replays=_int(attrs.get(A_REPLAYS)),
+    )
+
+
+# -- setup ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetupStep:
+    """One resource ``setup`` looked at: ``kind`` (topic / subscription), its full path,
+    and whether it was created now (False: it existed and was left as it was)."""
+
+    kind: str
+    path: str
+    created: bool
+    note: str = ""
+
+
+def setup(
+    project: str,
+    topic: str,
+    subscription: str,
+    *,
+    ack_deadline_s: int = 60,
+    max_delivery_attempts: int = 5,
+    min_backoff_s: float = 10.0,
+    max_backoff_s: float = 600.0,
+    dlq_topic: str | None = None,
+) -> list[SetupStep]:
+    """Create, if missing, the topic, its subscription (ack deadline, retry policy,
+    dead-letter policy), the dead-letter topic and the subscription steadyq reads it
+    through. Idempotent: what exists is left as it is.
+
+    Raises:
+        ConfigError: a setting is out of Pub/Sub's range, or the driver is missing.
+        BackendError: the API refused (BackendUnavailable when unreachable).
+    """
+    if not 10 <= ack_deadline_s <= MAX_ACK_DEADLINE_S:
+        raise ConfigError("--ack-deadline must be between 10 and 600 seconds")
+    if not 5 <= max_delivery_attempts <= 100:
+        raise ConfigError("--max-delivery-attempts must be between 5 and 100 (Pub/Sub's range)")
+    if not 0 <= min_backoff_s <= max_backoff_s <= MAX_ACK_DEADLINE_S:
+        raise ConfigError("backoffs must satisfy 0 <= --min-backoff <= --max-backoff <= 600 s")
+    from google.api_core import exceptions as gexc
+    from google.protobuf import duration_pb2
+    from google.pubsub_v1 import DeadLetterPolicy, RetryPolicy, Subscription
+
+    publisher, subscriber = clients()
+    dlq_topic_id, dlq_sub_id = dlq_names(topic, dlq_topic)
+    topic_path = publisher.topic_path(project, topic)
+    dlq_topic_path = publisher.topic_path(project, dlq_topic_id)
+    steps: list[SetupStep] = []
+
+    def ensure_topic(path: str) -> None:
+        try:
+            with mapped(f"create topic {path}"):
+                publisher.create_topic(name=path, retry=None, timeout=RPC_TIMEOUT_S)
+            steps.append(SetupStep("topic", path, True))
+        except BackendError as exc:
+            if not isinstance(exc.__cause__, gexc.AlreadyExists):
+                raise
+            steps.append(SetupStep("topic", path, False))
+
+    def ensure_subscription(sub: Any) -> None:
+        try:
+            with mapped(f"create subscription {sub.name}"):
+                subscriber.create_subscription(request=sub, retry=None, timeout=RPC_TIMEOUT_S)
+            steps.append(SetupStep("subscription", sub.name, True, f"on {sub.topic}"))
+        except BackendError as exc:
+            if not isinstance(exc.__cause__, gexc.AlreadyExists):
+                raise
+            with mapped(f"get subscription {sub.name}"):
+                have = subscriber.get_subscription(
+                    subscription=sub.name, retry=None, timeout=RPC_TIMEOUT_S
+                )
+            if have.topic != sub.topic:
+                raise ConfigError(
+                    f"subscription {sub.name} exists on {have.topic}, not on {sub.topic}"
+                ) from None
+            steps.append(SetupStep("subscription", sub.name, False, f"on {have.topic}"))
+
+    def seconds(value: float) -> duration_pb2.Duration:
+        return duration_pb2.Duration(seconds=int(value), nanos=int((value % 1) * 1e9))
+
+    with clients_closed(publisher, subscriber):
+        ensure_topic(topic_path)
+        ensure_topic(dlq_topic_path)
+        ensure_subscription(
+            Subscription(
+                name=subscriber.subscription_path(project, dlq_sub_id),
+                topic=dlq_topic_path,
+                ack_deadline_seconds=60,
+            )
+        )
+        ensure_subscription(
+            Subscription(
+                name=subscriber.subscription_path(project, subscription),
+                topic=topic_path,
+                ack_deadline_seconds=ack_deadline_s,
+                # both zero: no retry policy, Pub/Sub redelivers at once and steadyq's
+                # nack delays are the only ones (a zero Duration would mean "default")
+                retry_policy=RetryPolicy(
+                    minimum_backoff=seconds(min_backoff_s),
+                    maximum_backoff=seconds(max_backoff_s),
+                )
+                if max_backoff_s > 0
+                else None,
+                dead_letter_policy=DeadLetterPolicy(
+                    dead_letter_topic=dlq_topic_path,
+                    max_delivery_attempts=max_delivery_attempts,
+                ),
+            )
+        )
+    return steps
+
+
+@contextlib.contextmanager
+def clients_closed(*api: Any) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for client in api:
+            with contextlib.suppress(Exception):
+                client.transport.close()

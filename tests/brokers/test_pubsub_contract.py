@@ -1,0 +1,191 @@
+"""The queue contract, and what only Pub/Sub has, against Google's Pub/Sub emulator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from steadyq.brokers import open_queue, store_for
+from steadyq.brokers.base import DlqFilter, Queue, Settlement
+from steadyq.brokers.memory import MemoryStore
+from steadyq.brokers.pubsub import A_REASON, A_SOURCE, PubSubQueue, setup
+from steadyq.errors import BackendUnavailable, ConfigError
+from tests.brokers.conftest import PROJECT
+from tests.brokers.contract import MakeQueue, QueueContract
+from tests.conftest import FakeClock
+
+
+def make_resources(host: str, unique: Callable[[str], str]) -> tuple[str, str]:
+    """A fresh topic and subscription (with their DLQ) on the emulator at ``host``."""
+    topic, sub = unique("topic"), unique("sub")
+    setup(PROJECT, topic, sub)
+    return topic, sub
+
+
+class TestPubSubQueue(QueueContract):
+    @pytest.fixture
+    def make_queue(self, pubsub_host: str, unique: Callable[[str], str]) -> Iterator[MakeQueue]:
+        opened: list[Queue] = []
+
+        def make(clock: FakeClock) -> Queue:
+            _, sub = make_resources(pubsub_host, unique)
+            q = PubSubQueue(PROJECT, sub, store=MemoryStore(), clock=clock)
+            opened.append(q)
+            return q
+
+        yield make
+        for q in opened:
+            q.close()
+
+
+@pytest.fixture
+def pair(pubsub_host: str, unique: Callable[[str], str]) -> Iterator[tuple[Queue, Queue]]:
+    """(queue on the topic, queue on the subscription), with a SQLite store."""
+    topic, sub = make_resources(pubsub_host, unique)
+    publisher = open_queue(f"pubsub://{PROJECT}/{topic}")
+    consumer = open_queue(f"pubsub://{PROJECT}/{sub}")
+    yield publisher, consumer
+    publisher.close()
+    consumer.close()
+
+
+def test_topic_url_publishes_and_subscription_url_pulls(
+    pair: tuple[Queue, Queue], tmp_path: object
+) -> None:
+    publisher, consumer = pair
+    store_for(consumer, f"sqlite:///{tmp_path}/store.db")
+    mid = publisher.publish(b"hello", {"k": "v"})
+    [d] = consumer.pull(10, 30)
+    assert (d.message_id, d.body, dict(d.attributes)) == (mid, b"hello", {"k": "v"})
+    with pytest.raises(ConfigError, match="is a topic"):
+        publisher.pull(1, 30)
+    consumer.ack(d)
+
+
+def test_attempts_are_durable_in_the_store_across_queue_objects(
+    pubsub_host: str, unique: Callable[[str], str], tmp_path: object
+) -> None:
+    _, sub = make_resources(pubsub_host, unique)
+    url = f"sqlite:///{tmp_path}/store.db"
+    first = open_queue(f"pubsub://{PROJECT}/{sub}")
+    store_for(first, url)
+    first.publish(b"x")
+    [d1] = first.pull(1, 1)
+    first.close()  # as if the worker died holding the lease
+    second = open_queue(f"pubsub://{PROJECT}/{sub}")
+    store_for(second, url)
+    time.sleep(2)  # the server's lease of 1 s lapses
+    [d2] = second.pull(1, 30)
+    assert (d2.message_id, d2.attempt) == (d1.message_id, 2)
+    second.ack(d2)
+    second.close()
+
+
+def test_dead_letter_carries_reason_and_source_and_is_confirmed_before_ack(
+    pubsub_host: str, unique: Callable[[str], str]
+) -> None:
+    from google.cloud import pubsub_v1
+
+    topic, sub = make_resources(pubsub_host, unique)
+    q = PubSubQueue(PROJECT, sub, store=MemoryStore())
+    q.publish(b"\xffbad")
+    [d] = q.pull(1, 30)
+    q.settle([Settlement.dead_letter(d, "payload_not_utf8", "not UTF-8")])
+    subscriber = pubsub_v1.SubscriberClient()
+    response = subscriber.pull(
+        subscription=subscriber.subscription_path(PROJECT, f"{topic}-dlq-sub"),
+        max_messages=10,
+        return_immediately=True,
+    )
+    [m] = response.received_messages
+    assert m.message.data == b"\xffbad"
+    assert m.message.attributes[A_REASON] == "payload_not_utf8"
+    assert m.message.attributes[A_SOURCE].endswith(f"/subscriptions/{sub}")
+    subscriber.modify_ack_deadline(
+        subscription=subscriber.subscription_path(PROJECT, f"{topic}-dlq-sub"),
+        ack_ids=[m.ack_id],
+        ack_deadline_seconds=0,
+    )
+    subscriber.close()
+    assert [x.reason for x in q.dlq_list()] == ["payload_not_utf8"]
+    q.close()
+
+
+def test_dead_letter_is_not_acked_when_the_dlq_publish_fails(
+    pubsub_host: str, unique: Callable[[str], str]
+) -> None:
+    from google.cloud import pubsub_v1
+
+    topic, sub = make_resources(pubsub_host, unique)
+    q = PubSubQueue(PROJECT, sub, store=MemoryStore())
+    q.publish(b"x")
+    [d] = q.pull(1, 1)
+    publisher = pubsub_v1.PublisherClient()
+    publisher.delete_topic(topic=publisher.topic_path(PROJECT, f"{topic}-dlq"))
+    with pytest.raises(BackendUnavailable):
+        q.dead_letter(d, "why")
+    time.sleep(2)  # the server's lease of 1 s lapses
+    [again] = q.pull(1, 30)
+    assert (again.message_id, again.attempt) == (d.message_id, 2), "still there, not acked"
+    q.close()
+
+
+def test_nack_delay_is_capped_at_600_and_stats_say_no_backlog_on_the_emulator(
+    pubsub_host: str, unique: Callable[[str], str]
+) -> None:
+    _, sub = make_resources(pubsub_host, unique)
+    q = PubSubQueue(PROJECT, sub, store=MemoryStore())
+    q.publish(b"x")
+    [d] = q.pull(1, 30)
+    q.nack(d, 3600)
+    assert q.pull(1, 30) == []
+    stats = q.stats()
+    assert (stats.ready, stats.in_flight, stats.delayed, stats.dead_lettered) == (None,) * 4
+    assert "emulator" in stats.notes[0]
+    q.close()
+
+
+def test_pull_more_than_one_batch_uses_several_pulls(
+    pubsub_host: str, unique: Callable[[str], str]
+) -> None:
+    _, sub = make_resources(pubsub_host, unique)
+    q = PubSubQueue(PROJECT, sub, store=MemoryStore())
+    ids = q.publish_batch([(f"m{i}".encode(), None) for i in range(350)])
+    got = q.pull(1000, 30)
+    assert sorted(d.message_id for d in got) == sorted(ids)
+    assert len({d.message_id for d in got}) == 350
+    result = q.settle([Settlement.ack(d) for d in got])
+    assert len(result.applied) == 350
+    assert q.pull(10, 30) == []
+    q.close()
+
+
+def test_missing_subscription_is_an_outage_not_a_crash(pubsub_host: str) -> None:
+    q = PubSubQueue(PROJECT, "no-such-name", store=MemoryStore())
+    with pytest.raises(BackendUnavailable, match="steadyq pubsub setup"):
+        q.pull(1, 30)
+    q.close()
+
+
+def test_bad_urls_are_config_errors() -> None:
+    for url in ("pubsub://", "pubsub://proj", "pubsub://proj/a/b", "pubsub://p/s?x=1"):
+        with pytest.raises(ConfigError):
+            PubSubQueue.from_url(url)
+
+
+def test_topic_named_in_the_url_needs_no_lookup(
+    pubsub_host: str, unique: Callable[[str], str]
+) -> None:
+    topic, sub = make_resources(pubsub_host, unique)
+    q = PubSubQueue.from_url(f"pubsub://{PROJECT}/{sub}?topic={topic}", store=MemoryStore())
+    q.publish(b"x")
+    [d] = q.pull(1, 30)
+    q.dead_letter(d, "why", "because")
+    assert [(x.message_id, x.reason) for x in q.dlq_list()] == [(d.message_id, "why")]
+    [(_, new_id)] = q.dlq_replay(DlqFilter())
+    [again] = q.pull(1, 30)
+    assert (again.message_id, again.replays, again.body) == (new_id, 1, b"x")
+    q.ack(again)
+    q.close()
