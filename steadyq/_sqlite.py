@@ -80,6 +80,9 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts);
+-- WARNING and above only (3 = SEVERITY_RANK["WARNING"]): the watch counts and mines
+-- them per checkpoint without reading the INFO bulk, and INFO inserts skip it.
+CREATE INDEX IF NOT EXISTS events_warn_ts ON events (ts) WHERE sev_rank >= 3;
 
 CREATE TABLE IF NOT EXISTS executions (
     execution_id TEXT PRIMARY KEY,

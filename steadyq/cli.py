@@ -18,6 +18,7 @@ from rich.text import Text
 from steadyq import dlq as dlq_ops
 from steadyq.brokers import open_queue, store_for
 from steadyq.brokers.base import DlqFilter, Queue
+from steadyq.cli_pubsub import pubsub_app
 from steadyq.config import Settings, load_settings
 from steadyq.durations import format_duration, parse_duration, parse_time_or_age, rfc3339
 from steadyq.errors import (
@@ -30,6 +31,7 @@ from steadyq.errors import (
 from steadyq.publishing import publish_recorded
 from steadyq.telemetry.events import KINDS, LOG, SEVERITIES
 from steadyq.telemetry.store import REQUEST_STATUSES, EventFilter, EventStore
+from steadyq.watch.cli import watch_command
 from steadyq.worker import ExitCode
 
 app = typer.Typer(
@@ -43,6 +45,7 @@ dlq_app = typer.Typer(help="Inspect, replay and purge the dead-letter queue.", n
 queue_app = typer.Typer(help="Look at the queue itself.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(queue_app, name="queue")
+app.add_typer(pubsub_app, name="pubsub")
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -53,6 +56,16 @@ UrlOpt = Annotated[
         "--url",
         envvar="STEADYQ_URL",
         help="Queue and store URL (default sqlite:///steadyq.db in this folder).",
+        show_default=False,
+    ),
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="STEADYQ_STORE",
+        help="Telemetry store URL for a queue without its own, e.g. pubsub:// "
+        "(default sqlite:///steadyq.db).",
         show_default=False,
     ),
 ]
@@ -86,15 +99,24 @@ def _code_for(exc: SteadyqError) -> int:
 
 
 def settings_for(
-    url: str | None, config: Path | None, worker: dict[str, Any] | None = None
+    url: str | None,
+    config: Path | None,
+    worker: dict[str, Any] | None = None,
+    store: str | None = None,
 ) -> Settings:
-    return load_settings(config, overrides={"url": url, "worker": worker or {}})
+    return load_settings(config, overrides={"url": url, "store": store, "worker": worker or {}})
 
 
-def _open(url: str | None, config: Path | None) -> tuple[Queue, EventStore]:
-    settings = settings_for(url, config)
+def _open(
+    url: str | None, config: Path | None, store: str | None = None
+) -> tuple[Queue, EventStore]:
+    settings = settings_for(url, config, store=store)
     queue = open_queue(settings.url)
-    return queue, store_for(queue)
+    try:
+        return queue, store_for(queue, settings.store)
+    except BaseException:
+        queue.close()
+        raise
 
 
 def safe(value: object, limit: int | None = 200) -> Text:
@@ -162,6 +184,7 @@ def publish(
     file: Annotated[str, typer.Argument(help="File with one message body per line; - for stdin.")],
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreOpt = None,
     attribute: Annotated[
         list[str] | None,
         typer.Option("--attribute", "-a", help="KEY=VALUE attribute on every message."),
@@ -180,7 +203,7 @@ def publish(
             attrs[key] = value
         if file != "-" and not Path(file).is_file():
             raise ConfigError(f"no such file: {file}")
-        queue, store = _open(url, config)
+        queue, store = _open(url, config, store_url)
         ids: list[str] = []
         chunk: list[tuple[bytes, dict[str, str]]] = []
         with queue:
@@ -209,9 +232,26 @@ def publish(
 def worker(
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreOpt = None,
     handler: Annotated[
         str | None,
         typer.Option(help="Handler as module:callable, called as handler(request, ctx)."),
+    ] = None,
+    request_schema: Annotated[
+        str | None,
+        typer.Option(
+            "--schema",
+            help="Request model as module:Class (a pydantic model with a request_id field);"
+            " default steadyq.content:ContentRequest.",
+        ),
+    ] = None,
+    allow_unknown_fields: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-unknown-fields/--refuse-unknown-fields",
+            help="Ignore fields the request model does not know instead of rejecting the"
+            " message as schema_invalid (default: refuse).",
+        ),
     ] = None,
     runner: Annotated[
         str | None,
@@ -271,6 +311,8 @@ def worker(
             config,
             {
                 "handler": handler,
+                "schema": request_schema,
+                "allow_unknown_fields": allow_unknown_fields,
                 "runner": runner,
                 "concurrency": concurrency,
                 "deadline_s": deadline,
@@ -282,6 +324,7 @@ def worker(
                 "lease_s": lease,
                 "artifacts_dir": artifacts,
             },
+            store=store_url,
         )
         ws = settings.worker
         schema = None
@@ -310,13 +353,15 @@ def worker(
             batch_size=ws.batch_size,
             prefetch=ws.prefetch,
             schema=schema,
+            allow_unknown_fields=ws.allow_unknown_fields,
             max_bytes=ws.max_bytes,
             artifacts_dir=ws.artifacts_dir,
         )
         queue = open_queue(settings.url)
         sink = JsonLinesSink() if log_format == "json" else None
         with queue:
-            result = Worker(queue, store_for(queue), options, sink=sink).run()
+            store = store_for(queue, settings.store)
+            result = Worker(queue, store, options, sink=sink).run()
         sys.stdout.flush()
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())) or "no messages"
         style = "green" if result.exit_code == 0 else "red"
@@ -337,6 +382,7 @@ def worker(
 def executions(
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreOpt = None,
     since: SinceOpt = None,
     limit: LimitOpt = 50,
     json_out: JsonOpt = False,
@@ -344,7 +390,7 @@ def executions(
     """Executions, newest first: status, start, completion, duration, startup."""
 
     def run() -> int:
-        queue, store = _open(url, config)
+        queue, store = _open(url, config, store_url)
         with queue:
             rows = store.executions(since=_since(since), limit=limit)
         if json_out:
@@ -374,6 +420,7 @@ def executions(
 def requests(
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreOpt = None,
     status: Annotated[
         str | None,
         typer.Option(help="Only this status: pending, processing, completed or failed."),
@@ -388,10 +435,8 @@ def requests(
 
     def run() -> int:
         if status is not None and status not in REQUEST_STATUSES:
-            raise ConfigError(
-                f"--status {status!r}: expected one of {', '.join(REQUEST_STATUSES)}"
-            )
-        queue, store = _open(url, config)
+            raise ConfigError(f"--status {status!r}: expected one of {', '.join(REQUEST_STATUSES)}")
+        queue, store = _open(url, config, store_url)
         with queue:
             rows = store.requests(
                 status=status, request_id=request_id, since=_since(since), limit=limit
@@ -425,6 +470,7 @@ def requests(
 def events(
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreOpt = None,
     kind: Annotated[
         list[str] | None, typer.Option("--kind", help=f"Event kind: {', '.join(KINDS)}.")
     ] = None,
@@ -450,7 +496,7 @@ def events(
             limit=limit,
             newest_first=True,
         )
-        _show_events(url, config, where, json_out)
+        _show_events(url, config, store_url, where, json_out)
         return 0
 
     _guard(run)
@@ -460,6 +506,7 @@ def events(
 def logs(
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreOpt = None,
     severity: Annotated[
         str, typer.Option(help=f"Lowest severity: {', '.join(SEVERITIES)}.")
     ] = "WARNING",
@@ -479,14 +526,16 @@ def logs(
             limit=limit,
             newest_first=True,
         )
-        _show_events(url, config, where, json_out)
+        _show_events(url, config, store_url, where, json_out)
         return 0
 
     _guard(run)
 
 
-def _show_events(url: str | None, config: Path | None, where: EventFilter, json_out: bool) -> None:
-    queue, store = _open(url, config)
+def _show_events(
+    url: str | None, config: Path | None, store_url: str | None, where: EventFilter, json_out: bool
+) -> None:
+    queue, store = _open(url, config, store_url)
     with queue:
         found = list(reversed(store.events(where)))
     if json_out:
@@ -511,11 +560,16 @@ def _show_events(url: str | None, config: Path | None, where: EventFilter, json_
 
 
 @queue_app.command("stats")
-def queue_stats(url: UrlOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+def queue_stats(
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    store_url: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Ready, in flight, delayed, dead-lettered, and the oldest unacked message's age."""
 
     def run() -> int:
-        queue, _ = _open(url, config)
+        queue, _ = _open(url, config, store_url)
         with queue:
             stats = queue.stats()
         if json_out:
@@ -565,6 +619,7 @@ def _filter(
 def dlq_ls(
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreOpt = None,
     reason: ReasonOpt = None,
     since: SinceOpt = None,
     limit: LimitOpt = 100,
@@ -573,7 +628,7 @@ def dlq_ls(
     """Dead letters: when, why, how many attempts, and the start of the payload."""
 
     def run() -> int:
-        queue, _ = _open(url, config)
+        queue, _ = _open(url, config, store_url)
         with queue:
             letters = queue.dlq_list(_filter(reason, since, limit))
         if json_out:
@@ -603,12 +658,13 @@ def dlq_show(
     message_id: Annotated[str, typer.Argument(help="The dead letter's message id.")],
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """One dead letter in full: reason, detail, attributes, payload."""
 
     def run() -> int:
-        queue, _ = _open(url, config)
+        queue, _ = _open(url, config, store_url)
         with queue:
             try:
                 letter = queue.dlq_get(message_id)
@@ -644,12 +700,16 @@ def dlq_show(
 
 @dlq_app.command("stats")
 def dlq_stats(
-    url: UrlOpt = None, config: ConfigOpt = None, since: SinceOpt = None, json_out: JsonOpt = False
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    store_url: StoreOpt = None,
+    since: SinceOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Dead letters grouped by reason."""
 
     def run() -> int:
-        queue, _ = _open(url, config)
+        queue, _ = _open(url, config, store_url)
         with queue:
             groups = dlq_ops.stats(queue.dlq_list(_filter(None, since, None)))
         if json_out:
@@ -668,6 +728,7 @@ def dlq_stats(
 def dlq_replay(
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreOpt = None,
     reason: ReasonOpt = None,
     since: SinceOpt = None,
     message_id: IdOpt = None,
@@ -683,7 +744,7 @@ def dlq_replay(
     """Publish dead letters again, attempt count reset, replay counter raised."""
 
     def run() -> int:
-        queue, _ = _open(url, config)
+        queue, _ = _open(url, config, store_url)
         with queue:
             done = queue.dlq_replay(
                 _filter(reason, since, limit, message_id),
@@ -713,6 +774,7 @@ def dlq_replay(
 def dlq_purge(
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreOpt = None,
     older_than: Annotated[
         str | None, typer.Option(help="Only letters dead-lettered longer ago than this (7d).")
     ] = None,
@@ -727,7 +789,7 @@ def dlq_purge(
         if not (older_than or reason or message_id or all_):
             raise ConfigError("say what to purge: --older-than, --reason, --id or --all")
         before = None if older_than is None else time.time() - parse_duration(older_than)
-        queue, _ = _open(url, config)
+        queue, _ = _open(url, config, store_url)
         with queue:
             count = queue.dlq_purge(_filter(reason, None, None, message_id, before))
         if json_out:
@@ -743,6 +805,7 @@ def dlq_purge(
 def dlq_export(
     url: UrlOpt = None,
     config: ConfigOpt = None,
+    store_url: StoreOpt = None,
     output: Annotated[
         Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")
     ] = None,
@@ -753,7 +816,7 @@ def dlq_export(
     """Dead letters as JSON lines (payload as text, or base64 when not UTF-8)."""
 
     def run() -> int:
-        queue, _ = _open(url, config)
+        queue, _ = _open(url, config, store_url)
         with queue:
             letters = queue.dlq_list(_filter(reason, since, limit))
         if output is None:
@@ -767,22 +830,36 @@ def dlq_export(
     _guard(run)
 
 
+# -- watch ----------------------------------------------------------------------
+
+app.command("watch")(watch_command)
+
+
 # -- demo -----------------------------------------------------------------------
 
 
 @app.command()
 def demo(
     directory: Annotated[
-        Path, typer.Option("--dir", help="Folder for the demo's database (created if needed).")
+        Path,
+        typer.Option("--dir", help="Folder for the demo (emptied of earlier demo files)."),
     ] = Path("steadyq-demo"),
-    valid: Annotated[int, typer.Option(min=0, help="Valid requests to publish.")] = 24,
+    fault: Annotated[
+        str,
+        typer.Option(help="none: the fix holds; hang: a handler that hangs, an early FAILED."),
+    ] = "none",
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A shorter run (about 25 s) on a compressed clock.")
+    ] = False,
 ) -> None:
-    """Publish a mix of valid and poison requests and run one draining execution."""
+    """Reenact the incident (before and after the fix) and judge it with a watch.
+
+    Exits with the verdict's code: 0 PASSED, 1 FAILED, 2 INCONCLUSIVE."""
 
     def run() -> int:
-        from steadyq.demo import run_demo
+        from steadyq.demo import QUICK, run_demo
 
-        return run_demo(directory, valid=valid, console=out)
+        return run_demo(directory, fault=fault, timings=QUICK if quick else None, console=out)
 
     _guard(run)
 

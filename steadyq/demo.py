@@ -1,73 +1,479 @@
-"""``steadyq demo``: the shortest path from a fresh folder to the whole story.
+"""``steadyq demo``: the incident, reenacted on the embedded default, judged by a watch.
 
-It publishes a mix of valid content requests and the incident's poison messages
-into a fresh embedded queue, runs one draining execution with the gate, and
-prints what happened to every message.
+In a fresh folder it plays, in about two minutes of wall time:
+
+1. **Before the fix.** A legacy worker without request-id validation takes the same
+   traffic. Its handler meets an invalid id and retries it in place, as the incident's
+   worker did, until the platform's task timeout kills the execution. Those
+   executions never finish: the watch counts them as timed out.
+2. **After the fix.** Worker executions with the gate start on a schedule, each a
+   real ``steadyq worker --drain`` process running the content handler, while valid
+   requests and a few poison messages keep arriving.
+3. **The watch.** A short plan (written to ``DIR/plan.toml``) judges the "after" window
+   at a few checkpoints against the "before" baseline and ends with a verdict; the
+   reports land in ``DIR/reports/``.
+
+``--fault hang`` swaps in a handler that hangs on some requests: the hard deadline
+kills each hung call, the critical criterion breaches at the first checkpoint, and
+the watch ends early, FAILED. The demo exits with the verdict's code.
+
+Everything runs at demo scale: a task timeout of a few seconds stands in for the
+incident's 30 minutes. The time scale is in :class:`Timings`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from steadyq.brokers import open_queue, store_for
-from steadyq.dlq import preview
-from steadyq.policy import RetryPolicy
+from steadyq.durations import rfc3339
+from steadyq.gate import canonical_request_id, show
 from steadyq.publishing import publish_recorded
-from steadyq.samples import sample_mix
-from steadyq.telemetry import events as ev
-from steadyq.telemetry.store import EventFilter
-from steadyq.worker import Worker, WorkerOptions
+from steadyq.runner import HandlerContext
+from steadyq.samples import poison_messages, valid_request
+
+FAULTS = ("none", "hang")
 
 
-def run_demo(directory: Path, *, valid: int = 24, console: Console | None = None) -> int:
-    console = console or Console()
-    directory.mkdir(parents=True, exist_ok=True)
-    db = directory / "steadyq.db"
-    for suffix in ("", "-wal", "-shm"):
-        (directory / f"steadyq.db{suffix}").unlink(missing_ok=True)
-    url = f"sqlite:///{db}"
-    bodies = sample_mix(valid)
+@dataclass(frozen=True)
+class Timings:
+    """The demo's clock, in seconds of wall time.
+
+    ``task_timeout_s`` plays the platform's execution timeout (30 minutes in the
+    incident); the legacy executions are killed when it passes.
+    """
+
+    legacy_executions: int = 2
+    task_timeout_s: float = 10.0
+    window_s: float = 60.0
+    checkpoint_every_s: float = 20.0
+    execution_every_s: float = 8.0
+    deadline_s: float = 4.0
+    traffic_every_s: float = 2.0
+    requests_per_tick: int = 2
+    poison_every_ticks: int = 4
+
+
+QUICK = Timings(
+    legacy_executions=1,
+    task_timeout_s=6.0,
+    window_s=12.0,
+    checkpoint_every_s=6.0,
+    execution_every_s=3.0,
+    deadline_s=3.0,
+    traffic_every_s=1.0,
+    requests_per_tick=2,
+    poison_every_ticks=3,
+)
+
+
+# -- the handlers each phase runs (imported by the worker processes) ---------------------
+
+
+def legacy_worker(url: str, artifacts: str) -> None:
+    """The worker as it was before the fix: no gate, one message at a time.
+
+    It writes the same telemetry as steadyq's worker, so the watch can compare the
+    two. A body that is not JSON is nacked and comes back; a request whose id is
+    not a UUID is retried in place, its lease renewed, until the platform's task
+    timeout kills the process, which therefore never writes its finish.
+    """
+    import uuid
+
+    from steadyq.brokers.base import Settlement
+    from steadyq.telemetry import events as ev
+    from steadyq.telemetry.events import Event
+
+    execution_id = uuid.uuid4().hex[:16]
     with open_queue(url) as queue:
         store = store_for(queue)
-        publish_recorded(queue, store, ((body, {"source": "demo"}) for body in bodies))
-        console.print(
-            f"published {len(bodies)} messages ({valid} valid, {len(bodies) - valid} poison)"
-            f" to {url}"
-        )
-        options = WorkerOptions(
-            drain=True,
-            deadline_s=30,
-            retry=RetryPolicy(0.1, 1.0, 3),
-            concurrency=2,
-            artifacts_dir=str(directory / "artifacts"),
-        )
-        result = Worker(queue, store, options).run()
-        rejected = store.events(EventFilter(kinds=(ev.MESSAGE_REJECTED,)))
-        latencies = sorted(e.duration_ms or 0.0 for e in rejected)
-        letters = queue.dlq_list()
-        stats = queue.stats()
 
-    console.print(
-        Text(f"execution {result.execution_id} {result.status}", style="bold green")
-        + Text(f" in {result.duration_s:.2f}s (startup {result.startup_s or 0:.2f}s)")
+        def event(kind: str, **fields: Any) -> Event:
+            return Event(kind=kind, timestamp=time.time(), execution_id=execution_id, **fields)
+
+        store.write([event(ev.EXECUTION_STARTED, data={"runner": "legacy", "pid": os.getpid()})])
+        store.write([event(ev.EXECUTION_READY)])
+        while True:
+            deliveries = queue.pull(1, 2.0)
+            if not deliveries:
+                time.sleep(0.2)
+                continue
+            d = deliveries[0]
+            labels = {"message_id": d.message_id, "attempt": d.attempt}
+            store.write([event(ev.MESSAGE_RECEIVED, **labels)])
+            try:
+                data = json.loads(d.body)
+                request_id = str(data["request_id"])
+            except Exception as exc:
+                text = f"Failed to process message: {type(exc).__name__}"
+                logged = event(ev.LOG, severity="ERROR", message=text, **labels)
+                queue.settle([Settlement.nack(d, 0.5, error=text, events=[logged])])
+                continue
+            attempt = 0
+            while canonical_request_id(request_id) is None:
+                attempt += 1
+                text = (
+                    f"Invalid request_id format: {show(request_id)}; retrying (attempt {attempt})"
+                )
+                store.write([event(ev.LOG, severity="ERROR", message=text, **labels)])
+                d = queue.extend(d, 2.0)
+                time.sleep(0.5)
+            started = time.perf_counter()
+            ctx = HandlerContext(
+                attempt=d.attempt,
+                deadline_at=time.time() + 1800,
+                execution_id=execution_id,
+                message_id=d.message_id,
+                request_id=request_id,
+                attributes=dict(d.attributes),
+                logger=logging.getLogger("steadyq.demo.legacy"),
+                artifacts_dir=Path(artifacts),
+            )
+            try:
+                result = _content(data, ctx)
+            except Exception as exc:
+                text = f"Failed to process message: {type(exc).__name__}"
+                logged = event(ev.LOG, severity="ERROR", message=text, **labels)
+                queue.settle([Settlement.nack(d, 0.5, error=text, events=[logged])])
+                continue
+            done = event(
+                ev.MESSAGE_SUCCEEDED,
+                request_id=canonical_request_id(request_id),
+                duration_ms=(time.perf_counter() - started) * 1000,
+                data={"result": result} if result else {},
+                **labels,
+            )
+            queue.settle([Settlement.ack(d, [done])])
+
+
+def hanging_handle(request: Any, ctx: HandlerContext) -> dict[str, Any] | None:
+    """The content handler with a fault: one request in four hangs forever."""
+    if int(request.request_id[:2], 16) % 4 == 0:
+        ctx.logger.info("fault injected: this call hangs")
+        time.sleep(3600)
+    return _content(request.model_dump(), ctx)
+
+
+def _content(data: dict[str, Any], ctx: HandlerContext) -> dict[str, Any] | None:
+    from steadyq.content import handle
+    from steadyq.content.schema import ContentRequest
+
+    return handle(ContentRequest.model_validate(data), ctx)
+
+
+# -- traffic -----------------------------------------------------------------------------
+
+
+class Traffic(threading.Thread):
+    """Publishes valid content requests every tick and a poison message now and then."""
+
+    def __init__(self, url: str, timings: Timings, seed: int = 11) -> None:
+        super().__init__(name="demo-traffic", daemon=True)
+        self.url = url
+        self.timings = timings
+        self.rng = random.Random(seed)
+        self.stop = threading.Event()
+        self.published = 0
+        self.poisoned = 0
+        self.error: BaseException | None = None
+        self._poison = poison_messages(random.Random(seed))
+
+    def run(self) -> None:
+        # mostly text; one in seven text + video; one in seven without modalities (video)
+        shapes: list[list[str] | None] = [["text"] for _ in range(5)]
+        shapes += [["text", "video"], None]
+        try:
+            with open_queue(self.url) as queue:
+                store = store_for(queue)
+                tick = 0
+                while not self.stop.is_set():
+                    bodies = [
+                        json.dumps(
+                            valid_request(self.rng, modalities=self.rng.choice(shapes))
+                        ).encode()
+                        for _ in range(self.timings.requests_per_tick)
+                    ]
+                    if tick % self.timings.poison_every_ticks == 0:
+                        bodies.append(self._poison[self.poisoned % len(self._poison)])
+                        self.poisoned += 1
+                    publish_recorded(queue, store, ((b, {"source": "demo"}) for b in bodies))
+                    self.published += len(bodies)
+                    tick += 1
+                    self.stop.wait(self.timings.traffic_every_s)
+        except BaseException as exc:  # reported by the demo, not lost in a thread
+            self.error = exc
+
+
+# -- executions --------------------------------------------------------------------------
+
+
+@dataclass
+class Execution:
+    phase: str
+    started: float
+    seconds: float
+    code: int | None  # None: killed by the task timeout
+
+
+def _worker_command(url: str, artifacts: Path, args: list[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "steadyq",
+        "worker",
+        "--url",
+        url,
+        "--artifacts",
+        str(artifacts),
+        "--log-format",
+        "none",
+        *args,
+    ]
+
+
+def run_execution(
+    command: list[str], log: IO[str], timeout_s: float, phase: str, stop: threading.Event
+) -> Execution:
+    """One execution as a platform runs it: a process, killed when the task times out."""
+    started = time.time()
+    proc = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,  # our Ctrl-C is not its Ctrl-C; we stop it ourselves
     )
-    table = Table("outcome", "messages")
-    for key in ("received", "succeeded", "rejected", "duplicate", "retried", "dead_lettered"):
-        table.add_row(key, str(result.counts.get(key, 0)))
-    console.print(table)
-    dead = Table("dead letter", "reason", "payload")
-    for letter in letters:
-        dead.add_row(letter.message_id, letter.reason, Text(preview(letter.payload, 70)))
-    console.print(dead)
-    if latencies:
-        console.print(
-            f"poison messages rejected in {latencies[len(latencies) // 2]:.3f} ms (median),"
-            f" {latencies[-1]:.3f} ms (slowest); none was retried"
+    deadline = started + timeout_s
+    while proc.poll() is None and time.time() < deadline and not stop.is_set():
+        time.sleep(0.05)
+    code = proc.poll()
+    if code is None:
+        # the platform's task timeout: no grace, the worker cannot write its finish
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return Execution(phase, started, time.time() - started, code)
+
+
+class Scheduler(threading.Thread):
+    """Starts one fixed-worker execution every ``execution_every_s``, one at a time."""
+
+    def __init__(self, command: list[str], log: IO[str], timings: Timings) -> None:
+        super().__init__(name="demo-scheduler", daemon=True)
+        self.command = command
+        self.log = log
+        self.timings = timings
+        self.stop = threading.Event()
+        self.done: list[Execution] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            begun = time.time()
+            self.done.append(
+                run_execution(
+                    self.command, self.log, self.timings.task_timeout_s, "after", self.stop
+                )
+            )
+            self.stop.wait(max(0.0, self.timings.execution_every_s - (time.time() - begun)))
+
+
+# -- the plan ----------------------------------------------------------------------------
+
+
+def demo_plan(*, start: float, baseline: tuple[float, float], timings: Timings, fault: str) -> str:
+    """The watch plan the demo judges with: the incident's criteria at demo scale."""
+    t = timings
+    lines = [
+        f'name = "demo-uuid-fix{"-fault-" + fault if fault != "none" else ""}"',
+        f'purpose = "Confirm that the gate stops invalid request ids from hanging executions'
+        f' (demo scale: a task timeout of {t.task_timeout_s:g} s stands in for 30 minutes)"',
+        f"start = {rfc3339(start)}",
+        f'window = "{t.window_s:g}s"',
+        f'checkpoint_every = "{t.checkpoint_every_s:g}s"',
+        f'max_runtime_s = "{t.task_timeout_s:g}s"',
+        "",
+        "[baseline]",
+        f"start = {rfc3339(baseline[0])}",
+        f"end = {rfc3339(baseline[1])}",
+    ]
+    criteria: list[dict[str, Any]] = [
+        {"name": "No execution timed out", "measure": "executions.timed_out", "max": 0,
+         "critical": True},
+        {"name": "No handler call hung past its deadline", "measure": "messages.timed_out",
+         "max": 0, "critical": True},
+        {"name": "Every execution finished well inside the task timeout",
+         "measure": "executions.duration_s.max", "max": round(t.task_timeout_s * 0.8, 2)},
+        {"name": "Invalid request ids rejected and never retried",
+         "measure": "messages.rejected.redelivered", "max": 0},
+        {"name": "Valid requests processed without errors", "measure": "messages.failed",
+         "max": 0},
+        {"name": "Startup under 2 seconds", "measure": "executions.startup_s.max", "max": 2},
+        {"name": "No request failing in more than one execution",
+         "measure": "requests.failed_in_multiple_executions", "max": 0},
+        {"name": "No error pattern the baseline did not have",
+         "measure": "errors.new_patterns", "max": 0},
+        {"name": "Oldest unacked message younger than the checkpoint interval",
+         "measure": "queue.oldest_unacked_age_s", "max": t.checkpoint_every_s,
+         "scope": "checkpoint", "no_data": "pass"},
+        {"name": "Success rate no worse than before", "measure": "executions.success_rate",
+         "min_vs_baseline": "+0%", "dry_run": True},
+    ]  # fmt: skip
+    for c in criteria:
+        lines += ["", "[[criteria]]"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in c.items()]
+    lines += [
+        "",
+        "[[risks]]",
+        'name = "DLQ filling up"',
+        'probability = "medium"',
+        'impact = "low"',
+        'mitigation = "steadyq dlq stats; fix the producer; steadyq dlq replay"',
+        'measure = "messages.to_dlq"',
+        "max = 25",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- the whole story ---------------------------------------------------------------------
+
+
+def _fresh(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("steadyq.db", "steadyq.db-wal", "steadyq.db-shm", "plan.toml"):
+        (directory / name).unlink(missing_ok=True)
+    for name in ("artifacts", "reports", "logs"):
+        shutil.rmtree(directory / name, ignore_errors=True)
+
+
+def run_demo(
+    directory: Path,
+    *,
+    fault: str = "none",
+    timings: Timings | None = None,
+    console: Console | None = None,
+    handle_signals: bool = True,
+) -> int:
+    """Reenact the incident and judge the fix; return the verdict's exit code."""
+    from steadyq.watch.run import run_watch
+
+    if fault not in FAULTS:
+        from steadyq.errors import ConfigError
+
+        raise ConfigError(f"--fault {fault!r}: expected one of {', '.join(FAULTS)}")
+    t = timings or Timings()
+    console = console or Console()
+    directory = directory.resolve()
+    _fresh(directory)
+    (directory / "logs").mkdir()
+    url = f"sqlite:///{directory / 'steadyq.db'}"
+    artifacts = directory / "artifacts"
+    log = (directory / "logs" / "executions.log").open("a", encoding="utf-8")
+    say: Callable[[str], None] = lambda text: console.print(Text(text))  # noqa: E731
+
+    traffic = Traffic(url, t)
+    scheduler: Scheduler | None = None
+    stop = threading.Event()
+    try:
+        # -- before the fix ---------------------------------------------------------
+        with open_queue(url):
+            pass  # create the database before two threads race to
+        before_start = time.time()
+        traffic.start()
+        say(
+            f"1/3 before the fix: {t.legacy_executions} legacy execution(s) without the gate;"
+            f" each is killed by a {t.task_timeout_s:g} s task timeout"
         )
-    console.print(f"queue now: {stats.ready} ready, {stats.dead_lettered} dead-lettered")
-    console.print(f"look closer: steadyq dlq ls --url {url}    steadyq executions --url {url}")
+        legacy = [sys.executable, "-m", "steadyq.demo", "legacy", url, str(artifacts)]
+        for index in range(t.legacy_executions):
+            run = run_execution(legacy, log, t.task_timeout_s, "before", stop)
+            fate = "killed at the task timeout" if run.code is None else f"exit {run.code}"
+            say(f"    legacy execution {index + 1}: {fate} after {run.seconds:.1f} s")
+        time.sleep(2.5)  # the killed workers' leases run out; their messages come back
+        before_end = time.time()
+
+        # -- after the fix ----------------------------------------------------------
+        handler = "steadyq.demo:hanging_handle" if fault == "hang" else "steadyq.content:handle"
+        fixed = _worker_command(
+            url,
+            artifacts,
+            [
+                "--handler", handler,
+                "--drain",
+                "--max-runtime", f"{t.task_timeout_s:g}s",
+                "--deadline", f"{t.deadline_s:g}s",
+                "--retry-min", "0.5s",
+                "--retry-max", "2s",
+                "--max-attempts", "3",
+                "--concurrency", "2",
+            ],
+        )  # fmt: skip
+        window_start = time.time()
+        plan_path = directory / "plan.toml"
+        plan_path.write_text(
+            demo_plan(
+                start=window_start, baseline=(before_start, before_end), timings=t, fault=fault
+            ),
+            encoding="utf-8",
+        )
+        say(
+            f"2/3 after the fix: an execution with the gate every {t.execution_every_s:g} s"
+            + (" (fault injected: a handler that hangs)" if fault == "hang" else "")
+        )
+        scheduler = Scheduler(fixed, log, t)
+        scheduler.start()
+        say(f"3/3 watching {t.window_s:g} s, a checkpoint every {t.checkpoint_every_s:g} s")
+        with open_queue(url) as queue:
+            result = run_watch(
+                plan_path,
+                store_for(queue),
+                queue,
+                directory / "reports",
+                out=console,
+                handle_signals=handle_signals,
+                settle_s=0.5,
+            )
+    finally:
+        traffic.stop.set()
+        if scheduler is not None:
+            scheduler.stop.set()
+            scheduler.join()
+        stop.set()
+        traffic.join()
+        log.close()
+    if traffic.error is not None:
+        say(f"traffic stopped early: {traffic.error}")
+    runs = scheduler.done if scheduler is not None else []
+    say(
+        f"published {traffic.published} messages ({traffic.poisoned} poison);"
+        f" {len(runs)} fixed execution(s) ran"
+    )
+    style = {0: "bold green", 1: "bold red"}.get(result.exit_code, "bold yellow")
+    verdict = result.verdict or "interrupted (resumable)"
+    console.print(Text(f"verdict: {verdict}", style=style) + Text(f" — {result.reason}"))
+    for path in result.report_paths.values():
+        say(f"report: {path}")
+    say(f"look closer: steadyq requests --url {url}    steadyq dlq ls --url {url}")
+    say(f"judge again: steadyq watch {plan_path} --replay --url {url}")
     return int(result.exit_code)
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "legacy":
+    # the legacy worker's process: python -m steadyq.demo legacy URL ARTIFACTS
+    legacy_worker(sys.argv[2], sys.argv[3])

@@ -44,10 +44,13 @@ def parse_duration(text: str | float | int) -> float:
 
 def format_duration(seconds: float) -> str:
     """A short human form: ``950ms``, ``42s``, ``3m20s``, ``4h``, ``2d3h``."""
-    if seconds < 1:
+    # decide on the rounded value, so 0.9996 s is "1.0s" and 59.7 s is "1m", not "60s"
+    if round(seconds * 1000) < 1000:
         return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    if round(seconds, 1) < 10:
+        return f"{seconds:.1f}s"
+    if round(seconds) < 60:
+        return f"{seconds:.0f}s"
     out = []
     rest = round(seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 PAYLOAD_TOO_LARGE: Final = "payload_too_large"
 PAYLOAD_NOT_UTF8: Final = "payload_not_utf8"
@@ -100,6 +100,13 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _ignoring_unknown_fields(schema: type[BaseModel]) -> type[BaseModel]:
+    """A subclass of ``schema`` that drops unknown fields instead of refusing them."""
+    config = ConfigDict(**{**schema.model_config, "extra": "ignore"})
+    lenient: type[BaseModel] = type(schema.__name__, (schema,), {"model_config": config})
+    return lenient
+
+
 class Gate:
     """Validates raw message bodies against a pydantic model.
 
@@ -108,12 +115,18 @@ class Gate:
     """
 
     def __init__(
-        self, schema: type[BaseModel] | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES
+        self,
+        schema: type[BaseModel] | None = None,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        allow_unknown_fields: bool = False,
     ) -> None:
         if schema is None:
             from steadyq.content.schema import ContentRequest
 
             schema = ContentRequest
+        if allow_unknown_fields and schema.model_config.get("extra") != "ignore":
+            schema = _ignoring_unknown_fields(schema)
         self.schema = schema
         self.max_bytes = max_bytes
 

@@ -163,8 +163,9 @@ def _result(value: object, ctx: HandlerContext) -> dict[str, Any] | None:
         ctx.logger.debug("handler result is not JSON-serialisable: %s", exc)
         return None
     if size > MAX_RESULT_BYTES:
-        ctx.logger.debug("handler result is %d bytes; results over %d are not recorded",
-                         size, MAX_RESULT_BYTES)
+        ctx.logger.debug(
+            "handler result is %d bytes; results over %d are not recorded", size, MAX_RESULT_BYTES
+        )
         return None
     return value
 

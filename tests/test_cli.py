@@ -230,13 +230,6 @@ def test_config_file_and_env_pick_the_url(
     assert json.loads(out)["ready"] == 0
 
 
-def test_demo_runs_in_a_fresh_folder(tmp_path: Path) -> None:
-    code, out, err = invoke("demo", "--dir", str(tmp_path / "demo"))
-    assert code == 0, err
-    assert "test-smoke-001" in out and "request_id_invalid" in out
-    assert (tmp_path / "demo" / "steadyq.db").exists()
-
-
 def test_payload_preview_escapes_control_bytes() -> None:
     from steadyq.dlq import preview
 

@@ -82,3 +82,5 @@ def test_time_or_age_and_format() -> None:
         parse_time_or_age("yesterday", now=0)
     assert format_duration(0.5) == "500ms"
     assert format_duration(3725) == "1h2m"
+    # the unit is chosen after rounding: never "1000ms" or "60s"
+    assert [format_duration(v) for v in (0.9996, 9.96, 59.7, 3599.7)] == ["1.0s", "10s", "1m", "1h"]

@@ -170,3 +170,16 @@ def test_never_raises_on_any_json_object(fields: dict[str, object]) -> None:
     else:
         assert isinstance(result, ContentRequest)
         assert canonical_request_id(result.request_id) == result.request_id
+
+
+def test_unknown_fields_are_refused_unless_the_configuration_allows_them() -> None:
+    data = body(request_id=GOOD, topic="fractions", campaign="spring")
+    refused = Gate().check(data)
+    assert isinstance(refused, Rejection) and refused.reason == "schema_invalid"
+    assert refused.fields == ("campaign",)
+    accepted = Gate(allow_unknown_fields=True).check(data)
+    assert not isinstance(accepted, Rejection)
+    assert accepted.model_dump()["topic"] == "fractions" and "campaign" not in accepted.model_dump()
+    # everything else is still checked
+    bad = Gate(allow_unknown_fields=True).check(body(request_id=GOOD, topic="", campaign="x"))
+    assert isinstance(bad, Rejection) and bad.fields == ("topic",)

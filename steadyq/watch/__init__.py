@@ -1,0 +1,11 @@
+"""The stability watch: a plan, checkpoints, criteria judged at each one, a verdict.
+
+``plan.toml ─► Watch(store, clock) ─► every checkpoint: snapshot ─► judge ─► reports``
+
+* :mod:`steadyq.watch.plan`: the TOML plan, validated before anything runs;
+* :mod:`steadyq.watch.measures`: the catalogue of measures, read from the event store;
+* :mod:`steadyq.watch.judge`: criteria at each checkpoint, and the verdict;
+* :mod:`steadyq.watch.run`: the run (live, resumed, or replayed) and its alerts;
+* :mod:`steadyq.watch.reports`: ``report.md``, ``report.json``, ``report.html``;
+* :mod:`steadyq.watch.cli`: ``steadyq watch`` and its terminal views.
+"""
