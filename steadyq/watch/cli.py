@@ -226,7 +226,11 @@ def view_for(console: Console) -> WatchObserver:
 
 def _fail(message: str, code: int) -> None:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    err.print(Text("error: ", style="bold red") + _safe(message, None))
+    # one line at a time: a plan's problems come one per line, each escaped on its own
+    err.print(
+        Text("error: ", style="bold red")
+        + Text("\n").join(_safe(line, None) for line in message.split("\n"))
+    )
     raise typer.Exit(code)
 
 

@@ -184,3 +184,18 @@ def test_a_time_without_zone_is_utc_and_a_date_alone_is_refused() -> None:
     assert plan.start == 1793793600.0
     with pytest.raises(ConfigError, match=r"<plan>:1: start: give a date and a time"):
         parse_plan("start = 2026-11-04\n" + GOOD)
+
+
+def test_the_command_lists_each_plan_problem_on_its_own_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from steadyq.cli import app
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nwindow = "1h"\nchekpoint_every = "2h"\n')
+    result = CliRunner().invoke(app, ["watch", str(bad), "--url", f"sqlite:///{tmp_path}/s.db"])
+    assert result.exit_code == 3
+    lines = result.stderr.splitlines()
+    assert "\\n" not in result.stderr
+    assert any(line.strip().endswith("checkpoint_every: required key is missing") for line in lines)
+    assert any(":3: chekpoint_every: unknown key" in line for line in lines)
