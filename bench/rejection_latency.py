@@ -160,8 +160,8 @@ def run(messages: int, seed: int, batch_size: int) -> dict[str, Any]:
 
             real_settle = queue.settle
 
-            def timed_settle(settlements: Any) -> Any:
-                result = real_settle(settlements)
+            def timed_settle(settlements: Any, **kwargs: Any) -> Any:
+                result = real_settle(settlements, **kwargs)
                 t = time.perf_counter()  # settle returned: its transaction is committed
                 settle_sizes[len(settlements)] += 1
                 for s in result.applied:

@@ -61,7 +61,7 @@ class WorkerSettings(BaseModel):
     retry_min_s: float = Field(default=10.0, ge=0)
     retry_max_s: float = Field(default=600.0, ge=0)
     lease_s: float | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=64, ge=1, le=1000)
+    batch_size: int | None = Field(default=None, ge=1, le=1000)  # None: the queue's own batch
     prefetch: int = Field(default=4, ge=1, le=100)
     max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
     allow_unknown_fields: bool = False

@@ -12,6 +12,7 @@ Calls queued behind a killed call never started; they go to the new child.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -185,6 +186,11 @@ def _handler_logger(emit: Callable[[Event], None]) -> tuple[logging.Logger, Even
     return logger, hook
 
 
+@functools.lru_cache(maxsize=16)
+def _path(text: str) -> Path:
+    return Path(text)
+
+
 def _context(call: Call, execution_id: str, logger: logging.Logger) -> HandlerContext:
     return HandlerContext(
         attempt=call.attempt,
@@ -194,7 +200,7 @@ def _context(call: Call, execution_id: str, logger: logging.Logger) -> HandlerCo
         request_id=call.request_id,
         attributes=call.attributes,
         logger=logger,
-        artifacts_dir=Path(call.artifacts_dir),
+        artifacts_dir=_path(call.artifacts_dir),
     )
 
 
@@ -261,7 +267,7 @@ class InlineRunner:
         self._handler: Handler | None = None
         # calls run inside submit(), so a batch holds the loop for the sum of its
         # calls: batch only while they all fit in a few milliseconds
-        self.pace = Pace(low=1, high=64, budget_s=0.005)
+        self.pace = Pace(low=1, high=100, budget_s=0.005)
 
     def start(self) -> None:
         self._handler = load_handler(self._spec)

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from steadyq.brokers.base import Delivery, Queue, Settlement
+from steadyq.brokers.base import Delivery, Queue, Settlement, SettleResult
 from steadyq.errors import BackendError, HandlerLoadError
 from steadyq.gate import REQUEST_ID_INVALID, Gate, Rejection, request_id_of
 from steadyq.policy import RetryPolicy
@@ -49,6 +49,7 @@ from steadyq.telemetry.store import (
 )
 
 MAX_ATTEMPTS_EXCEEDED = "max_attempts_exceeded"
+DEFAULT_BATCH = 64  # messages per pull unless the queue or the options say otherwise
 
 
 def _ledger_fields(request: BaseModel) -> dict[str, Any]:
@@ -90,7 +91,9 @@ class WorkerOptions:
     drain: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     lease_s: float | None = None
-    batch_size: int = 64
+    # messages asked for per pull; None: the queue's own batch (``pull_batch``: one
+    # Pub/Sub pull of 100), else 64
+    batch_size: int | None = None
     prefetch: int = 4
     idle_poll_s: float = 1.0
     schema: type[BaseModel] | None = None
@@ -304,6 +307,7 @@ class Worker:
     def _loop(self, runner: Runner, started_mono: float) -> tuple[str, ExitCode, str]:
         opts = self.options
         lease_s = opts.effective_lease_s
+        batch_size = opts.batch_size or int(getattr(self.queue, "pull_batch", DEFAULT_BATCH))
         idle_s = 0.0
         while True:
             if self._signals >= 2:
@@ -319,7 +323,7 @@ class Worker:
                 self._start(parked, runner)  # received and gated already: no new events
             capacity = runner.capacity()
             if may_pull and capacity > 0:
-                deliveries = self._guarded(self.queue.pull, min(capacity, opts.batch_size), lease_s)
+                deliveries = self._guarded(self.queue.pull, min(capacity, batch_size), lease_s)
                 if deliveries:
                     pulled = len(deliveries)
                     self._accept(deliveries, runner)
@@ -386,27 +390,52 @@ class Worker:
     def _accept(self, deliveries: list[Delivery], runner: Runner) -> None:
         received: list[Event] = []
         requests: list[_Request] = []
+        sink, clock, check = self._sink, self._clock, self.gate.check
+        execution_id = self.execution_id
+        self.counts["received"] += len(deliveries)
         for d in deliveries:
             t0 = time.perf_counter()
-            self.counts["received"] += 1
-            received.append(
-                self._event(
+            at = clock()
+            data: dict[str, Any] = {"replays": d.replays} if d.replays else {}
+            arrived = None
+            if sink is not None:
+                # the sink sees the arrival before the gate has looked at the body
+                arrived = Event(
                     ev.MESSAGE_RECEIVED,
+                    at,
+                    execution_id=execution_id,
                     message_id=d.message_id,
                     attempt=d.attempt,
-                    data={"replays": d.replays} if d.replays else {},
+                    data=data,
                 )
-            )
-            checked = self.gate.check(d.body)
+                sink(arrived)
+            checked = check(d.body)
             if isinstance(checked, Rejection):
+                received.append(
+                    arrived
+                    or Event(
+                        ev.MESSAGE_RECEIVED,
+                        at,
+                        execution_id=execution_id,
+                        message_id=d.message_id,
+                        attempt=d.attempt,
+                        data=data,
+                    )
+                )
                 self._reject(d, checked, t0)
                 continue
             request_id = str(getattr(checked, "request_id", ""))
             # the accepted request enters the ledger as "processing"
-            received[-1] = replace(
-                received[-1],
-                request_id=request_id,
-                data={**received[-1].data, "request": _ledger_fields(checked)},
+            received.append(
+                Event(
+                    ev.MESSAGE_RECEIVED,
+                    at,
+                    execution_id=execution_id,
+                    message_id=d.message_id,
+                    request_id=request_id,
+                    attempt=d.attempt,
+                    data={**data, "request": _ledger_fields(checked)},
+                )
             )
             requests.append((d, checked, request_id, t0))
         # received events go before anything buffered meanwhile, so the store
@@ -528,27 +557,27 @@ class Worker:
         if request_id is not None:
             self._requests_running.discard(request_id)
         duration_ms = outcome.duration_s * 1000
+        if outcome.status == "ok":
+            self.counts["succeeded"] += 1
+            succeeded = Event(
+                ev.MESSAGE_SUCCEEDED,
+                self._clock(),
+                execution_id=self.execution_id,
+                message_id=d.message_id,
+                request_id=request_id,
+                attempt=d.attempt,
+                duration_ms=duration_ms,
+                data={"result": outcome.result} if outcome.result else {},
+            )
+            if self._sink is not None:
+                self._sink(succeeded)
+            self._settle.append(Settlement(d, "ack", events=(succeeded,)))
+            return
         labels: dict[str, Any] = {
             "message_id": d.message_id,
             "request_id": request_id,
             "attempt": d.attempt,
         }
-        if outcome.status == "ok":
-            self.counts["succeeded"] += 1
-            self._settle.append(
-                Settlement.ack(
-                    d,
-                    [
-                        self._event(
-                            ev.MESSAGE_SUCCEEDED,
-                            duration_ms=duration_ms,
-                            data={"result": outcome.result} if outcome.result else {},
-                            **labels,
-                        )
-                    ],
-                )
-            )
-            return
         if outcome.status == "permanent":
             self.counts["dead_lettered"] += 1
             reason = outcome.reason or "handler_rejected"
@@ -620,21 +649,26 @@ class Worker:
             self.store.write(events)
 
     def _flush(self) -> None:
-        if self._buffer:
-            buffered, self._buffer = self._buffer, []
-            try:
-                self.store.write(buffered)
-            except BackendError:
-                self._buffer[:0] = buffered
-                raise
-        if not self._settle:
-            return
+        """Write buffered events and settle outcomes: one store transaction for both
+        (with the settlement itself when the queue holds the store)."""
+        buffered, self._buffer = self._buffer, []
         pending, self._settle = self._settle, []
+        if not pending:
+            if buffered:
+                try:
+                    self.store.write(buffered)
+                except BackendError:
+                    self._buffer[:0] = buffered
+                    raise
+            return
+        written = False
         try:
             if self._colocated:
-                result = self.queue.settle(pending)
+                result = self.queue.settle(pending, events=buffered)
             else:
-                self.store.write([e for s in pending for e in s.events])
+                # outcomes are recorded before the queue hears of them
+                self.store.write([*buffered, *(e for s in pending for e in s.events)])
+                written = True
                 try:
                     result = self.queue.settle(pending)
                 except BackendError:
@@ -642,8 +676,13 @@ class Worker:
                     pending = [replace(s, events=()) for s in pending]
                     raise
         except BackendError:
+            if not written:
+                self._buffer[:0] = buffered
             self._settle[:0] = pending
             raise
+        self._note_lost(result)
+
+    def _note_lost(self, result: SettleResult) -> None:
         for lost in result.lost:
             self._buffer.append(
                 self._log(

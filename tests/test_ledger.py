@@ -108,3 +108,67 @@ def test_content_worker_fills_the_ledger_with_artifacts(tmp_path: Path) -> None:
     assert row.artifacts is not None
     assert Path(row.artifacts["text"]) == tmp_path / "a" / rid / "lesson.md"
     assert Path(row.artifacts["manifest"]).is_file()
+
+
+_KINDS = (
+    ev.MESSAGE_PUBLISHED,
+    ev.MESSAGE_RECEIVED,
+    ev.MESSAGE_FAILED,
+    ev.MESSAGE_TIMED_OUT,
+    ev.MESSAGE_SUCCEEDED,
+    ev.MESSAGE_REJECTED,
+    ev.MESSAGE_DEAD_LETTERED,
+    ev.MESSAGE_DUPLICATE,
+)
+
+
+def _random_event(rng: Any, rid: str, at: float) -> Event:
+    kind = rng.choice(_KINDS)
+    data: dict[str, Any] = {}
+    if kind in (ev.MESSAGE_PUBLISHED, ev.MESSAGE_RECEIVED) and rng.random() < 0.7:
+        data = {"request": {"modalities": rng.choice([["text"], ["video"], ["text", "video"]])}}
+    if kind == ev.MESSAGE_SUCCEEDED and rng.random() < 0.7:
+        data = {"result": {"modalities": ["text"], "artifacts": {"text": f"a/{rid}.md"}}}
+    return Event(
+        kind,
+        at,
+        message=rng.choice(["", "boom"]),
+        execution_id=rng.choice([None, "e1", "e2"]),
+        message_id=rng.choice([None, "1", "2"]),
+        request_id=rid,
+        attempt=rng.choice([None, 1, 2, 3]),
+        reason=rng.choice([None, "handler_error"]),
+        duration_ms=rng.choice([None, 12.5]),
+        data=data,
+    )
+
+
+def test_one_write_composes_ledger_changes_like_one_write_each(tmp_path: Path) -> None:
+    """Several changes of one request in one write (one upsert) end as applying them one
+    by one: the SQLite store against itself and against the memory store."""
+    import random
+
+    from steadyq.brokers import open_store
+    from steadyq.brokers.memory import MemoryStore
+
+    rng = random.Random(7)
+    together = open_store(f"sqlite:///{tmp_path}/together.db")
+    apart = open_store(f"sqlite:///{tmp_path}/apart.db")
+    memory = MemoryStore()
+    rids = [str(uuid.uuid4()) for _ in range(6)]
+    at = 1000.0
+    for _ in range(60):
+        batch = []
+        for _ in range(rng.randint(1, 12)):
+            at += 1
+            batch.append(_random_event(rng, rng.choice(rids), at))
+        together.write(batch)
+        memory.write(batch)
+        for event in batch:
+            apart.write([event])
+    rows = {s: s.requests() for s in (together, apart, memory)}
+    assert rows[together] == rows[apart]
+    assert rows[together] == rows[memory]
+    assert any(r.status == "completed" for r in rows[together])
+    for store in (together, apart, memory):
+        store.close()

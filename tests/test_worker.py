@@ -258,3 +258,27 @@ def test_retry_policy_bounds() -> None:
     assert policy.exhausted(5) and not policy.exhausted(4)
     with pytest.raises(ValueError):
         RetryPolicy(10, 5, 1)
+
+
+def test_a_pass_writes_its_events_in_the_settle_transaction(queue: Queue) -> None:
+    """received and succeeded of a pass reach the store with the ack, in one call."""
+    from steadyq.brokers.base import Settlement, SettleResult
+
+    calls: list[tuple[int, int]] = []
+    real_settle = queue.settle
+
+    def settle(settlements: list[Settlement], *, events: tuple[ev.Event, ...] = ()) -> SettleResult:
+        calls.append((len(settlements), len(events)))
+        return real_settle(settlements, events=events)
+
+    queue.settle = settle  # type: ignore[method-assign]
+    rids = [str(uuid.uuid4()) for _ in range(3)]
+    for rid in rids:
+        queue.publish(request(request_id=rid))
+    w = drain(queue)
+    assert w.counts == {"received": 3, "succeeded": 3}
+    assert sum(n for n, _ in calls) == 3 and sum(e for _, e in calls) == 3
+    assert {r.request_id: r.status for r in store_for(queue).requests()} == dict.fromkeys(
+        rids, "completed"
+    )
+    assert len(kinds(queue, ev.MESSAGE_RECEIVED)) == 3

@@ -279,13 +279,20 @@ class Queue(abc.ABC):
         """
 
     @abc.abstractmethod
-    def settle(self, settlements: Sequence[Settlement]) -> SettleResult:
+    def settle(
+        self, settlements: Sequence[Settlement], *, events: Sequence[Event] = ()
+    ) -> SettleResult:
         """Apply acks, nacks and dead-letters; atomically per settlement, and in one
         transaction where the backend allows.
 
         A settlement whose lease was taken over by another pull is not applied and
         is returned in ``SettleResult.lost`` (its events are not written). A
         settlement of a lease that expired but was not yet taken over is applied.
+
+        ``events`` are other events to record, whatever happens to the settlements:
+        a queue with a colocated store writes them in the same transaction (the
+        worker's arrivals and log records ride along this way). A queue without one
+        refuses them with ``ValueError``; write them to the store yourself.
 
         Raises:
             BackendError: the backend failed; none of the settlements was applied.

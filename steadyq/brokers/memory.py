@@ -238,11 +238,16 @@ class MemoryQueue(Queue):
         m = self._messages.get(int(delivery.message_id))
         return m if m is not None and m.lease_token == delivery.lease_token else None
 
-    def settle(self, settlements: Sequence[Settlement]) -> SettleResult:
+    def settle(
+        self, settlements: Sequence[Settlement], *, events: Sequence[Event] = ()
+    ) -> SettleResult:
+        """Settle; ``events`` are written first, whatever happens to the settlements."""
         now = self.clock()
         applied: list[Settlement] = []
         lost: list[Settlement] = []
         with self._lock:
+            if events:
+                self._store.write(events)
             for item in settlements:
                 m = self._held(item.delivery)
                 if m is None:

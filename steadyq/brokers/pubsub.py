@@ -64,6 +64,7 @@ from steadyq.errors import (
     LeaseLost,
     NotFound,
 )
+from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventStore
 
 # Attributes steadyq writes; user attributes never start with this prefix.
@@ -201,6 +202,7 @@ class PubSubQueue(Queue):
 
     scheme = "pubsub"
     clock_driven = False
+    pull_batch = MAX_PULL  # the worker asks for one full pull at a time
     counts_backlog = False
 
     def __init__(
@@ -463,22 +465,29 @@ class PubSubQueue(Queue):
             # queue waits for it first, so it never overtakes their ack or nack.
             self._leasing = self._executor().submit(self._modify, ack_ids, lease)
         out: list[Delivery] = []
+        until = now + lease
+        prefix = f"{self.name}/"
         for m in sorted(received, key=_publish_order):
             msg = m.message
-            counted = counts[self._key(msg.message_id)]
-            attrs = dict(msg.attributes)
-            replays = _int(attrs.pop(A_REPLAYS, "0"))
+            message_id = msg.message_id
+            counted = counts[prefix + message_id]
+            replays = 0
+            attrs: dict[str, str] = {}
+            if msg.attributes:
+                attrs = dict(msg.attributes)
+                replays = _int(attrs.pop(A_REPLAYS, "0"))
+                attrs = {k: v for k, v in attrs.items() if not k.startswith(PREFIX)}
             out.append(
                 Delivery(
-                    message_id=msg.message_id,
-                    body=bytes(msg.data),
-                    attributes={k: v for k, v in attrs.items() if not k.startswith(PREFIX)},
-                    attempt=max(counted.attempts, int(m.delivery_attempt or 0)),
-                    published_at=_epoch(msg.publish_time),
-                    lease_token=f"{counted.attempts} {m.ack_id}",
-                    leased_until=now + lease,
-                    replays=replays,
-                    last_error=counted.last_error,
+                    message_id,
+                    bytes(msg.data),
+                    attrs,
+                    max(counted.attempts, m.delivery_attempt),
+                    _epoch(msg.publish_time),
+                    f"{counted.attempts} {m.ack_id}",
+                    until,
+                    replays,
+                    counted.last_error,
                 )
             )
         return out
@@ -511,25 +520,20 @@ class PubSubQueue(Queue):
         return list(type(response).pb(response).received_messages)
 
     def _modify(self, ack_ids: Sequence[str], deadline_s: int) -> None:
-        _, subscriber = self._api()
-        subscription = self._subscription()
-        for start in range(0, len(ack_ids), MAX_IDS_PER_CALL):
-            with mapped("modify ack deadline"):
-                subscriber.modify_ack_deadline(
-                    subscription=subscription,
-                    ack_ids=list(ack_ids[start : start + MAX_IDS_PER_CALL]),
-                    ack_deadline_seconds=deadline_s,
-                    retry=None,
-                    timeout=RPC_TIMEOUT_S,
-                )
+        self._modify_on(self._subscription(), ack_ids, deadline_s)
 
     def _ack(self, subscription: str, ack_ids: Sequence[str]) -> None:
+        from google.pubsub_v1.types import AcknowledgeRequest
+
         _, subscriber = self._api()
         for start in range(0, len(ack_ids), MAX_IDS_PER_CALL):
             with mapped("acknowledge"):
                 subscriber.acknowledge(
-                    subscription=subscription,
-                    ack_ids=list(ack_ids[start : start + MAX_IDS_PER_CALL]),
+                    request=_raw(
+                        AcknowledgeRequest,
+                        subscription=subscription,
+                        ack_ids=ack_ids[start : start + MAX_IDS_PER_CALL],
+                    ),
                     retry=None,
                     timeout=RPC_TIMEOUT_S,
                 )
@@ -543,7 +547,11 @@ class PubSubQueue(Queue):
             d.message_id for d in deliveries if current.get(self._key(d.message_id)) == _token(d)[0]
         }
 
-    def settle(self, settlements: Sequence[Settlement]) -> SettleResult:
+    def settle(
+        self, settlements: Sequence[Settlement], *, events: Sequence[Event] = ()
+    ) -> SettleResult:
+        if events:
+            raise ValueError("a Pub/Sub queue has no colocated store: write events to the store")
         self._leased()
         if not settlements:
             return SettleResult()
@@ -711,13 +719,18 @@ class PubSubQueue(Queue):
                     self._modify_on(names.dlq_subscription, give_back, 0)
 
     def _modify_on(self, subscription: str, ack_ids: Sequence[str], deadline_s: int) -> None:
+        from google.pubsub_v1.types import ModifyAckDeadlineRequest
+
         _, subscriber = self._api()
         for start in range(0, len(ack_ids), MAX_IDS_PER_CALL):
             with mapped("modify ack deadline"):
                 subscriber.modify_ack_deadline(
-                    subscription=subscription,
-                    ack_ids=list(ack_ids[start : start + MAX_IDS_PER_CALL]),
-                    ack_deadline_seconds=deadline_s,
+                    request=_raw(
+                        ModifyAckDeadlineRequest,
+                        subscription=subscription,
+                        ack_ids=ack_ids[start : start + MAX_IDS_PER_CALL],
+                        ack_deadline_seconds=deadline_s,
+                    ),
                     retry=None,
                     timeout=RPC_TIMEOUT_S,
                 )
@@ -790,6 +803,11 @@ class PubSubQueue(Queue):
         if self._owns_store and self._store is not None:
             self._store.close()
             self._store = None
+
+
+def _raw(request_type: Any, **fields: Any) -> Any:
+    """A request built on the raw protobuf: proto-plus would convert each ack id."""
+    return request_type.wrap(request_type.pb()(**fields))
 
 
 def _deadline(seconds: float) -> int:

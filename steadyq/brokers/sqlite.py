@@ -163,13 +163,19 @@ class SqliteQueue(Queue):
             for r in rows
         ]
 
-    def settle(self, settlements: Sequence[Settlement]) -> SettleResult:
+    def settle(
+        self, settlements: Sequence[Settlement], *, events: Sequence[Event] = ()
+    ) -> SettleResult:
+        """Settle, and write ``events`` (whatever happens to the settlements) and the
+        events of the applied settlements, all in one transaction."""
         if not settlements:
+            if events:
+                self._store.write(events)
             return SettleResult()
         now = self.clock()
         applied: list[Settlement] = []
         lost: list[Settlement] = []
-        events: list[Event] = []
+        written: list[Event] = list(events)
         with self.db.transaction() as conn:
             acked = self._ack_all(conn, [s for s in settlements if s.action == "ack"])
             for item in settlements:
@@ -179,10 +185,10 @@ class SqliteQueue(Queue):
                     done = self._apply(conn, item, now)
                 if done:
                     applied.append(item)
-                    events.extend(item.events)
+                    written.extend(item.events)
                 else:
                     lost.append(item)
-            write_events(conn, events)
+            write_events(conn, written)
         return SettleResult(tuple(applied), tuple(lost))
 
     @staticmethod

@@ -296,36 +296,60 @@ def _modalities(value: object) -> tuple[str, ...] | None:
 
 def ledger_update(event: Event) -> LedgerChange | None:
     """How an event moves its request in the ledger, if it does."""
-    if event.request_id is None:
+    request_id = event.request_id
+    if request_id is None:
         return None
-    common: dict[str, Any] = {
-        "request_id": event.request_id,
-        "at": event.timestamp,
-        "message_id": event.message_id,
-        "execution_id": event.execution_id,
-        "attempts": event.attempt,
-    }
-    request = event.data.get("request")
-    asked = _modalities(request.get("modalities")) if isinstance(request, dict) else None
-    if event.kind == ev.MESSAGE_PUBLISHED:
-        return LedgerChange(status=PENDING, modalities=asked, **common)
-    if event.kind == ev.MESSAGE_RECEIVED:
-        return LedgerChange(status=PROCESSING, modalities=asked, **common)
-    if event.kind in (ev.MESSAGE_FAILED, ev.MESSAGE_TIMED_OUT):
-        # the attempt failed and will be retried, unless a dead-letter event follows
-        return LedgerChange(status=PENDING, error=event.message or event.reason, **common)
-    if event.kind == ev.MESSAGE_SUCCEEDED:
-        result = event.data.get("result")
-        produced = _modalities(result.get("modalities")) if isinstance(result, dict) else None
-        files = result.get("artifacts") if isinstance(result, dict) else None
+    kind = event.kind
+    if kind == ev.MESSAGE_RECEIVED or kind == ev.MESSAGE_PUBLISHED:
+        request = event.data.get("request")
+        asked = _modalities(request.get("modalities")) if isinstance(request, dict) else None
+        status = PROCESSING if kind == ev.MESSAGE_RECEIVED else PENDING
         return LedgerChange(
-            status=COMPLETED,
+            request_id,
+            status,
+            event.timestamp,
+            event.message_id,
+            event.execution_id,
+            event.attempt,
+            modalities=asked,
+        )
+    if kind == ev.MESSAGE_SUCCEEDED:
+        result = event.data.get("result")
+        produced = files = None
+        if isinstance(result, dict):
+            produced = _modalities(result.get("modalities"))
+            files = result.get("artifacts")
+        return LedgerChange(
+            request_id,
+            COMPLETED,
+            event.timestamp,
+            event.message_id,
+            event.execution_id,
+            event.attempt,
             modalities=produced,
             duration_s=None if event.duration_ms is None else event.duration_ms / 1000,
             artifacts=files if isinstance(files, dict) else None,
-            **common,
         )
-    if event.kind in (ev.MESSAGE_DEAD_LETTERED, ev.MESSAGE_REJECTED):
+    if kind == ev.MESSAGE_FAILED or kind == ev.MESSAGE_TIMED_OUT:
+        # the attempt failed and will be retried, unless a dead-letter event follows
+        return LedgerChange(
+            request_id,
+            PENDING,
+            event.timestamp,
+            event.message_id,
+            event.execution_id,
+            event.attempt,
+            error=event.message or event.reason,
+        )
+    if kind == ev.MESSAGE_DEAD_LETTERED or kind == ev.MESSAGE_REJECTED:
         text = f"{event.reason}: {event.message}" if event.reason else event.message
-        return LedgerChange(status=REQUEST_FAILED, error=text or None, **common)
+        return LedgerChange(
+            request_id,
+            REQUEST_FAILED,
+            event.timestamp,
+            event.message_id,
+            event.execution_id,
+            event.attempt,
+            error=text or None,
+        )
     return None

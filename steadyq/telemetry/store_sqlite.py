@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from steadyq._sqlite import SqliteDatabase
+from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event, severity_rank
 from steadyq.telemetry.store import (
     COMPLETED,
@@ -35,6 +36,14 @@ _EVENT_COLUMNS = (
 )
 
 
+# json.dumps(x, default=str) builds a new encoder per call; this is the same encoder, once
+_dumps = json.JSONEncoder(default=str).encode
+
+
+def _data_text(data: Mapping[str, Any]) -> str | None:
+    return _dumps(data) if data else None
+
+
 def _event_row(event: Event) -> tuple[Any, ...]:
     return (
         event.timestamp,
@@ -48,44 +57,97 @@ def _event_row(event: Event) -> tuple[Any, ...]:
         event.attempt,
         event.reason,
         event.duration_ms,
-        json.dumps(event.data, default=str) if event.data else None,
+        _data_text(event.data),
     )
+
+
+_EXECUTION_KINDS = frozenset((ev.EXECUTION_STARTED, ev.EXECUTION_READY, ev.EXECUTION_FINISHED))
+_LEDGER_KINDS = frozenset(
+    (
+        ev.MESSAGE_PUBLISHED,
+        ev.MESSAGE_RECEIVED,
+        ev.MESSAGE_FAILED,
+        ev.MESSAGE_TIMED_OUT,
+        ev.MESSAGE_SUCCEEDED,
+        ev.MESSAGE_DEAD_LETTERED,
+        ev.MESSAGE_REJECTED,
+    )
+)
+# the JSON of the few modality lists there are, made once
+_MODALITIES_JSON: dict[tuple[str, ...], str] = {}
+
+
+def _modalities_text(modalities: tuple[str, ...]) -> str:
+    text = _MODALITIES_JSON.get(modalities)
+    if text is None:
+        text = json.dumps(list(modalities))
+        if len(_MODALITIES_JSON) < 256:
+            _MODALITIES_JSON[modalities] = text
+    return text
 
 
 def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
-    """Insert events and update the derived views, inside the caller's transaction."""
+    """Insert events and update the derived views, inside the caller's transaction.
+
+    Several ledger changes of one request in one call become one upsert: they are
+    composed here in event order, as :func:`~steadyq.telemetry.store.apply_ledger_change`
+    would apply them one by one (``completed`` stays final), and the composed change
+    is upserted onto the stored row with the same rules.
+    """
     if not events:
         return
     conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
-    ledger: list[tuple[Any, ...]] = []
+    ledger: dict[str, list[Any]] = {}
     for event in events:
-        change = execution_updates(event)
-        if change is not None:
-            _apply_execution(conn, event, *change)
-        moved = ledger_update(event)
-        if moved is not None:
-            ledger.append(_ledger_row(moved))
+        kind = event.kind
+        if kind in _EXECUTION_KINDS:
+            change = execution_updates(event)
+            if change is not None:
+                _apply_execution(conn, event, *change)
+        elif kind in _LEDGER_KINDS and event.request_id is not None:
+            moved = ledger_update(event)
+            if moved is not None:
+                _compose(ledger, moved)
     if ledger:
-        conn.executemany(_LEDGER_UPSERT, ledger)
+        conn.executemany(_LEDGER_UPSERT, [_ledger_params(row) for row in ledger.values()])
 
 
-def _ledger_row(c: LedgerChange) -> tuple[Any, ...]:
-    return (
-        c.request_id,
-        c.status,
-        c.message_id,
-        c.execution_id,
-        c.at,
-        c.attempts,
-        None if c.modalities is None else json.dumps(list(c.modalities)),
-        c.duration_s,
-        None if c.artifacts is None else json.dumps(c.artifacts, default=str),
-        c.error,
-        c.at,  # created_at: kept from the first change
-        c.at if c.status == PROCESSING else None,
-        c.at if c.status == COMPLETED else None,
-        c.at if c.status == REQUEST_FAILED else None,
-    )
+# A composed ledger change, as a list indexed like _LEDGER_UPSERT's parameters
+# (request_id, status, message_id, execution_id, updated_at, attempts, modalities,
+# duration_s, artifacts, error, created_at, started_at, completed_at, failed_at).
+_KEEP = ((2, "message_id"), (3, "execution_id"), (5, "attempts"), (7, "duration_s"), (9, "error"))
+_STAMP = {PROCESSING: 11, COMPLETED: 12, REQUEST_FAILED: 13}
+
+
+def _compose(ledger: dict[str, list[Any]], c: LedgerChange) -> None:
+    """Apply ``c`` on top of the changes already composed for its request."""
+    row = ledger.get(c.request_id)
+    if row is None:
+        row = [c.request_id, None, None, None, None, None, None, None, None, None, c.at]
+        row += [None, None, None]
+        ledger[c.request_id] = row
+    elif row[1] == COMPLETED:
+        return  # final: later changes of the same call do not move it
+    row[1] = c.status
+    row[4] = c.at
+    for index, name in _KEEP:
+        value = getattr(c, name)
+        if value is not None:
+            row[index] = value
+    if c.modalities is not None:
+        row[6] = c.modalities
+    if c.artifacts is not None:
+        row[8] = c.artifacts
+    stamp = _STAMP.get(c.status)
+    if stamp is not None:
+        row[stamp] = c.at
+
+
+def _ledger_params(row: list[Any]) -> tuple[Any, ...]:
+    modalities, artifacts = row[6], row[8]
+    row[6] = None if modalities is None else _modalities_text(modalities)
+    row[8] = None if artifacts is None else _dumps(artifacts)
+    return tuple(row)
 
 
 def _apply_execution(
@@ -308,19 +370,16 @@ class SqliteStore(EventStore):
         ids = list(dict.fromkeys(keys))
         counted: dict[str, AttemptCount] = {}
         with self.db.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO broker_attempts (key, attempts, updated_at) VALUES (?, 1, ?)"
-                " ON CONFLICT (key) DO UPDATE SET attempts = attempts + 1,"
-                " updated_at = excluded.updated_at",
-                [(key, now) for key in ids],
-            )
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
+                # one statement per chunk: raise (or start) each count, return the new ones
                 rows = conn.execute(
-                    "SELECT key, attempts, last_error FROM broker_attempts"
-                    f" WHERE key IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
+                    "INSERT INTO broker_attempts (key, attempts, updated_at) VALUES"
+                    + ",".join(["(?,1,?)"] * len(chunk))
+                    + " ON CONFLICT (key) DO UPDATE SET attempts = attempts + 1,"
+                    " updated_at = excluded.updated_at RETURNING key, attempts, last_error",
+                    [value for key in chunk for value in (key, now)],
+                ).fetchall()
                 counted.update((r[0], AttemptCount(r[1], r[2])) for r in rows)
         return counted
 
