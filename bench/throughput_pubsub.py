@@ -98,14 +98,10 @@ def run_raw(n: int, seed: int) -> float:
     return n / elapsed
 
 
-def run_steadyq(n: int, seed: int, folder: Path) -> float:
+def _drain_noop(queue: Any, store: Any) -> tuple[Any, float]:
+    """One draining execution of the inline no-op worker: its result and wall seconds."""
     from steadyq import RetryPolicy, Worker, WorkerOptions
-    from steadyq.brokers import open_queue, store_for
 
-    topic, sub = fresh("steadyq")
-    publish(topic, valid_bodies(n, seed))
-    queue = open_queue(f"pubsub://{PROJECT}/{sub}")
-    store = store_for(queue, f"sqlite:///{folder}/steadyq-{sub}.db")
     options = WorkerOptions(
         handler="steadyq.handlers:noop",
         runner="inline",
@@ -113,10 +109,20 @@ def run_steadyq(n: int, seed: int, folder: Path) -> float:
         retry=RetryPolicy(0, 0, 5),
         idle_poll_s=0.05,
     )
+    t = time.perf_counter()
+    result = Worker(queue, store, options).run()
+    return result, time.perf_counter() - t
+
+
+def run_steadyq(n: int, seed: int, folder: Path) -> float:
+    from steadyq.brokers import open_queue, store_for
+
+    topic, sub = fresh("steadyq")
+    publish(topic, valid_bodies(n, seed))
+    queue = open_queue(f"pubsub://{PROJECT}/{sub}")
+    store = store_for(queue, f"sqlite:///{folder}/steadyq-{sub}.db")
     try:
-        t = time.perf_counter()
-        result = Worker(queue, store, options).run()
-        elapsed = time.perf_counter() - t
+        result, elapsed = _drain_noop(queue, store)
     finally:
         queue.close()
     if result.counts["succeeded"] != n:
@@ -125,24 +131,14 @@ def run_steadyq(n: int, seed: int, folder: Path) -> float:
 
 
 def run_ceiling(n: int, seed: int, folder: Path) -> float:
-    from steadyq import RetryPolicy, Worker, WorkerOptions
     from steadyq.brokers import open_store
     from steadyq.brokers.memory import MemoryQueue
 
     queue = MemoryQueue()
     queue.publish_batch((b, None) for b in valid_bodies(n, seed))
     store = open_store(f"sqlite:///{folder}/ceiling-{uuid.uuid4().hex[:8]}.db")
-    options = WorkerOptions(
-        handler="steadyq.handlers:noop",
-        runner="inline",
-        drain=True,
-        retry=RetryPolicy(0, 0, 5),
-        idle_poll_s=0.05,
-    )
     try:
-        t = time.perf_counter()
-        Worker(queue, store, options).run()
-        elapsed = time.perf_counter() - t
+        _, elapsed = _drain_noop(queue, store)
     finally:
         store.close()
     return n / elapsed
@@ -166,8 +162,8 @@ class _Timed:
             self.pulled[d.message_id] = now
         return got
 
-    def settle(self, settlements: Any) -> Any:
-        result = self.queue.settle(settlements)
+    def settle(self, settlements: Any, **kwargs: Any) -> Any:
+        result = self.queue.settle(settlements, **kwargs)
         now = time.perf_counter()
         for s in result.applied:
             if s.action == "dead_letter":

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from steadyq import dlq as dlq_ops
+from steadyq._terminal import safe
 from steadyq.brokers import open_queue, store_for
 from steadyq.brokers.base import DlqFilter, Queue
 from steadyq.cli_pubsub import pubsub_app
@@ -117,18 +118,6 @@ def _open(
     except BaseException:
         queue.close()
         raise
-
-
-def safe(value: object, limit: int | None = 200) -> Text:
-    """Text for a terminal: control characters escaped, markup inert, long values cut."""
-    text = "" if value is None else str(value)
-    cleaned = "".join(
-        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
-        for ch in text
-    )
-    if limit is not None and len(cleaned) > limit:
-        cleaned = cleaned[: limit - 1] + "…"
-    return Text(cleaned)
 
 
 def table(*columns: str) -> Table:

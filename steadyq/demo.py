@@ -84,7 +84,7 @@ QUICK = Timings(
 )
 
 
-# -- the handlers each phase runs (imported by the worker processes) ---------------------
+# -- what each phase runs (the legacy worker's process, and handlers the workers import) --
 
 
 def legacy_worker(url: str, artifacts: str) -> None:
@@ -97,7 +97,7 @@ def legacy_worker(url: str, artifacts: str) -> None:
     """
     import uuid
 
-    from steadyq.brokers.base import Settlement
+    from steadyq.brokers.base import Delivery, Settlement
     from steadyq.telemetry import events as ev
     from steadyq.telemetry.events import Event
 
@@ -108,8 +108,18 @@ def legacy_worker(url: str, artifacts: str) -> None:
         def event(kind: str, **fields: Any) -> Event:
             return Event(kind=kind, timestamp=time.time(), execution_id=execution_id, **fields)
 
-        store.write([event(ev.EXECUTION_STARTED, data={"runner": "legacy", "pid": os.getpid()})])
-        store.write([event(ev.EXECUTION_READY)])
+        def give_back(d: Delivery, labels: dict[str, Any], exc: Exception) -> None:
+            """Log the failure and nack: the message comes back in half a second."""
+            text = f"Failed to process message: {type(exc).__name__}"
+            logged = event(ev.LOG, severity="ERROR", message=text, **labels)
+            queue.settle([Settlement.nack(d, 0.5, error=text, events=[logged])])
+
+        store.write(
+            [
+                event(ev.EXECUTION_STARTED, data={"runner": "legacy", "pid": os.getpid()}),
+                event(ev.EXECUTION_READY),
+            ]
+        )
         while True:
             deliveries = queue.pull(1, 2.0)
             if not deliveries:
@@ -122,9 +132,7 @@ def legacy_worker(url: str, artifacts: str) -> None:
                 data = json.loads(d.body)
                 request_id = str(data["request_id"])
             except Exception as exc:
-                text = f"Failed to process message: {type(exc).__name__}"
-                logged = event(ev.LOG, severity="ERROR", message=text, **labels)
-                queue.settle([Settlement.nack(d, 0.5, error=text, events=[logged])])
+                give_back(d, labels, exc)
                 continue
             attempt = 0
             while canonical_request_id(request_id) is None:
@@ -149,9 +157,7 @@ def legacy_worker(url: str, artifacts: str) -> None:
             try:
                 result = _content(data, ctx)
             except Exception as exc:
-                text = f"Failed to process message: {type(exc).__name__}"
-                logged = event(ev.LOG, severity="ERROR", message=text, **labels)
-                queue.settle([Settlement.nack(d, 0.5, error=text, events=[logged])])
+                give_back(d, labels, exc)
                 continue
             done = event(
                 ev.MESSAGE_SUCCEEDED,

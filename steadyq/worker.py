@@ -14,17 +14,17 @@ import os
 import random
 import signal
 import socket
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 
 from pydantic import BaseModel
 
+from steadyq._signals import stop_signals
 from steadyq.brokers.base import Delivery, Queue, Settlement, SettleResult
 from steadyq.errors import BackendError, HandlerLoadError
 from steadyq.gate import REQUEST_ID_INVALID, Gate, Rejection, request_id_of
@@ -66,6 +66,25 @@ def _ledger_fields(request: BaseModel) -> dict[str, Any]:
     except Exception:  # a label must never fail a delivery
         return {}
     return dict(fields) if isinstance(fields, dict) else {}
+
+
+def _arrival(
+    execution_id: str,
+    d: Delivery,
+    at: float,
+    data: dict[str, Any],
+    request_id: str | None = None,
+) -> Event:
+    """The ``message.received`` event of one delivery."""
+    return Event(
+        ev.MESSAGE_RECEIVED,
+        at,
+        execution_id=execution_id,
+        message_id=d.message_id,
+        request_id=request_id,
+        attempt=d.attempt,
+        data=data,
+    )
 
 
 class ExitCode(IntEnum):
@@ -211,22 +230,6 @@ class Worker:
         self._signals += 1
         self._stop_reason = reason
 
-    @contextlib.contextmanager
-    def _signal_handlers(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def on_signal(signum: int, frame: object) -> None:
-            self.request_stop(f"received {signal.Signals(signum).name}")
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
     # -- the loop ---------------------------------------------------------
 
     def run(self) -> ExecutionResult:
@@ -273,7 +276,9 @@ class Worker:
                 )
             ]
         )
-        with self._signal_handlers():
+        with stop_signals(
+            lambda signum: self.request_stop(f"received {signal.Signals(signum).name}")
+        ):
             try:
                 status, code, detail = self._loop(runner, started_mono)
             except BackendError as exc:
@@ -400,43 +405,17 @@ class Worker:
             arrived = None
             if sink is not None:
                 # the sink sees the arrival before the gate has looked at the body
-                arrived = Event(
-                    ev.MESSAGE_RECEIVED,
-                    at,
-                    execution_id=execution_id,
-                    message_id=d.message_id,
-                    attempt=d.attempt,
-                    data=data,
-                )
+                arrived = _arrival(execution_id, d, at, data)
                 sink(arrived)
             checked = check(d.body)
             if isinstance(checked, Rejection):
-                received.append(
-                    arrived
-                    or Event(
-                        ev.MESSAGE_RECEIVED,
-                        at,
-                        execution_id=execution_id,
-                        message_id=d.message_id,
-                        attempt=d.attempt,
-                        data=data,
-                    )
-                )
+                received.append(arrived or _arrival(execution_id, d, at, data))
                 self._reject(d, checked, t0)
                 continue
             request_id = str(getattr(checked, "request_id", ""))
             # the accepted request enters the ledger as "processing"
-            received.append(
-                Event(
-                    ev.MESSAGE_RECEIVED,
-                    at,
-                    execution_id=execution_id,
-                    message_id=d.message_id,
-                    request_id=request_id,
-                    attempt=d.attempt,
-                    data={**data, "request": _ledger_fields(checked)},
-                )
-            )
+            data = {**data, "request": _ledger_fields(checked)}
+            received.append(_arrival(execution_id, d, at, data, request_id))
             requests.append((d, checked, request_id, t0))
         # received events go before anything buffered meanwhile, so the store
         # shows each delivery's arrival before its outcome

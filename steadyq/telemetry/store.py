@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+from steadyq.durations import rfc3339
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
 
@@ -65,22 +66,21 @@ class ExecutionRecord:
         return None if self.finished_at is None else self.finished_at - self.started_at
 
     def to_dict(self) -> dict[str, Any]:
-        from steadyq.durations import rfc3339
-
-        def stamp(value: float | None) -> str | None:
-            return None if value is None else rfc3339(value)
-
         return {
             "execution_id": self.execution_id,
             "status": self.status,
-            "started_at": stamp(self.started_at),
-            "ready_at": stamp(self.ready_at),
-            "finished_at": stamp(self.finished_at),
+            "started_at": _stamp(self.started_at),
+            "ready_at": _stamp(self.ready_at),
+            "finished_at": _stamp(self.finished_at),
             "duration_s": _round(self.duration_s),
             "startup_s": _round(self.startup_s),
             "counts": self.data.get("counts", {}),
             "host": self.data.get("host"),
         }
+
+
+def _stamp(value: float | None) -> str | None:
+    return None if value is None else rfc3339(value)
 
 
 def _round(value: float | None) -> float | None:
@@ -134,6 +134,7 @@ class EventStore(abc.ABC):
     # -- delivery attempts of brokers that cannot count them durably (Pub/Sub) ------
     # Keys are opaque to the store; the queue namespaces them (subscription/message id).
 
+    @abc.abstractmethod
     def count_attempts(self, keys: Sequence[str]) -> dict[str, AttemptCount]:
         """Raise the attempt count of each key by one, durably; return the new counts
         with the last error noted for the key.
@@ -141,15 +142,14 @@ class EventStore(abc.ABC):
         Raises:
             BackendError: the store failed; no count was raised.
         """
-        raise NotImplementedError(f"{type(self).__name__} does not count attempts")
 
+    @abc.abstractmethod
     def attempts_of(self, keys: Sequence[str]) -> dict[str, int]:
         """The current attempt count of each key that has one (counted, not forgotten)."""
-        raise NotImplementedError(f"{type(self).__name__} does not count attempts")
 
+    @abc.abstractmethod
     def settle_attempts(self, errors: Mapping[str, str | None], forget: Sequence[str] = ()) -> None:
         """Note the last error of retried keys and drop the counts of settled ones."""
-        raise NotImplementedError(f"{type(self).__name__} does not count attempts")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores share a connection
         """Release connections. Idempotent."""
@@ -206,11 +206,6 @@ class RequestRecord:
     failed_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        from steadyq.durations import rfc3339
-
-        def stamp(value: float | None) -> str | None:
-            return None if value is None else rfc3339(value)
-
         return {
             "request_id": self.request_id,
             "status": self.status,
@@ -221,11 +216,11 @@ class RequestRecord:
             "message_id": self.message_id,
             "execution_id": self.execution_id,
             "error": self.error,
-            "created_at": stamp(self.created_at),
-            "started_at": stamp(self.started_at),
-            "completed_at": stamp(self.completed_at),
-            "failed_at": stamp(self.failed_at),
-            "updated_at": stamp(self.updated_at),
+            "created_at": _stamp(self.created_at),
+            "started_at": _stamp(self.started_at),
+            "completed_at": _stamp(self.completed_at),
+            "failed_at": _stamp(self.failed_at),
+            "updated_at": _stamp(self.updated_at),
         }
 
 

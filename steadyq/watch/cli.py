@@ -20,6 +20,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from steadyq._terminal import safe
 from steadyq.durations import format_duration, rfc3339
 from steadyq.watch.run import WatchObserver
 
@@ -45,15 +46,8 @@ _SHOWN = (
 
 
 def _safe(value: object, limit: int | None = 160) -> Text:
-    """Terminal text: control characters escaped, rich markup inert, long values cut."""
-    text = "" if value is None else str(value)
-    cleaned = "".join(
-        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
-        for ch in text
-    )
-    if limit is not None and len(cleaned) > limit:
-        cleaned = cleaned[: limit - 1] + "…"
-    return Text(cleaned)
+    """:func:`steadyq._terminal.safe`, cut shorter for the live view."""
+    return safe(value, limit)
 
 
 def _value(values: Mapping[str, Any], name: str) -> str:

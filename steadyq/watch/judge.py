@@ -317,6 +317,9 @@ class Decision:
     reason: str
     early: bool = False
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict.value, "reason": self.reason, "early": self.early}
+
 
 def early_stop(results: Sequence[CriterionResult], index: int) -> Decision | None:
     """FAILED at once when a critical, counted criterion breached at checkpoint ``index``."""

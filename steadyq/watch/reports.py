@@ -193,13 +193,7 @@ def build_report(
                 "criteria": [r.to_dict() for r in record.criteria],
                 "risks": record.risks,
                 "anomalies": _anomalies(record),
-                "decision": None
-                if record.decision is None
-                else {
-                    "verdict": record.decision.verdict.value,
-                    "reason": record.decision.reason,
-                    "early": record.decision.early,
-                },
+                "decision": None if record.decision is None else record.decision.to_dict(),
             }
         )
     last = run.checkpoints[-1] if run.checkpoints else None

@@ -23,20 +23,19 @@ import os
 import re
 import secrets
 import shlex
-import signal
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from steadyq._signals import stop_signals
 from steadyq._sqlite import SqliteDatabase
 from steadyq.durations import format_duration, rfc3339
 from steadyq.errors import BackendError, ConfigError
@@ -130,13 +129,7 @@ class CheckpointRecord:
             "queue_note": self.queue_note,
             "criteria": [r.to_dict() for r in self.criteria],
             "risks": self.risks,
-            "decision": None
-            if self.decision is None
-            else {
-                "verdict": self.decision.verdict.value,
-                "reason": self.decision.reason,
-                "early": self.decision.early,
-            },
+            "decision": None if self.decision is None else self.decision.to_dict(),
         }
 
     @classmethod
@@ -839,22 +832,9 @@ def _run_id(name: str, now: float) -> str:
     return f"{slug}-{stamp}-{secrets.token_hex(2)}"
 
 
-@contextmanager
-def stop_on_signals(watch: Watch) -> Iterator[None]:
+def stop_on_signals(watch: Watch) -> AbstractContextManager[None]:
     """SIGTERM (and SIGINT) stop a live run at its next wake-up, state kept; main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        watch.request_stop()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return stop_signals(lambda signum: watch.request_stop())
 
 
 def run_watch(
