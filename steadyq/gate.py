@@ -100,6 +100,10 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# one decoder for every body (json.loads with an argument builds a new one per call)
+_decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
+
+
 def _ignoring_unknown_fields(schema: type[BaseModel]) -> type[BaseModel]:
     """A subclass of ``schema`` that drops unknown fields instead of refusing them."""
     config = ConfigDict(**{**schema.model_config, "extra": "ignore"})
@@ -151,7 +155,7 @@ class Gate:
         except (UnicodeDecodeError, TypeError, ValueError) as exc:
             return Rejection(PAYLOAD_NOT_UTF8, f"payload is not valid UTF-8 ({exc})")
         try:
-            data = json.loads(text, parse_constant=_refuse_constant)
+            data = _decode(text)
         except RecursionError:
             return Rejection(PAYLOAD_NOT_JSON, "payload nests too deeply")
         except ValueError as exc:

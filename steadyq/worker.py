@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
@@ -50,6 +51,8 @@ from steadyq.telemetry.store import (
 
 MAX_ATTEMPTS_EXCEEDED = "max_attempts_exceeded"
 DEFAULT_BATCH = 64  # messages per pull unless the queue or the options say otherwise
+# settlements that may wait while the committer thread is busy before the loop waits too
+MAX_UNCOMMITTED = 1000
 
 
 def _ledger_fields(request: BaseModel) -> dict[str, Any]:
@@ -154,6 +157,17 @@ _Request = tuple[Delivery, BaseModel, str, float]  # delivery, request, request_
 
 
 @dataclass(slots=True)
+class _Commit:
+    """One batch of events and settlements on its way to the store and the queue."""
+
+    buffered: list[Event]
+    pending: list[Settlement]
+    request_ids: list[str]
+    result: SettleResult | None = None
+    error: BackendError | None = None
+
+
+@dataclass(slots=True)
 class _InFlight:
     delivery: Delivery
     request_id: str | None
@@ -198,6 +212,9 @@ class Worker:
         self._settle: list[Settlement] = []
         self._inflight: dict[int, _InFlight] = {}
         self._requests_running: set[str] = set()
+        self._settled_ids: list[str] = []  # settled, not yet recorded
+        self._committer: ThreadPoolExecutor | None = None
+        self._committing: Future[_Commit] | None = None
         self._parked: list[_Request] = []
         self._call_ids = iter(range(1, 1 << 62))
         self._signals = 0
@@ -276,6 +293,9 @@ class Worker:
                 )
             ]
         )
+        if not self._colocated:
+            # a store of its own: record and settle each batch beside the next pull
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="steadyq-commit")
         with stop_signals(
             lambda signum: self.request_stop(f"received {signal.Signals(signum).name}")
         ):
@@ -328,19 +348,26 @@ class Worker:
                 self._start(parked, runner)  # received and gated already: no new events
             capacity = runner.capacity()
             if may_pull and capacity > 0:
-                deliveries = self._guarded(self.queue.pull, min(capacity, batch_size), lease_s)
+                asked = min(capacity, batch_size)
+                deliveries = self._guarded(self.queue.pull, asked, lease_s)
                 if deliveries:
                     pulled = len(deliveries)
                     self._accept(deliveries, runner)
+                    spare = runner.capacity()
+                    if pulled == asked and spare > 0:
+                        # more is likely ready and there is room for it: a network
+                        # queue fetches it while this batch is recorded and settled
+                        self.queue.read_ahead(min(spare, batch_size))
                 else:
                     found_empty = self._outage_since is None
             wait_s = 0.0 if pulled else min(0.2, idle_s) if self._inflight else 0.0
             outcomes = runner.poll(wait_s)
             for outcome in outcomes:
                 self._settle_outcome(outcome)
-            self._flush_guarded()
+            # an idle pass also waits for the commit still running in the background
+            self._flush_guarded(wait=not (pulled or outcomes))
             self._extend_leases(lease_s)
-            if not self._inflight and not self._parked:
+            if not self._inflight and not self._parked and self._committing is None:
                 if not may_pull:
                     if self._signals:
                         return SUCCEEDED, ExitCode.OK, self._stop_reason
@@ -383,10 +410,14 @@ class Worker:
             raise exc
         self._sleep(min(5.0, 0.1 * 2 ** min(10, int(now - self._outage_since))))
 
-    def _flush_guarded(self) -> None:
-        """Flush; a failure keeps the outcomes for the next flush and counts as an outage."""
+    def _flush_guarded(self, *, wait: bool = False) -> None:
+        """Flush (and with ``wait``, see it committed); a failure keeps the outcomes
+        for the next flush and counts as an outage."""
         try:
-            self._flush()
+            if wait:
+                self._flush_now()
+            else:
+                self._flush()
         except BackendError as exc:
             self._outage(exc)
 
@@ -534,7 +565,8 @@ class Worker:
             return
         d, request_id = item.delivery, item.request_id
         if request_id is not None:
-            self._requests_running.discard(request_id)
+            # running until its outcome is recorded: a copy waits (parked) until then
+            self._settled_ids.append(request_id)
         duration_ms = outcome.duration_s * 1000
         if outcome.status == "ok":
             self.counts["succeeded"] += 1
@@ -629,37 +661,82 @@ class Worker:
 
     def _flush(self) -> None:
         """Write buffered events and settle outcomes: one store transaction for both
-        (with the settlement itself when the queue holds the store)."""
+        (with the settlement itself when the queue holds the store).
+
+        With a committer thread (a queue whose store is elsewhere, usually across a
+        network), the batch is handed over and recorded and settled beside the next
+        pull. While a commit is still running, new outcomes wait and go together
+        with the next one (up to MAX_UNCOMMITTED settlements)."""
+        committing = self._committing
+        if committing is not None and not committing.done() and len(self._settle) < MAX_UNCOMMITTED:
+            return
+        self._await_commit()
         buffered, self._buffer = self._buffer, []
         pending, self._settle = self._settle, []
-        if not pending:
-            if buffered:
-                try:
-                    self.store.write(buffered)
-                except BackendError:
-                    self._buffer[:0] = buffered
-                    raise
+        released, self._settled_ids = self._settled_ids, []
+        if not pending and not buffered:
+            self._release(released)
             return
-        written = False
+        job = _Commit(buffered, pending, released)
+        if self._committer is None:
+            self._committed(self._commit(job))
+        else:
+            self._committing = self._committer.submit(self._commit, job)
+
+    def _flush_now(self) -> None:
+        """Flush everything and see it committed."""
+        self._await_commit()
+        self._flush()
+        self._await_commit()
+
+    def _await_commit(self) -> None:
+        """Wait for the commit in the background, if any; its failure surfaces here."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            self._committed(committing.result())
+
+    def _commit(self, job: _Commit) -> _Commit:
+        """Record and settle one batch; a backend failure is kept in ``job.error`` with
+        what is left to do (this may run on the committer thread: it touches no state
+        of the worker)."""
         try:
+            if not job.pending:
+                self.store.write(job.buffered)
+                job.buffered = []
+                return job
             if self._colocated:
-                result = self.queue.settle(pending, events=buffered)
+                job.result = self.queue.settle(job.pending, events=job.buffered)
+                job.buffered = []
             else:
                 # outcomes are recorded before the queue hears of them
-                self.store.write([*buffered, *(e for s in pending for e in s.events)])
-                written = True
+                self.store.write([*job.buffered, *(e for s in job.pending for e in s.events)])
+                job.buffered = []
                 try:
-                    result = self.queue.settle(pending)
+                    job.result = self.queue.settle(job.pending)
                 except BackendError:
                     # written: the settle retried after this failure must not write them again
-                    pending = [replace(s, events=()) for s in pending]
+                    job.pending = [replace(s, events=()) for s in job.pending]
                     raise
-        except BackendError:
-            if not written:
-                self._buffer[:0] = buffered
-            self._settle[:0] = pending
-            raise
-        self._note_lost(result)
+            job.pending = []
+        except BackendError as exc:
+            job.error = exc
+        return job
+
+    def _committed(self, job: _Commit) -> None:
+        """Account for a finished commit: note lost leases, or put back what failed."""
+        if job.error is not None:
+            self._buffer[:0] = job.buffered
+            self._settle[:0] = job.pending
+            self._settled_ids[:0] = job.request_ids
+            raise job.error
+        self._release(job.request_ids)
+        if job.result is not None:
+            self._note_lost(job.result)
+
+    def _release(self, request_ids: list[str]) -> None:
+        """Requests whose outcome is recorded: their parked copies may go ahead."""
+        for request_id in request_ids:
+            self._requests_running.discard(request_id)
 
     def _note_lost(self, result: SettleResult) -> None:
         for lost in result.lost:
@@ -719,7 +796,7 @@ class Worker:
             nacks.append(Settlement.nack(d, 0.0))
         self._parked.clear()
         with contextlib.suppress(BackendError):
-            self._flush()
+            self._flush_now()
             if nacks:
                 self.queue.settle(nacks)
 
@@ -750,9 +827,12 @@ class Worker:
             )
         ]
         with contextlib.suppress(BackendError):
-            self._flush()
+            self._flush_now()
             self._write(self._buffer + events)
             self._buffer = []
+        if self._committer is not None:
+            self._committer.shutdown()
+            self._committer = None
         return ExecutionResult(
             execution_id=self.execution_id,
             status=status,

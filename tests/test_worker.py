@@ -282,3 +282,102 @@ def test_a_pass_writes_its_events_in_the_settle_transaction(queue: Queue) -> Non
         rids, "completed"
     )
     assert len(kinds(queue, ev.MESSAGE_RECEIVED)) == 3
+
+
+# -- a store of its own: outcomes recorded on the committer thread --------------------
+
+
+class _WatchedStore:
+    """A SQLite store that notes which messages' outcomes it recorded (and on which
+    thread), and can fail or dawdle on demand."""
+
+    def __init__(self, path: Path, *, failures: int = 0, delay_s: float = 0.0) -> None:
+        from steadyq.brokers import open_store
+
+        self.inner = open_store(f"sqlite:///{path}")
+        self.failures = failures
+        self.delay_s = delay_s
+        self.recorded: set[str] = set()
+        self.threads: set[str] = set()
+
+    def write(self, events: list[ev.Event]) -> None:
+        import threading
+        import time
+
+        from steadyq.errors import BackendUnavailable
+
+        outcomes = {e.message_id for e in events if e.kind == ev.MESSAGE_SUCCEEDED}
+        if outcomes:
+            self.threads.add(threading.current_thread().name)
+            if self.failures:
+                self.failures -= 1
+                raise BackendUnavailable("store is down (on purpose)")
+            time.sleep(self.delay_s)
+        self.inner.write(events)
+        self.recorded |= {m for m in outcomes if m is not None}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def _watch_acks(queue: MemoryQueue, store: _WatchedStore) -> list[str]:
+    """Message ids as they are acked; fails the test if one is acked unrecorded."""
+    from steadyq.brokers.base import Settlement, SettleResult
+
+    acked: list[str] = []
+    real_settle = queue.settle
+
+    def settle(settlements: list[Settlement], *, events: tuple[ev.Event, ...] = ()) -> SettleResult:
+        for s in settlements:
+            if s.action == "ack":
+                assert s.delivery.message_id in store.recorded, "acked before it was recorded"
+                acked.append(s.delivery.message_id)
+        return real_settle(settlements, events=events)
+
+    queue.settle = settle  # type: ignore[method-assign]
+    return acked
+
+
+def test_a_separate_store_records_outcomes_beside_the_loop_before_each_ack(
+    tmp_path: Path,
+) -> None:
+    queue = MemoryQueue()
+    store = _WatchedStore(tmp_path / "store.db")
+    ids = queue.publish_batch([(request(), None) for _ in range(300)])
+    acked = _watch_acks(queue, store)
+    result = Worker(queue, store, options(batch_size=50)).run()  # type: ignore[arg-type]
+    assert result.counts == {"received": 300, "succeeded": 300}
+    assert sorted(acked) == sorted(ids)
+    assert store.threads and all(t.startswith("steadyq-commit") for t in store.threads)
+    assert len(store.events(EventFilter(kinds=(ev.MESSAGE_SUCCEEDED,)))) == 300
+    assert queue.pull(10, 30) == []
+
+
+def test_a_background_commit_that_fails_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:
+    queue = MemoryQueue()
+    store = _WatchedStore(tmp_path / "store.db", failures=2)
+    ids = queue.publish_batch([(request(), None) for _ in range(120)])
+    acked = _watch_acks(queue, store)
+    result = Worker(queue, store, options(batch_size=40)).run()  # type: ignore[arg-type]
+    assert result.exit_code == 0 and result.counts["succeeded"] == 120
+    assert sorted(acked) == sorted(ids)
+    succeeded = store.events(EventFilter(kinds=(ev.MESSAGE_SUCCEEDED,)))
+    assert sorted(e.message_id for e in succeeded) == sorted(ids), "each recorded exactly once"
+    logs = store.events(EventFilter(kinds=(ev.LOG,)))
+    assert any("unavailable" in e.message and "on purpose" in e.message for e in logs)
+    assert queue.pull(10, 30) == []
+
+
+def test_a_copy_waits_while_the_first_outcome_is_still_being_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("STEADYQ_TEST_CALLS", str(calls))
+    queue = MemoryQueue()
+    store = _WatchedStore(tmp_path / "store.db", delay_s=0.3)
+    rid = str(uuid.uuid4())
+    queue.publish_batch([(request(request_id=rid), None)] * 2)
+    result = Worker(queue, store, options(batch_size=1)).run()  # type: ignore[arg-type]
+    assert len(calls.read_text().splitlines()) == 1, "the copy never ran the handler"
+    assert (result.counts["succeeded"], result.counts["duplicate"]) == (1, 1)
+    assert store.completed([rid]) == {rid}

@@ -278,6 +278,17 @@ class Queue(abc.ABC):
             BackendError: the backend failed; no lease was taken.
         """
 
+    def read_ahead(self, max_messages: int) -> None:  # noqa: B027 - optional hook
+        """Hint that about ``max_messages`` more will be pulled right away.
+
+        A queue across a network may start fetching them now, so that the round trip
+        overlaps the caller's work on what it already has. Fetched messages are not
+        delivered: no attempt is counted and no lease is promised until a
+        :meth:`pull` returns them. What the next pull does not take soon enough, and
+        what is still fetched at :meth:`close`, goes back to the queue at once. The
+        default does nothing.
+        """
+
     @abc.abstractmethod
     def settle(
         self, settlements: Sequence[Settlement], *, events: Sequence[Event] = ()

@@ -6,6 +6,7 @@ the process. Thread-safe.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import secrets
 import threading
@@ -183,8 +184,15 @@ class MemoryQueue(Queue):
         self._lock = threading.RLock()
         self._seq = itertools.count(1)
         self._messages: dict[int, _Message] = {}
+        # (visible_at, seq) of every message, with stale entries skipped on pull: a pull
+        # costs O(k log n), not a sort of the whole queue
+        self._due: list[tuple[float, int]] = []
         self._dead: dict[str, DeadLetter] = {}
         self._store = MemoryStore()
+
+    def _schedule(self, m: _Message, visible_at: float) -> None:
+        m.visible_at = visible_at
+        heapq.heappush(self._due, (visible_at, m.seq))
 
     @property
     def colocated_store(self) -> MemoryStore:
@@ -200,7 +208,8 @@ class MemoryQueue(Queue):
             ids = []
             for body, attrs in checked:
                 seq = next(self._seq)
-                self._messages[seq] = _Message(seq, body, attrs, now, now)
+                self._messages[seq] = m = _Message(seq, body, attrs, now, now)
+                self._schedule(m, now)
                 ids.append(str(seq))
             return ids
 
@@ -210,15 +219,18 @@ class MemoryQueue(Queue):
         token = secrets.token_hex(8)
         until = now + lease_s
         with self._lock:
-            ready = sorted(
-                (m for m in self._messages.values() if m.visible_at <= now),
-                key=lambda m: (m.visible_at, m.seq),
-            )[:max_messages]
+            ready: dict[int, _Message] = {}
+            due = self._due
+            while due and len(ready) < max_messages and due[0][0] <= now:
+                at, seq = heapq.heappop(due)
+                m = self._messages.get(seq)
+                if m is not None and m.visible_at == at:
+                    ready[seq] = m
             out = []
-            for m in sorted(ready, key=lambda m: m.seq):
+            for m in sorted(ready.values(), key=lambda m: m.seq):
                 m.attempts += 1
                 m.lease_token = token
-                m.visible_at = until
+                self._schedule(m, until)
                 out.append(
                     Delivery(
                         str(m.seq),
@@ -257,7 +269,7 @@ class MemoryQueue(Queue):
                     del self._messages[m.seq]
                 elif item.action == "nack":
                     m.lease_token = None
-                    m.visible_at = now + max(0.0, item.delay_s)
+                    self._schedule(m, now + max(0.0, item.delay_s))
                     if item.detail is not None:
                         m.last_error = item.detail
                 else:
@@ -286,7 +298,7 @@ class MemoryQueue(Queue):
             m = self._held(delivery)
             if m is None:
                 raise LeaseLost(f"message {delivery.message_id} was leased again")
-            m.visible_at = until
+            self._schedule(m, until)
         return replace(delivery, leased_until=until)
 
     def stats(self) -> QueueStats:
@@ -331,7 +343,7 @@ class MemoryQueue(Queue):
                     out.append((letter, None))
                     continue
                 seq = next(self._seq)
-                self._messages[seq] = _Message(
+                self._messages[seq] = m = _Message(
                     seq,
                     letter.payload,
                     dict(letter.attributes),
@@ -339,6 +351,7 @@ class MemoryQueue(Queue):
                     now,
                     replays=letter.replays + 1,
                 )
+                self._schedule(m, now)
                 del self._dead[letter.message_id]
                 out.append((letter, str(seq)))
         return out

@@ -95,6 +95,9 @@ DLQ_SCAN_LEASE_S = 60
 FORGET_BATCH = 2000
 RPC_TIMEOUT_S = 30.0
 PULL_WAIT_S = 2.0
+# a read-ahead batch older than this goes back instead of being delivered: it must be
+# claimed well inside the subscription's ack deadline (10 s at the least)
+READ_AHEAD_FRESH_S = 2.0
 
 EMULATOR_NOTE = (
     "the Pub/Sub emulator keeps no backlog figures (no Cloud Monitoring): ready, in flight,"
@@ -234,6 +237,9 @@ class PubSubQueue(Queue):
         self._pool: ThreadPoolExecutor | None = None
         self._forget: list[str] = []  # keys of settled messages whose counts can go
         self._leasing: Future[None] | None = None
+        self._lease_lock = threading.Lock()
+        # a pull started ahead of time: (when, how many, the RPC)
+        self._ahead: tuple[float, int, Future[list[Any]]] | None = None
 
     @classmethod
     def from_url(
@@ -420,10 +426,53 @@ class PubSubQueue(Queue):
     # -- pull -------------------------------------------------------------------
 
     def _leased(self) -> None:
-        """Wait for the lease set after the last pull; its failure surfaces here."""
-        leasing, self._leasing = self._leasing, None
-        if leasing is not None:
-            leasing.result()
+        """Wait for the lease set after the last pull; its failure surfaces here.
+
+        The worker settles on another thread than it pulls: whoever waits holds the
+        lock, so that no call goes ahead while the lease is still on its way."""
+        with self._lease_lock:
+            leasing, self._leasing = self._leasing, None
+            if leasing is not None:
+                leasing.result()
+
+    def read_ahead(self, max_messages: int) -> None:
+        if self._ahead is not None or max_messages < 1:
+            return
+        count = min(MAX_PULL, max_messages)
+        subscription = self._subscription()
+        started = time.monotonic()  # the lease clock runs from the request, not the reply
+        fetching = self._executor().submit(self._pull_once, subscription, count)
+        self._ahead = (started, count, fetching)
+
+    def _take_ahead(self, max_messages: int) -> tuple[list[Any], bool] | None:
+        """The read-ahead batch, if one is fresh: (at most ``max_messages`` messages,
+        whether the subscription may hold more). A surplus stays ahead; a stale batch
+        goes back at once."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        started, count, fetching = ahead
+        batch = fetching.result()  # its failure is this pull's failure
+        if not batch:
+            return None  # maybe nothing then, but something now: pull afresh
+        if time.monotonic() - started > READ_AHEAD_FRESH_S:
+            self._give_back(batch)
+            return None
+        if len(batch) > max_messages:
+            # the surplus stays ahead for the next pull: given back, it would count as
+            # a delivery in Pub/Sub's delivery_attempt without having run
+            surplus: Future[list[Any]] = Future()
+            surplus.set_result(batch[max_messages:])
+            self._ahead = (started, len(batch) - max_messages, surplus)
+            return batch[:max_messages], True
+        return batch, len(batch) >= count
+
+    def _give_back(self, messages: Sequence[Any]) -> None:
+        """Messages fetched ahead but never delivered: steadyq counted no attempt (Pub/Sub's
+        ``delivery_attempt`` did, as for its own client's buffered messages)."""
+        if messages:
+            with contextlib.suppress(BackendError):
+                self._modify([m.ack_id for m in messages], 0)
 
     def pull(self, max_messages: int, lease_s: float) -> list[Delivery]:
         check_pull_args(max_messages, lease_s)
@@ -435,6 +484,11 @@ class PubSubQueue(Queue):
             return self._pull_once(subscription, count)
 
         received: list[Any] = []
+        ahead = self._take_ahead(max_messages)
+        if ahead is not None:
+            received, more = ahead
+            if not more:
+                max_messages = len(received)  # the subscription had no more just now
         while len(received) < max_messages:
             left = max_messages - len(received)
             sizes = [min(MAX_PULL, left - i) for i in range(0, left, MAX_PULL)]
@@ -463,7 +517,9 @@ class PubSubQueue(Queue):
             # Set the asked-for lease in the background: until it lands the subscription's
             # ack deadline (10 s at least) holds the messages. Every later call on this
             # queue waits for it first, so it never overtakes their ack or nack.
-            self._leasing = self._executor().submit(self._modify, ack_ids, lease)
+            leasing = self._executor().submit(self._modify, ack_ids, lease)
+            with self._lease_lock:
+                self._leasing = leasing
         out: list[Delivery] = []
         until = now + lease
         prefix = f"{self.name}/"
@@ -786,6 +842,10 @@ class PubSubQueue(Queue):
         return len(doomed)
 
     def close(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:  # whatever was fetched ahead goes back
+            with contextlib.suppress(BackendError):
+                self._give_back(ahead[2].result())
         with contextlib.suppress(BackendError):
             self._leased()
         if self._forget and self._store is not None:

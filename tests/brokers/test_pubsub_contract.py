@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from steadyq.brokers import open_queue, store_for
-from steadyq.brokers.base import DlqFilter, Queue, Settlement
+from steadyq.brokers.base import Delivery, DlqFilter, Queue, Settlement
 from steadyq.brokers.memory import MemoryStore
 from steadyq.brokers.pubsub import A_REASON, A_SOURCE, PubSubQueue, setup
 from steadyq.errors import BackendUnavailable, ConfigError
@@ -188,4 +188,86 @@ def test_topic_named_in_the_url_needs_no_lookup(
     [again] = q.pull(1, 30)
     assert (again.message_id, again.replays, again.body) == (new_id, 1, b"x")
     q.ack(again)
+    q.close()
+
+
+def _fetched(q: PubSubQueue) -> None:
+    """Wait for the read-ahead pull to come back."""
+    assert q._ahead is not None
+    q._ahead[2].result(timeout=30)
+
+
+def test_read_ahead_is_delivered_by_the_next_pull_and_counted_only_then(
+    pubsub_host: str, unique: Callable[[str], str]
+) -> None:
+    _, sub = make_resources(pubsub_host, unique)
+    store = MemoryStore()
+    q = PubSubQueue(PROJECT, sub, store=store)
+    ids = q.publish_batch([(f"m{i}".encode(), None) for i in range(5)])
+    q.read_ahead(10)
+    _fetched(q)
+    assert store.attempts_of([f"{sub}/{m}" for m in ids]) == {}, "fetched is not delivered"
+    got = q.pull(10, 30)
+    assert sorted(d.message_id for d in got) == sorted(ids)
+    assert {d.attempt for d in got} == {1}
+    q.settle([Settlement.ack(d) for d in got])
+    assert q.pull(10, 30) == []
+    q.close()
+
+
+def _pull_all(q: Queue, n: int, timeout_s: float = 15.0) -> list[Delivery]:
+    got: list[Delivery] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        got += q.pull(n - len(got), 30)
+    return got
+
+
+def test_read_ahead_not_pulled_goes_back_at_close_without_a_steadyq_attempt(
+    pubsub_host: str, unique: Callable[[str], str]
+) -> None:
+    _, sub = make_resources(pubsub_host, unique)
+    store = MemoryStore()
+    q = PubSubQueue(PROJECT, sub, store=store)
+    ids = q.publish_batch([(f"m{i}".encode(), None) for i in range(3)])
+    q.read_ahead(3)
+    _fetched(q)
+    q.close()
+    assert store.attempts_of([f"{sub}/{m}" for m in ids]) == {}
+    other = PubSubQueue(PROJECT, sub, store=store)
+    started = time.monotonic()
+    got = _pull_all(other, 3)
+    assert time.monotonic() - started < 5, "given back at once, not at the ack deadline"
+    assert sorted(d.message_id for d in got) == sorted(ids)
+    # Pub/Sub counted the fetch as a delivery (its delivery_attempt), steadyq did not
+    assert {d.attempt for d in got} == {2}
+    assert {a for a in store.attempts_of([f"{sub}/{m}" for m in ids]).values()} == {1}
+    other.close()
+
+
+def test_surplus_read_ahead_waits_for_the_next_pull_and_stale_goes_back(
+    pubsub_host: str, unique: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import steadyq.brokers.pubsub as pubsub
+
+    topic, sub = unique("topic"), unique("sub")
+    setup(PROJECT, topic, sub, min_backoff_s=0, max_backoff_s=0)
+    q = PubSubQueue(PROJECT, sub, store=MemoryStore())
+    ids = q.publish_batch([(f"m{i}".encode(), None) for i in range(4)])
+    q.read_ahead(4)
+    _fetched(q)
+    first = q.pull(1, 30)  # fewer than were fetched: the rest stays ahead, undelivered
+    second = q.pull(10, 30)
+    assert len(first) == 1 and len(second) == 3
+    assert sorted(d.message_id for d in first + second) == sorted(ids)
+    assert {d.attempt for d in first + second} == {1}
+    q.settle([Settlement.ack(d) for d in first + second])
+
+    monkeypatch.setattr(pubsub, "READ_AHEAD_FRESH_S", 0.0)
+    ids = q.publish_batch([(f"n{i}".encode(), None) for i in range(3)])
+    q.read_ahead(3)
+    _fetched(q)
+    again = _pull_all(q, 3)  # the read-ahead is stale: given back, then pulled afresh
+    assert sorted(d.message_id for d in again) == sorted(ids)
+    q.settle([Settlement.ack(d) for d in again])
     q.close()
