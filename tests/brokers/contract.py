@@ -86,6 +86,18 @@ class QueueContract:
         with pytest.raises(ValueError):
             q.pull(1, 0)
 
+    def test_read_ahead_delivers_nothing_by_itself(self, q: Queue) -> None:
+        ids = q.publish_batch([(f"m{i}".encode(), None) for i in range(6)])
+        q.read_ahead(4)  # a hint: whatever it fetched, only pulls deliver
+        first = q.pull(2, 30)
+        q.read_ahead(4)
+        rest = q.pull(10, 30)
+        got = first + rest
+        assert len(first) == 2
+        assert sorted(d.message_id for d in got) == sorted(ids)
+        assert {d.attempt for d in got} == {1}
+        assert q.pull(10, 30) == []
+
     def test_leased_message_is_invisible_until_lease_expires(
         self, q: Queue, clock: FakeClock
     ) -> None:
