@@ -64,6 +64,7 @@ class MemoryStore(EventStore):
         self._executions: dict[str, ExecutionRecord] = {}
         self._ledger: dict[str, RequestRecord] = {}
         self._attempts: dict[str, AttemptCount] = {}
+        self._attempted_at: dict[str, float] = {}  # when each count was last raised
 
     def write(self, events: Sequence[Event]) -> None:
         with self._lock:
@@ -155,11 +156,22 @@ class MemoryStore(EventStore):
         return rows if limit is None else rows[:limit]
 
     def count_attempts(self, keys: Sequence[str]) -> dict[str, AttemptCount]:
+        now = time.time()
         with self._lock:
             for key in dict.fromkeys(keys):
                 seen = self._attempts.get(key, AttemptCount(0))
                 self._attempts[key] = seen._replace(attempts=seen.attempts + 1)
+                self._attempted_at[key] = now
             return {key: self._attempts[key] for key in keys}
+
+    def prune_attempts(self, older_than_s: float, *, now: float | None = None) -> int:
+        before = (time.time() if now is None else now) - older_than_s
+        with self._lock:
+            stale = [k for k, at in self._attempted_at.items() if at < before]
+            for key in stale:
+                self._attempts.pop(key, None)
+                self._attempted_at.pop(key, None)
+            return len(stale)
 
     def attempts_of(self, keys: Sequence[str]) -> dict[str, int]:
         with self._lock:
@@ -172,6 +184,7 @@ class MemoryStore(EventStore):
                     self._attempts[key] = self._attempts[key]._replace(last_error=error)
             for key in forget:
                 self._attempts.pop(key, None)
+                self._attempted_at.pop(key, None)
 
 
 class MemoryQueue(Queue):

@@ -98,6 +98,9 @@ PULL_WAIT_S = 2.0
 # a read-ahead batch older than this goes back instead of being delivered: it must be
 # claimed well inside the subscription's ack deadline (10 s at the least)
 READ_AHEAD_FRESH_S = 2.0
+# attempt counts untouched this long are dropped when a queue object first pulls: no
+# message outlives it in Pub/Sub (31 days is the longest a topic retains messages)
+ATTEMPTS_KEPT_S = 31 * 86400
 
 EMULATOR_NOTE = (
     "the Pub/Sub emulator keeps no backlog figures (no Cloud Monitoring): ready, in flight,"
@@ -238,6 +241,7 @@ class PubSubQueue(Queue):
         self._forget: list[str] = []  # keys of settled messages whose counts can go
         self._leasing: Future[None] | None = None
         self._lease_lock = threading.Lock()
+        self._pruned = False  # old attempt counts dropped (once per queue object)
         # a pull started ahead of time: (when, how many, the RPC)
         self._ahead: tuple[float, int, Future[list[Any]]] | None = None
 
@@ -479,6 +483,11 @@ class PubSubQueue(Queue):
         self._leased()
         subscription = self._subscription()
         store = self._attempt_store()
+        if not self._pruned:
+            # counts of messages that never came back here (settled by a worker with
+            # another store, purged, expired) would otherwise stay for good
+            store.prune_attempts(ATTEMPTS_KEPT_S)
+            self._pruned = True
 
         def one(count: int) -> list[Any]:
             return self._pull_once(subscription, count)

@@ -151,6 +151,11 @@ class EventStore(abc.ABC):
     def settle_attempts(self, errors: Mapping[str, str | None], forget: Sequence[str] = ()) -> None:
         """Note the last error of retried keys and drop the counts of settled ones."""
 
+    @abc.abstractmethod
+    def prune_attempts(self, older_than_s: float, *, now: float | None = None) -> int:
+        """Drop counts not raised for ``older_than_s`` seconds (messages settled
+        elsewhere, or gone from their queue); return how many."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores share a connection
         """Release connections. Idempotent."""
 

@@ -405,6 +405,13 @@ class SqliteStore(EventStore):
             conn.executemany("UPDATE broker_attempts SET last_error = ? WHERE key = ?", noted)
             conn.executemany("DELETE FROM broker_attempts WHERE key = ?", [(k,) for k in forget])
 
+    def prune_attempts(self, older_than_s: float, *, now: float | None = None) -> int:
+        before = (time.time() if now is None else now) - older_than_s
+        with self.db.transaction() as conn:
+            return conn.execute(
+                "DELETE FROM broker_attempts WHERE updated_at < ?", (before,)
+            ).rowcount
+
     def close(self) -> None:
         if self._owns_db:
             self.db.close()

@@ -30,6 +30,18 @@ def test_counts_rise_per_pull_keep_the_last_error_and_can_be_forgotten(store: Ev
     assert store.count_attempts(["s/1"]) == {"s/1": AttemptCount(1)}
 
 
+def test_counts_untouched_for_long_are_pruned(store: EventStore) -> None:
+    import time
+
+    store.count_attempts(["s/a", "s/b"])
+    assert store.prune_attempts(86400) == 0, "nothing is a day old yet"
+    assert store.prune_attempts(86400, now=time.time() + 2 * 86400) == 2
+    assert store.attempts_of(["s/a", "s/b"]) == {}
+    store.count_attempts(["s/fresh"])
+    assert store.prune_attempts(86400) == 0
+    assert store.attempts_of(["s/fresh"]) == {"s/fresh": 1}
+
+
 def test_sqlite_counts_survive_reopening(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
     first = open_store(url)

@@ -271,3 +271,18 @@ def test_surplus_read_ahead_waits_for_the_next_pull_and_stale_goes_back(
     assert sorted(d.message_id for d in again) == sorted(ids)
     q.settle([Settlement.ack(d) for d in again])
     q.close()
+
+
+def test_first_pull_drops_attempt_counts_no_message_can_still_need(
+    pubsub_host: str, unique: Callable[[str], str]
+) -> None:
+    _, sub = make_resources(pubsub_host, unique)
+    store = MemoryStore()
+    store.count_attempts([f"{sub}/gone-long-ago", f"{sub}/recent"])
+    store._attempted_at[f"{sub}/gone-long-ago"] = time.time() - 40 * 86400
+    q = PubSubQueue(PROJECT, sub, store=store)
+    q.publish(b"x")
+    [d] = q.pull(1, 30)
+    assert store.attempts_of([f"{sub}/gone-long-ago", f"{sub}/recent"]) == {f"{sub}/recent": 1}
+    q.ack(d)
+    q.close()
