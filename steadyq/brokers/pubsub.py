@@ -239,7 +239,7 @@ class PubSubQueue(Queue):
         self._clients: tuple[Any, Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._forget: list[str] = []  # keys of settled messages whose counts can go
-        self._leasing: Future[None] | None = None
+        self._leasing: list[Future[None]] = []  # leases being set after pulls
         self._lease_lock = threading.Lock()
         self._pruned = False  # old attempt counts dropped (once per queue object)
         # a pull started ahead of time: (when, how many, the RPC)
@@ -430,14 +430,22 @@ class PubSubQueue(Queue):
     # -- pull -------------------------------------------------------------------
 
     def _leased(self) -> None:
-        """Wait for the lease set after the last pull; its failure surfaces here.
+        """Wait for the leases set after earlier pulls; their failure surfaces here.
 
-        The worker settles on another thread than it pulls: whoever waits holds the
-        lock, so that no call goes ahead while the lease is still on its way."""
+        Acks, nacks and extensions wait, so that none is overtaken by a lease on its
+        way; pulls do not (they concern other messages). The worker settles on another
+        thread than it pulls: whoever waits holds the lock, so no call goes ahead while
+        a lease taken from the list is still on its way."""
         with self._lease_lock:
-            leasing, self._leasing = self._leasing, None
-            if leasing is not None:
-                leasing.result()
+            leasing, self._leasing = self._leasing, []
+            failed: BaseException | None = None
+            for future in leasing:
+                try:
+                    future.result()
+                except BaseException as exc:
+                    failed = failed or exc
+            if failed is not None:
+                raise failed
 
     def read_ahead(self, max_messages: int) -> None:
         if self._ahead is not None or max_messages < 1:
@@ -480,7 +488,6 @@ class PubSubQueue(Queue):
 
     def pull(self, max_messages: int, lease_s: float) -> list[Delivery]:
         check_pull_args(max_messages, lease_s)
-        self._leased()
         subscription = self._subscription()
         store = self._attempt_store()
         if not self._pruned:
@@ -524,11 +531,11 @@ class PubSubQueue(Queue):
             raise
         if lease != self._resolve().ack_deadline_s:
             # Set the asked-for lease in the background: until it lands the subscription's
-            # ack deadline (10 s at least) holds the messages. Every later call on this
-            # queue waits for it first, so it never overtakes their ack or nack.
+            # ack deadline (10 s at least) holds the messages. Every later ack, nack or
+            # extension on this queue waits for it first, so it never overtakes them.
             leasing = self._executor().submit(self._modify, ack_ids, lease)
             with self._lease_lock:
-                self._leasing = leasing
+                self._leasing.append(leasing)
         out: list[Delivery] = []
         until = now + lease
         prefix = f"{self.name}/"

@@ -6,7 +6,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from steadyq._sqlite import SqliteDatabase
 from steadyq.telemetry import events as ev
@@ -86,30 +86,55 @@ def _modalities_text(modalities: tuple[str, ...]) -> str:
     return text
 
 
-def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
-    """Insert events and update the derived views, inside the caller's transaction.
+class _Prepared(NamedTuple):
+    """What a batch of events writes, built before the transaction begins."""
+
+    rows: list[tuple[Any, ...]]
+    executions: list[tuple[Event, str, dict[str, Any]]]
+    ledger: list[tuple[Any, ...]]
+
+
+def prepare_events(events: Sequence[Event]) -> _Prepared:
+    """The rows, execution changes and ledger upserts of ``events``.
 
     Several ledger changes of one request in one call become one upsert: they are
     composed here in event order, as :func:`~steadyq.telemetry.store.apply_ledger_change`
     would apply them one by one (``completed`` stays final), and the composed change
     is upserted onto the stored row with the same rules.
     """
-    if not events:
-        return
-    conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+    executions: list[tuple[Event, str, dict[str, Any]]] = []
     ledger: dict[str, list[Any]] = {}
     for event in events:
         kind = event.kind
         if kind in _EXECUTION_KINDS:
             change = execution_updates(event)
             if change is not None:
-                _apply_execution(conn, event, *change)
+                executions.append((event, *change))
         elif kind in _LEDGER_KINDS and event.request_id is not None:
             moved = ledger_update(event)
             if moved is not None:
                 _compose(ledger, moved)
-    if ledger:
-        conn.executemany(_LEDGER_UPSERT, [_ledger_params(row) for row in ledger.values()])
+    return _Prepared(
+        [_event_row(e) for e in events],
+        executions,
+        [_ledger_params(row) for row in ledger.values()],
+    )
+
+
+def apply_prepared(conn: sqlite3.Connection, prepared: _Prepared) -> None:
+    """Write prepared events inside the caller's transaction."""
+    if prepared.rows:
+        conn.executemany(_INSERT_EVENT, prepared.rows)
+    for event, what, values in prepared.executions:
+        _apply_execution(conn, event, what, values)
+    if prepared.ledger:
+        conn.executemany(_LEDGER_UPSERT, prepared.ledger)
+
+
+def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
+    """Insert events and update the derived views, inside the caller's transaction."""
+    if events:
+        apply_prepared(conn, prepare_events(events))
 
 
 # A composed ledger change, as a list indexed like _LEDGER_UPSERT's parameters
@@ -264,8 +289,10 @@ class SqliteStore(EventStore):
     def write(self, events: Sequence[Event]) -> None:
         if not events:
             return
+        # built before the transaction: the lock is held only while SQLite works
+        prepared = prepare_events(events)
         with self.db.transaction() as conn:
-            write_events(conn, events)
+            apply_prepared(conn, prepared)
 
     def events(self, where: EventFilter | None = None) -> list[Event]:
         where = where or EventFilter()
