@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from steadyq import ExitCode, RetryPolicy, Worker, WorkerOptions
-from steadyq.brokers import open_queue, store_for
+from steadyq.brokers import open_queue, open_store, store_for
 from steadyq.brokers.pubsub import setup
 from steadyq.gate import REASONS, Gate, Rejection
 from steadyq.telemetry import events as ev
@@ -253,3 +253,67 @@ def test_leases_are_extended_but_never_past_the_calls_hard_deadline() -> None:
     leased_until = worker._inflight[1].delivery.leased_until
     assert leased_until == pytest.approx(start + 20), "extended up to the cap, not beyond"
     assert queue.pull(1, 4) != [], "past the cap the lease lapses and the message is free"
+
+
+def _slow_requests(n: int) -> list[tuple[bytes, None]]:
+    return [
+        (json.dumps({"request_id": str(uuid.uuid4()), "topic": "slow"}).encode(), None)
+        for _ in range(n)
+    ]
+
+
+def _slow_worker(queue: object, store: EventStore, **kw: object) -> Worker:
+    options = WorkerOptions(
+        handler="tests.worker_handlers:by_topic",
+        runner="inline",
+        retry=RetryPolicy(0, 0, 5),
+        idle_poll_s=0.05,
+        **kw,  # type: ignore[arg-type]
+    )
+    return Worker(queue, store, options)  # type: ignore[arg-type]
+
+
+def test_a_stopped_worker_finishes_what_it_holds_and_gives_back_what_it_read_ahead(
+    pubsub_host: str, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    _, sub = resources(unique)  # ack deadline 60 s: anything held and not given back waits
+    store_url = f"sqlite:///{tmp_path}/store.db"
+    queue = open_queue(f"pubsub://{PROJECT}/{sub}")
+    store = store_for(queue, store_url)
+    ids = queue.publish_batch(_slow_requests(12))
+    worker = _slow_worker(queue, store)
+    threading.Timer(1.0, worker.request_stop, args=("SIGTERM (test)",)).start()
+    first = worker.run()
+    queue.close()  # as `steadyq worker` does on its way out
+    assert first.exit_code == ExitCode.OK and first.detail == "SIGTERM (test)"
+    assert 0 < first.counts["succeeded"] < 12
+    assert first.counts["received"] == first.counts["succeeded"], "nothing left half done"
+
+    started = time.monotonic()
+    again = open_queue(f"pubsub://{PROJECT}/{sub}")
+    second = _slow_worker(again, store_for(again, store_url), drain=True).run()
+    again.close()
+    assert time.monotonic() - started < 30, "what the first worker held came back at once"
+    assert first.counts["succeeded"] + second.counts["succeeded"] == 12
+    recorded = open_store(store_url)
+    done = by_message(recorded, ev.MESSAGE_SUCCEEDED)
+    assert sorted(done) == sorted(ids) and all(len(v) == 1 for v in done.values())
+    recorded.close()
+
+
+def test_max_runtime_stops_pulling_before_a_deadline_would_overrun(
+    pubsub_host: str, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    _, sub = resources(unique)
+    queue = open_queue(f"pubsub://{PROJECT}/{sub}")
+    store = store_for(queue, f"sqlite:///{tmp_path}/store.db")
+    queue.publish_batch(_slow_requests(40))  # 0.3 s each: 12 s of work
+    result = _slow_worker(queue, store, deadline_s=1.0, max_runtime_s=2.5).run()
+    assert result.exit_code == ExitCode.OK and result.detail == "time budget reached"
+    assert result.duration_s < 2.5 + 1.0
+    assert 0 < result.counts["succeeded"] < 40
+    assert result.counts["received"] == result.counts["succeeded"]
+    queue.close()
