@@ -286,3 +286,49 @@ def test_first_pull_drops_attempt_counts_no_message_can_still_need(
     assert store.attempts_of([f"{sub}/gone-long-ago", f"{sub}/recent"]) == {f"{sub}/recent": 1}
     q.ack(d)
     q.close()
+
+
+def test_stats_on_real_pubsub_read_cloud_monitoring(
+    pubsub_host: str, unique: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Monitoring path with Google's own types; only the RPC is answered here (no
+    test ever reaches Google): the queries asked, and the newest point of each read."""
+    from google.cloud import monitoring_v3
+
+    _, sub = make_resources(pubsub_host, unique)
+    q = PubSubQueue(PROJECT, sub, store=MemoryStore())
+    q._resolve()  # names from the emulator, figures from "Monitoring" below
+    asked: list[str] = []
+    answers = {"num_undelivered_messages": [42, 40], "oldest_unacked_message_age": [17]}
+
+    class Monitoring:
+        def list_time_series(self, **kw: object) -> list[monitoring_v3.TimeSeries]:
+            flt = str(kw["filter"])
+            asked.append(flt)
+            assert kw["name"] == f"projects/{PROJECT}"
+            assert isinstance(kw["interval"], monitoring_v3.TimeInterval)
+            if "-dlq-sub" in flt:
+                return []  # no figure yet for the DLQ subscription
+            metric = flt.split("subscription/")[1].split('"')[0]
+            values = [monitoring_v3.TypedValue(int64_value=v) for v in answers[metric]]
+            return [monitoring_v3.TimeSeries(points=[monitoring_v3.Point(value=v) for v in values])]
+
+    monkeypatch.setattr(monitoring_v3, "MetricServiceClient", Monitoring)
+    stats = q._monitoring_stats()
+    assert (stats.ready, stats.oldest_unacked_age_s, stats.dead_lettered) == (42, 17.0, None)
+    assert (stats.in_flight, stats.delayed) == (None, None)
+    assert "Cloud Monitoring" in stats.notes[0]
+    assert len(asked) == 3
+    assert all('resource.labels.subscription_id = "' in f for f in asked)
+    assert sum(f'"{sub}"' in f for f in asked) == 2
+
+    import sys
+
+    import google.cloud
+
+    # as without the extra installed
+    monkeypatch.setitem(sys.modules, "google.cloud.monitoring_v3", None)
+    monkeypatch.delattr(google.cloud, "monitoring_v3")
+    without = q._monitoring_stats()
+    assert without.ready is None and "steadyq[monitoring]" in without.notes[0]
+    q.close()
