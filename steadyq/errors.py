@@ -12,6 +12,7 @@ re-raised as one of these, with the original chained as ``__cause__``::
     │   └── LeaseLost          the delivery is no longer leased by this caller
     ├── NotFound               no such message, execution or dead letter
     ├── ReplayRefused          the dead-letter replay loop guard said no
+    ├── AlreadyRunning         another process runs this already (a watch of the plan)
     └── PermanentError         raised by a handler: dead-letter now, never retry
 """
 
@@ -48,6 +49,10 @@ class LeaseLost(BackendError):
 
 class NotFound(SteadyqError):
     """The requested message, dead letter or execution does not exist."""
+
+
+class AlreadyRunning(SteadyqError):
+    """Another live process already does this (a live watch of the same plan)."""
 
 
 class ReplayRefused(SteadyqError):

@@ -17,12 +17,14 @@ The clock and the sleep are injected, so a 24-hour plan runs in seconds under te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import secrets
 import shlex
+import socket
 import subprocess
 import threading
 import time
@@ -38,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from steadyq._signals import stop_signals
 from steadyq._sqlite import SqliteDatabase
 from steadyq.durations import format_duration, rfc3339
-from steadyq.errors import BackendError, ConfigError
+from steadyq.errors import AlreadyRunning, BackendError, ConfigError
 from steadyq.telemetry.store import EventStore
 from steadyq.watch import judge as jd
 from steadyq.watch.judge import CriterionResult, Decision, Verdict
@@ -68,6 +70,15 @@ CREATE TABLE IF NOT EXISTS watch_runs (
     updated_at    REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS watch_runs_plan ON watch_runs (plan_name, mode, status);
+
+-- the process that runs a plan's live watch now: a second one is refused
+CREATE TABLE IF NOT EXISTS watch_owners (
+    plan_name TEXT NOT NULL,
+    mode      TEXT NOT NULL,
+    owner     TEXT NOT NULL,
+    seen_at   REAL NOT NULL,
+    PRIMARY KEY (plan_name, mode)
+);
 
 CREATE TABLE IF NOT EXISTS watch_checkpoints (
     run_id   TEXT NOT NULL,
@@ -178,6 +189,25 @@ class RunState:
     alerts: list[dict[str, Any]] = field(default_factory=list)
 
 
+# A live watch says it is alive this often; one silent for OWNER_STALE_S (or whose
+# process is gone, on this host) is taken over by the next watch of the plan.
+HEARTBEAT_S = 30.0
+OWNER_STALE_S = 120.0
+
+
+def _owner_alive(owner: str, seen_at: float, now: float) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host == socket.gethostname() and pid_text.isdigit():
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # someone else's process, alive
+    return now - seen_at < OWNER_STALE_S
+
+
 class WatchState:
     """Runs, checkpoints and alerts in a SQLite database (the store's own, by default)."""
 
@@ -205,6 +235,60 @@ class WatchState:
                 (plan_name, mode, RUNNING),
             ).fetchone()
         return None if row is None else self.load(str(row[0]))
+
+    def claim(self, plan_name: str, mode: str, owner: str) -> None:
+        """Make ``owner`` the one process running this plan in this mode.
+
+        Raises:
+            AlreadyRunning: another live process holds it.
+        """
+        now = time.time()
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT owner, seen_at FROM watch_owners WHERE plan_name = ? AND mode = ?",
+                (plan_name, mode),
+            ).fetchone()
+            if row is not None and row[0] != owner and _owner_alive(row[0], row[1], now):
+                host, _, rest = str(row[0]).partition(":")
+                raise AlreadyRunning(
+                    f"plan {plan_name!r} is already being watched by process"
+                    f" {rest.partition(':')[0]} on {host} (last seen"
+                    f" {format_duration(max(0.0, now - row[1]))} ago); stop that watch first."
+                    f" A watch that died is taken over after {format_duration(OWNER_STALE_S)}"
+                    " of silence, or at once on the same host"
+                )
+            conn.execute(
+                "INSERT INTO watch_owners (plan_name, mode, owner, seen_at) VALUES (?,?,?,?)"
+                " ON CONFLICT (plan_name, mode) DO UPDATE SET owner = excluded.owner,"
+                " seen_at = excluded.seen_at",
+                (plan_name, mode, owner, now),
+            )
+
+    def heartbeat(self, plan_name: str, mode: str, owner: str) -> None:
+        """Say ``owner`` is alive.
+
+        Raises:
+            AlreadyRunning: another watch took the plan over meanwhile (this one was
+                silent too long, e.g. its machine slept).
+        """
+        with self.db.transaction() as conn:
+            kept = conn.execute(
+                "UPDATE watch_owners SET seen_at = ? WHERE plan_name = ? AND mode = ?"
+                " AND owner = ?",
+                (time.time(), plan_name, mode, owner),
+            ).rowcount
+        if not kept:
+            raise AlreadyRunning(
+                f"another watch took plan {plan_name!r} over while this one was silent;"
+                " this one stops (its checkpoints so far are kept)"
+            )
+
+    def release(self, plan_name: str, mode: str, owner: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "DELETE FROM watch_owners WHERE plan_name = ? AND mode = ? AND owner = ?",
+                (plan_name, mode, owner),
+            )
 
     def load(self, run_id: str) -> RunState:
         with self.db.reading() as conn:
@@ -531,6 +615,9 @@ class Watch:
         self.run_state: RunState | None = None
         self.times: list[float] = []
         self.resumed = False
+        # who runs a live watch: host, pid and a token (two watches in one process differ)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._beat = time.monotonic()
 
     @property
     def mode(self) -> str:
@@ -613,7 +700,18 @@ class Watch:
             ConfigError: the plan cannot run (a replay of a window not over yet, a
                 changed plan while its run is unfinished).
             BackendError: the store or the state database failed.
+            AlreadyRunning: a live watch of this plan runs in another process.
         """
+        if self.replay:
+            return self._run()
+        self.state_db.claim(self.plan.name, self.mode, self.owner)
+        try:
+            return self._run()
+        finally:
+            with contextlib.suppress(BackendError):
+                self.state_db.release(self.plan.name, self.mode, self.owner)
+
+    def _run(self) -> WatchResult:
         run = self._begin()
         snap = self._snapshotter(run)
         if not self.resumed:
@@ -655,6 +753,9 @@ class Watch:
             now = self.clock()
             if now >= wake_at:
                 return
+            if time.monotonic() - self._beat >= HEARTBEAT_S:
+                self._beat = time.monotonic()
+                self.state_db.heartbeat(self.plan.name, self.mode, self.owner)
             self.observer.waiting(self, at, now)
             self.sleep(min(self.tick_s, wake_at - now))
 

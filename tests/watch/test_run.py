@@ -419,6 +419,51 @@ def test_a_changed_plan_is_refused_while_its_run_is_unfinished(tmp_path: Path, d
     queue.close()
 
 
+def test_a_second_live_watch_of_the_plan_is_refused_and_a_dead_ones_is_taken_over(
+    tmp_path: Path, db_url: str
+) -> None:
+    import socket
+    import subprocess
+
+    from steadyq.errors import AlreadyRunning
+
+    clock = FakeClock(T0)
+    queue, store = open_store(db_url, clock)
+    store.write(incident_events())
+    plan = parse_plan(plan_text())
+    state = WatchState(store.db)
+    first = Watch(plan, store, queue, report_dir=tmp_path, clock=clock, sleep=fake_sleep(clock))
+    state.claim("uuid-fix", "live", first.owner)  # the first watch is running
+    second = Watch(plan, store, queue, report_dir=tmp_path, clock=clock, sleep=fake_sleep(clock))
+    with pytest.raises(AlreadyRunning, match=r"already being watched by process \d+ on "):
+        second.run()
+    assert WatchState(store.db).open_run("uuid-fix", "live") is None, "nothing was started"
+
+    # its process died (same host): the next watch takes over at once
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = f"{socket.gethostname()}:{gone.pid}:dead"
+    store.db.conn.execute("UPDATE watch_owners SET owner = ?", (dead,))
+    assert second.run().verdict is Verdict.PASSED
+    assert "uuid-fix" not in {
+        r[0] for r in store.db.conn.execute("SELECT plan_name FROM watch_owners")
+    }
+
+    # another host: alive while it says so, taken over after OWNER_STALE_S of silence
+    import steadyq.watch.run as run_module
+
+    state.claim("uuid-fix", "live", "elsewhere:4242:x")
+    with pytest.raises(AlreadyRunning, match="elsewhere"):
+        state.claim("uuid-fix", "live", "here:1:y")
+    store.db.conn.execute(
+        "UPDATE watch_owners SET seen_at = ?", (time.time() - run_module.OWNER_STALE_S - 1,)
+    )
+    state.claim("uuid-fix", "live", "here:1:y")
+    with pytest.raises(AlreadyRunning, match="took plan 'uuid-fix' over"):
+        state.heartbeat("uuid-fix", "live", "elsewhere:4242:x")
+    queue.close()
+
+
 def test_stop_request_leaves_a_resumable_run(tmp_path: Path, db_url: str) -> None:
     clock = FakeClock(T0)
     queue, store = open_store(db_url, clock)
