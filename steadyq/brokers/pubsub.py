@@ -725,13 +725,14 @@ class PubSubQueue(Queue):
             )
             sub_id = subscription.rsplit("/", 1)[-1]
             with mapped("read Cloud Monitoring"):
-                series = monitoring_v3.MetricServiceClient().list_time_series(
+                request = monitoring_v3.ListTimeSeriesRequest(
                     name=f"projects/{names.project}",
                     filter=f'metric.type = "pubsub.googleapis.com/subscription/{metric}"'
                     f' AND resource.labels.subscription_id = "{sub_id}"',
                     interval=interval,
                     view=monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL,
                 )
+                series = monitoring_v3.MetricServiceClient().list_time_series(request=request)
                 for item in series:
                     for point in item.points:  # newest first
                         value = point.value

@@ -302,11 +302,14 @@ def test_stats_on_real_pubsub_read_cloud_monitoring(
     answers = {"num_undelivered_messages": [42, 40], "oldest_unacked_message_age": [17]}
 
     class Monitoring:
-        def list_time_series(self, **kw: object) -> list[monitoring_v3.TimeSeries]:
-            flt = str(kw["filter"])
+        def list_time_series(
+            self, *, request: monitoring_v3.ListTimeSeriesRequest
+        ) -> list[monitoring_v3.TimeSeries]:
+            flt = request.filter
             asked.append(flt)
-            assert kw["name"] == f"projects/{PROJECT}"
-            assert isinstance(kw["interval"], monitoring_v3.TimeInterval)
+            assert request.name == f"projects/{PROJECT}"
+            assert request.interval.end_time.timestamp() > request.interval.start_time.timestamp()
+            assert request.view == monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL
             if "-dlq-sub" in flt:
                 return []  # no figure yet for the DLQ subscription
             metric = flt.split("subscription/")[1].split('"')[0]
