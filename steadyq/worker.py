@@ -397,7 +397,7 @@ class Worker:
             return []
         if self._outage_since is not None:
             self._outage_since = None
-            self._buffer.append(self._log("NOTICE", "queue available again"))
+            self._buffer.append(self._log("NOTICE", "backend available again"))
         return result
 
     def _outage(self, exc: BackendError) -> None:
@@ -405,7 +405,8 @@ class Worker:
         now = time.monotonic()
         if self._outage_since is None:
             self._outage_since = now
-            self._buffer.append(self._log("ERROR", f"queue unavailable, backing off: {exc}"))
+            # the detail names the backend (the queue, or a store of its own)
+            self._buffer.append(self._log("ERROR", f"backend unavailable, backing off: {exc}"))
         if now - self._outage_since > self.options.backend_outage_s:
             raise exc
         self._sleep(min(5.0, 0.1 * 2 ** min(10, int(now - self._outage_since))))

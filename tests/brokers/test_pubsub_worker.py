@@ -205,7 +205,7 @@ def test_emulator_restart_while_a_worker_runs_is_an_outage_and_it_resumes(
 
         emulator.stop()
 
-        wait_for(lambda: logged("queue unavailable"), 30, "the outage to be reported")
+        wait_for(lambda: logged("backend unavailable"), 30, "the outage to be reported")
         assert worker.poll() is None, procs.output("worker")
 
         emulator = Emulator(port=emulator.port).start()
@@ -217,7 +217,7 @@ def test_emulator_restart_while_a_worker_runs_is_an_outage_and_it_resumes(
         wait_for(
             lambda: succeeded().keys() >= set(after), 90, "the worker to resume after the outage"
         )
-        assert logged("queue available again")
+        assert logged("backend available again")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0, procs.output("worker")
 
