@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from steadyq import dlq as dlq_ops
+from steadyq._options import ConfigOpt, StoreOpt, UrlOpt
 from steadyq._terminal import safe
 from steadyq.brokers import open_queue, store_for
 from steadyq.brokers.base import DlqFilter, Queue
@@ -51,29 +52,6 @@ app.add_typer(pubsub_app, name="pubsub")
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-UrlOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--url",
-        envvar="STEADYQ_URL",
-        help="Queue and store URL (default sqlite:///steadyq.db in this folder).",
-        show_default=False,
-    ),
-]
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        envvar="STEADYQ_STORE",
-        help="Telemetry store URL for a queue without its own, e.g. pubsub:// "
-        "(default sqlite:///steadyq.db).",
-        show_default=False,
-    ),
-]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="Settings file (default ./steadyq.toml when present)."),
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON array instead of a table.")]
 SinceOpt = Annotated[
     str | None,

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.test_reliability import Processes
 
 
 class FakeClock:
@@ -39,3 +44,15 @@ def require_service(available: bool, reason: str) -> None:
 def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test runs in its own folder, so defaults such as ``./artifacts`` land there."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """Worker subprocesses (and stray pids) that die with the test, whatever happens."""
+    from tests.test_reliability import Processes
+
+    p = Processes(tmp_path)
+    try:
+        yield p
+    finally:
+        p.cleanup()

@@ -155,15 +155,6 @@ class Processes:
             proc.wait(10)
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path)
-    try:
-        yield p
-    finally:
-        p.cleanup()
-
-
 def fast_options(handler: str, **kw: Any) -> WorkerOptions:
     base: dict[str, Any] = {
         "handler": f"{HANDLERS}:{handler}",

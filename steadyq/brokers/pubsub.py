@@ -597,14 +597,27 @@ class PubSubQueue(Queue):
     def _ack(self, subscription: str, ack_ids: Sequence[str]) -> None:
         from google.pubsub_v1.types import AcknowledgeRequest
 
-        _, subscriber = self._api()
+        self._per_chunk("acknowledge", "acknowledge", AcknowledgeRequest, subscription, ack_ids)
+
+    def _per_chunk(
+        self,
+        method: str,
+        what: str,
+        request_type: Any,
+        subscription: str,
+        ack_ids: Sequence[str],
+        **fields: Any,
+    ) -> None:
+        """Call the subscriber's ``method`` once per MAX_IDS_PER_CALL ack ids."""
+        call = getattr(self._api()[1], method)
         for start in range(0, len(ack_ids), MAX_IDS_PER_CALL):
-            with mapped("acknowledge"):
-                subscriber.acknowledge(
+            with mapped(what):
+                call(
                     request=_raw(
-                        AcknowledgeRequest,
+                        request_type,
                         subscription=subscription,
                         ack_ids=ack_ids[start : start + MAX_IDS_PER_CALL],
+                        **fields,
                     ),
                     retry=None,
                     timeout=RPC_TIMEOUT_S,
@@ -794,19 +807,14 @@ class PubSubQueue(Queue):
     def _modify_on(self, subscription: str, ack_ids: Sequence[str], deadline_s: int) -> None:
         from google.pubsub_v1.types import ModifyAckDeadlineRequest
 
-        _, subscriber = self._api()
-        for start in range(0, len(ack_ids), MAX_IDS_PER_CALL):
-            with mapped("modify ack deadline"):
-                subscriber.modify_ack_deadline(
-                    request=_raw(
-                        ModifyAckDeadlineRequest,
-                        subscription=subscription,
-                        ack_ids=ack_ids[start : start + MAX_IDS_PER_CALL],
-                        ack_deadline_seconds=deadline_s,
-                    ),
-                    retry=None,
-                    timeout=RPC_TIMEOUT_S,
-                )
+        self._per_chunk(
+            "modify_ack_deadline",
+            "modify ack deadline",
+            ModifyAckDeadlineRequest,
+            subscription,
+            ack_ids,
+            ack_deadline_seconds=deadline_s,
+        )
 
     def _remove(self, letters: Sequence[_Letter]) -> None:
         """Ack letters for good; they are then not given back."""

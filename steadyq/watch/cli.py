@@ -20,6 +20,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from steadyq._options import ConfigOpt, StoreOpt, UrlOpt
 from steadyq._terminal import safe
 from steadyq.durations import format_duration, rfc3339
 from steadyq.watch.run import WatchObserver
@@ -230,29 +231,9 @@ def _fail(message: str, code: int) -> None:
 
 def watch_command(
     plan: Annotated[Path, typer.Argument(help="The watch plan (TOML).", show_default=False)],
-    url: Annotated[
-        str | None,
-        typer.Option(
-            "--url",
-            envvar="STEADYQ_URL",
-            help="Queue and store URL (default sqlite:///steadyq.db in this folder).",
-            show_default=False,
-        ),
-    ] = None,
-    store_url: Annotated[
-        str | None,
-        typer.Option(
-            "--store",
-            envvar="STEADYQ_STORE",
-            help="Telemetry store URL for a queue without its own, e.g. pubsub://"
-            " (default sqlite:///steadyq.db).",
-            show_default=False,
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", help="Settings file (default ./steadyq.toml when present)."),
-    ] = None,
+    url: UrlOpt = None,
+    store_url: StoreOpt = None,
+    config: ConfigOpt = None,
     report_dir: Annotated[
         Path, typer.Option("--report-dir", help="Where report.md, .json and .html are written.")
     ] = Path("reports"),

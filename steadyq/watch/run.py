@@ -195,12 +195,17 @@ HEARTBEAT_S = 30.0
 OWNER_STALE_S = 120.0
 
 
-def _owner_alive(owner: str, seen_at: float, now: float) -> bool:
+def _owner_parts(owner: str) -> tuple[str, str]:
+    """(host, pid) of an owner written as ``host:pid:token``."""
     host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host == socket.gethostname() and pid_text.isdigit():
+    return host, rest.partition(":")[0]
+
+
+def _owner_alive(owner: str, seen_at: float, now: float) -> bool:
+    host, pid = _owner_parts(owner)
+    if host == socket.gethostname() and pid.isdigit():
         try:
-            os.kill(int(pid_text), 0)
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             return False
         except PermissionError:
@@ -249,10 +254,10 @@ class WatchState:
                 (plan_name, mode),
             ).fetchone()
             if row is not None and row[0] != owner and _owner_alive(row[0], row[1], now):
-                host, _, rest = str(row[0]).partition(":")
+                host, pid = _owner_parts(row[0])
                 raise AlreadyRunning(
                     f"plan {plan_name!r} is already being watched by process"
-                    f" {rest.partition(':')[0]} on {host} (last seen"
+                    f" {pid} on {host} (last seen"
                     f" {format_duration(max(0.0, now - row[1]))} ago); stop that watch first."
                     f" A watch that died is taken over after {format_duration(OWNER_STALE_S)}"
                     " of silence, or at once on the same host"

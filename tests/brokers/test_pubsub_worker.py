@@ -8,7 +8,7 @@ import os
 import signal
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,15 +24,6 @@ from tests.pubsub_emulator import Emulator
 from tests.test_reliability import Processes, body, wait_for
 
 TERMINAL = (ev.MESSAGE_SUCCEEDED, ev.MESSAGE_REJECTED, ev.MESSAGE_DEAD_LETTERED)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path)
-    try:
-        yield p
-    finally:
-        p.cleanup()
 
 
 def resources(unique: Callable[[str], str]) -> tuple[str, str]:
