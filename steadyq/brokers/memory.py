@@ -121,10 +121,12 @@ class MemoryStore(EventStore):
         return found if where.limit is None else found[: where.limit]
 
     def executions(
-        self, *, since: float | None = None, limit: int | None = None
+        self, *, since: float | None = None, limit: int | None = None, now: float | None = None
     ) -> list[ExecutionRecord]:
         with self._lock:
             rows = [r for r in self._executions.values() if since is None or r.started_at >= since]
+        at = time.time() if now is None else now
+        rows = [r.as_of(at) for r in rows]
         rows.sort(key=lambda r: r.started_at, reverse=True)
         return rows if limit is None else rows[:limit]
 

@@ -65,6 +65,18 @@ class ExecutionRecord:
     def duration_s(self) -> float | None:
         return None if self.finished_at is None else self.finished_at - self.started_at
 
+    def as_of(self, now: float) -> ExecutionRecord:
+        """This execution as it stands at ``now``: one still ``running`` past its time
+        budget (``max_runtime_s`` of its start) was killed without writing its finish
+        (a task timeout, SIGKILL, a lost VM), so it reads as ``timed_out``, ended when
+        its budget ran out. The watch counts it the same way."""
+        budget = self.data.get("max_runtime_s")
+        if self.status != RUNNING or not isinstance(budget, int | float) or budget <= 0:
+            return self
+        if now <= self.started_at + budget:
+            return self
+        return replace(self, status=TIMED_OUT, finished_at=self.started_at + budget)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "execution_id": self.execution_id,
@@ -112,9 +124,10 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     def executions(
-        self, *, since: float | None = None, limit: int | None = None
+        self, *, since: float | None = None, limit: int | None = None, now: float | None = None
     ) -> list[ExecutionRecord]:
-        """Executions started at or after ``since``, newest first."""
+        """Executions started at or after ``since``, newest first, each as it stands at
+        ``now`` (default: the current time; see :meth:`ExecutionRecord.as_of`)."""
 
     @abc.abstractmethod
     def completed(self, request_ids: Iterable[str]) -> set[str]:

@@ -325,7 +325,7 @@ class SqliteStore(EventStore):
             return [_row_to_event(row) for row in conn.execute(sql, params)]
 
     def executions(
-        self, *, since: float | None = None, limit: int | None = None
+        self, *, since: float | None = None, limit: int | None = None, now: float | None = None
     ) -> list[ExecutionRecord]:
         sql = "SELECT execution_id, status, started_at, ready_at, finished_at, data FROM executions"
         params: list[Any] = []
@@ -338,6 +338,7 @@ class SqliteStore(EventStore):
             params.append(limit)
         with self.db.reading() as conn:
             rows = conn.execute(sql, params).fetchall()
+        at = time.time() if now is None else now
         return [
             ExecutionRecord(
                 execution_id=r[0],
@@ -346,7 +347,7 @@ class SqliteStore(EventStore):
                 ready_at=r[3],
                 finished_at=r[4],
                 data=json.loads(r[5]) if r[5] else {},
-            )
+            ).as_of(at)
             for r in rows
         ]
 
