@@ -204,3 +204,9 @@ def hold_until_released(request: Any, ctx: HandlerContext) -> None:
             _block(0.02)
         if request.topic == "hold-fail":
             raise RuntimeError("hold-fail: failed on purpose")
+
+
+def note_start(request: Any, ctx: HandlerContext) -> None:
+    """Note ``<request_id> <wall clock start> <pid>`` in ``starts.log``, then work a few ms."""
+    append_line(_dir(ctx) / "starts.log", f"{ctx.request_id} {time.time():.6f} {os.getpid()}")
+    _block(0.005 + (hash(ctx.message_id) % 10) / 1000)
