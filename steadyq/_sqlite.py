@@ -31,6 +31,8 @@ ADDED_COLUMNS = (
     ("requests", "created_at", "REAL"),
     ("requests", "started_at", "REAL"),
     ("requests", "failed_at", "REAL"),
+    ("messages", "runs", "INTEGER NOT NULL DEFAULT 0"),
+    ("broker_attempts", "runs", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 # The condition of the partial index events_outcome_message; a query uses the index
@@ -52,7 +54,8 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts     INTEGER NOT NULL DEFAULT 0,
     lease_token  TEXT,
     replays      INTEGER NOT NULL DEFAULT 0,
-    last_error   TEXT
+    last_error   TEXT,
+    runs         INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (visible_at);
 
@@ -136,7 +139,8 @@ CREATE TABLE IF NOT EXISTS broker_attempts (
     key        TEXT PRIMARY KEY,
     attempts   INTEGER NOT NULL,
     last_error TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    runs       INTEGER NOT NULL DEFAULT 0
 );
 """.replace("{OUTCOME_KINDS}", OUTCOME_KINDS_SQL)
 

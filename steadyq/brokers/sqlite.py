@@ -144,7 +144,8 @@ class SqliteQueue(Queue):
                 "UPDATE messages SET attempts = attempts + 1, lease_token = ?, visible_at = ?"
                 " WHERE seq IN (SELECT seq FROM messages WHERE visible_at <= ?"
                 " ORDER BY visible_at LIMIT ?)"
-                " RETURNING seq, body, attributes, attempts, published_at, replays, last_error",
+                " RETURNING seq, body, attributes, attempts, published_at, replays, last_error,"
+                " runs",
                 (token, until, now, max_messages),
             ).fetchall()
         rows.sort(key=lambda r: r[0])
@@ -159,6 +160,7 @@ class SqliteQueue(Queue):
                 leased_until=until,
                 replays=r[5],
                 last_error=r[6],
+                runs=r[7],
             )
             for r in rows
         ]
@@ -215,8 +217,9 @@ class SqliteQueue(Queue):
         if item.action == "nack":
             cur = conn.execute(
                 "UPDATE messages SET lease_token = NULL, visible_at = ?,"
-                " last_error = COALESCE(?, last_error) WHERE seq = ? AND lease_token = ?",
-                (now + max(0.0, item.delay_s), item.detail, *key),
+                " last_error = COALESCE(?, last_error), runs = runs + ?"
+                " WHERE seq = ? AND lease_token = ?",
+                (now + max(0.0, item.delay_s), item.detail, int(item.ran), *key),
             )
             return cur.rowcount == 1
         row = conn.execute(
