@@ -38,3 +38,9 @@ def gated(request: Any, ctx: HandlerContext) -> None:
             raise TimeoutError("the test never opened the gate")
         time.sleep(0.02)
     _note(folder / "ran.log", f"{ctx.message_id} {ctx.attempt}")
+
+
+def bulky(request: Any, ctx: HandlerContext) -> dict[str, str]:
+    """Succeed with a 20 kB result: recording the outcome needs new database pages."""
+    _note(Path(ctx.attributes["dir"]) / "ran.log", f"{ctx.message_id} {ctx.attempt}")
+    return {"blob": "x" * 20_000}
