@@ -22,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -63,7 +65,13 @@ class Worker:
     """One ``steadyq worker --drain`` subprocess with its output in files."""
 
     def __init__(
-        self, folder: Path, url: str, name: str, *args: str, handler: str = "gated"
+        self,
+        folder: Path,
+        url: str,
+        name: str,
+        *args: str,
+        handler: str = "gated",
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.out = folder / f"{name}.out"
         self.err = folder / f"{name}.err"
@@ -78,7 +86,9 @@ class Worker:
         ]  # fmt: skip
         with self.out.open("wb") as out, self.err.open("wb") as err:
             # cwd is the scratch folder: no steadyq.toml of the repository applies
-            self.proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=out, stderr=err)
+            self.proc = subprocess.Popen(
+                cmd, cwd=folder, env=env, stdout=out, stderr=err, preexec_fn=preexec_fn
+            )
 
     def text(self) -> str:
         return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
@@ -387,3 +397,67 @@ def test_full_file_is_one_outage_and_exit_3_when_only_the_settle_fails(
     worker, _, _ = run_capped(tmp_path, workers)
     assert len(worker.log_lines(OUTAGE)) == 1, worker.text()
     assert worker.proc.returncode == 3, worker.text()
+
+
+# -- a file the worker may not write, from the start -----------------------------------
+
+
+def _as_nobody() -> None:
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def _nobody_can_run_python(cwd: Path) -> str | None:
+    """None if user nobody can run this Python and import steadyq, else why not."""
+    if os.geteuid() != 0:
+        return "switching to user nobody needs root"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "import steadyq"],
+            cwd=cwd,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            preexec_fn=_as_nobody,
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"cannot run Python as nobody: {exc}"
+    if done.returncode != 0:
+        return f"user nobody cannot run {sys.executable} with steadyq: {done.stderr[-200:]!r}"
+    return None
+
+
+@pytest.mark.parametrize("how", ["immutable", "nobody"])
+def test_unwritable_file_at_start_exits_3_naming_the_cause(
+    how: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    folder = tmp_path
+    if how == "nobody":
+        # a folder user nobody may enter but not write, holding root's 0644 file
+        folder = Path(tempfile.mkdtemp(prefix="steadyq-ro-"))
+        folder.chmod(0o755)
+        if why := _nobody_can_run_python(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.skip(why)
+    db = folder / "q.db"
+    try:
+        ids = publish(db, folder)
+        url = f"sqlite:///{db}?busy_timeout_ms=100"
+        if how == "immutable":
+            if not _chattr("+i", db):
+                pytest.skip("chattr +i is not permitted here (needs root and ext4/xfs/btrfs)")
+            worker = Worker(folder, url, "ro", "--backend-outage", "2")
+        else:
+            worker = Worker(folder, url, "ro", "--backend-outage", "2", preexec_fn=_as_nobody)
+        workers.append(worker)
+        assert worker.wait() == 3, worker.text()
+        text = worker.text()
+        assert "Traceback" not in text, text
+        assert "readonly" in worker.err.read_text() or "unable to open" in text, text
+    finally:
+        _chattr("-i", db)
+    with SqliteQueue.from_url(f"sqlite:///{db}") as queue:
+        assert queue.stats().ready == MESSAGES
+    assert {m: {"queue"} for m in ids} == where_is(db, ids)
+    if folder != tmp_path:
+        shutil.rmtree(folder, ignore_errors=True)
