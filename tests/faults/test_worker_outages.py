@@ -120,7 +120,7 @@ class FrozenLockHolder:
 
     SCRIPT = (
         "import sqlite3, sys, time\n"
-        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)\n"
         "c.execute('BEGIN IMMEDIATE')\n"
         "c.execute(\"INSERT INTO steadyq_meta VALUES ('held-by', 'a frozen process')\")\n"
         "print('held', flush=True)\n"
