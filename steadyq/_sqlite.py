@@ -198,6 +198,8 @@ class SqliteDatabase:
     serialises use of the connection.
     """
 
+    _writing = False  # inside transaction(): its BEGIN succeeded, no COMMIT/ROLLBACK yet
+
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30000) -> None:
         self.path = str(path)
         try:
@@ -259,28 +261,35 @@ class SqliteDatabase:
             BackendError: any other driver error (the original chained as the cause).
         """
         with self._lock:
-            # a transaction left open by a failure we could not roll back must not
-            # make every later BEGIN fail with "within a transaction"
-            self._rollback()
+            if not self._writing:
+                # a transaction left open by a failure whose ROLLBACK failed too must
+                # not make every later BEGIN fail with "within a transaction" (a
+                # nested call, by contrast, still fails at its BEGIN)
+                self._rollback()
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise driver_error(exc, f"SQLite {self.path}: cannot begin a write") from exc
+            self._writing = True
             try:
-                yield self.conn
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise driver_error(exc, f"SQLite {self.path}") from exc
-            except BaseException:
-                self._rollback()
-                raise
-            try:
-                self.conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                # SQLite may have rolled back already (a full disk or an I/O error
-                # during COMMIT does): the cause is this error, never the ROLLBACK's
-                self._rollback()
-                raise driver_error(exc, f"SQLite {self.path}: cannot commit") from exc
+                try:
+                    yield self.conn
+                except sqlite3.Error as exc:
+                    self._rollback()
+                    raise driver_error(exc, f"SQLite {self.path}") from exc
+                except BaseException:
+                    self._rollback()
+                    raise
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    # SQLite may have rolled back already (a full disk or an I/O
+                    # error during COMMIT does): the cause is this error, never
+                    # the ROLLBACK's
+                    self._rollback()
+                    raise driver_error(exc, f"SQLite {self.path}: cannot commit") from exc
+            finally:
+                self._writing = False
 
     def limit_pages(self, pages: int) -> int:
         """Let this connection grow the file to at most ``pages`` pages (SQLite's

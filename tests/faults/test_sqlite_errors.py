@@ -178,3 +178,12 @@ def test_a_settle_on_a_full_queue_changes_nothing_and_succeeds_later(tmp_path: P
 def test_bad_max_page_count_is_a_config_error(query: str) -> None:
     with pytest.raises(ConfigError, match="max_page_count"):
         max_page_count(f"sqlite:///q.db?{query}")
+
+
+def test_a_nested_transaction_fails_and_leaves_the_outer_one_intact(db: SqliteDatabase) -> None:
+    with db.transaction() as conn:
+        conn.execute("CREATE TABLE t (x)")
+        with pytest.raises(BackendError, match="within a transaction"), db.transaction():
+            pass
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert count(db, "t") == 1
