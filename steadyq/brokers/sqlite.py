@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from steadyq._sqlite import SqliteDatabase, busy_timeout_ms, sqlite_path
+from steadyq._sqlite import SqliteDatabase, busy_timeout_ms, max_page_count, sqlite_path
 from steadyq.brokers.base import (
     Attributes,
     DeadLetter,
@@ -108,6 +108,9 @@ class SqliteQueue(Queue):
     @classmethod
     def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteQueue:
         db = SqliteDatabase(sqlite_path(url), busy_timeout_ms=busy_timeout_ms(url))
+        pages = max_page_count(url)
+        if pages is not None:
+            db.limit_pages(pages)
         return cls(db, clock=clock, owns_db=True)
 
     @property
