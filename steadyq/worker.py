@@ -263,6 +263,7 @@ class Worker:
         self._stop_reason = ""
         self.counts: Counter[str] = Counter()
         self._outage_since: float | None = None
+        self._recording_failed = False  # the outage is one of recording outcomes
         self._last_extend = 0.0
 
     # -- events -----------------------------------------------------------
@@ -415,7 +416,7 @@ class Worker:
                     if self._signals:
                         return SUCCEEDED, ExitCode.OK, self._stop_reason
                     return SUCCEEDED, ExitCode.OK, "time budget reached"
-                if opts.drain and found_empty and not outcomes:
+                if opts.drain and found_empty and not outcomes and not self._unrecorded():
                     return SUCCEEDED, ExitCode.OK, "queue drained"
             if pulled or outcomes:
                 idle_s = 0.0
@@ -423,6 +424,10 @@ class Worker:
                 idle_s = min(opts.idle_poll_s, max(0.01, idle_s * 2))
                 if not self._inflight:
                     self._sleep(idle_s)
+
+    def _unrecorded(self) -> bool:
+        """Outcomes or events still waiting for the store (during an outage)."""
+        return bool(self._settle) or (self._recording_failed and bool(self._buffer))
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -438,7 +443,9 @@ class Worker:
         except BackendError as exc:
             self._outage(exc)
             return []
-        if self._outage_since is not None:
+        if self._outage_since is not None and not self._recording_failed:
+            # a pull that works ends an outage of pulls; one of recording ends only
+            # when what waited is recorded (a pull that finds nothing writes nothing)
             self._outage_over()
         return result
 
@@ -466,6 +473,7 @@ class Worker:
             else:
                 self._flush()
         except BackendError as exc:
+            self._recording_failed = True
             self._outage(exc)
 
     # -- accepting deliveries ----------------------------------------------
@@ -568,10 +576,9 @@ class Worker:
             # nothing claimed: everything waits (its leases kept) until the store is back
             self._parked.extend(requests)
             self._parked_retry_at = time.monotonic() + 1.0
+            self._recording_failed = True
             self._outage(exc)
             return
-        if self._outage_since is not None:
-            self._outage_over()
         self._parked.extend(here)
         busy = False
         for item in others:
@@ -936,6 +943,10 @@ class Worker:
         self._release(job.request_ids)
         if job.result is not None:
             self._note_lost(job.result)
+        if self._recording_failed:  # what waited is recorded: the store works again
+            self._recording_failed = False
+            if self._outage_since is not None:
+                self._outage_over()
 
     def _release(self, request_ids: list[str]) -> None:
         """Requests whose outcome is recorded: their parked copies may go ahead."""

@@ -385,12 +385,6 @@ def test_full_file_loses_nothing_and_a_run_with_room_finishes_the_work(
     assert {m: {"ok"} for m in ids} == where_is(db, ids)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker.py: a pull that succeeds ends the outage (Worker._guarded) while the"
-    " settle still fails, and --drain exits 0 'queue drained' with outcomes unrecorded"
-    " (Worker._loop checks neither self._settle nor the outage); see issue 11 item 3",
-)
 def test_full_file_is_one_outage_and_exit_3_when_only_the_settle_fails(
     tmp_path: Path, workers: list[Worker]
 ) -> None:
