@@ -341,7 +341,9 @@ def worker(
             if metrics_port is not None:
                 from steadyq.worker_metrics import serving_metrics
 
-                with serving_metrics(settings.url, sink, metrics_host, metrics_port) as fed:
+                with serving_metrics(settings.url, sink, metrics_host, metrics_port) as served:
+                    fed, bound = served
+                    err.print(f"metrics on http://{metrics_host}:{bound}/metrics")
                     result = Worker(queue, store, options, sink=fed).run()
             else:
                 result = Worker(queue, store, options, sink=sink).run()

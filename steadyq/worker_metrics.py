@@ -16,9 +16,11 @@ Sink = Callable[[Event], None]
 
 
 @contextmanager
-def serving_metrics(url: str, sink: Sink | None, host: str, port: int) -> Iterator[Sink]:
+def serving_metrics(
+    url: str, sink: Sink | None, host: str, port: int
+) -> Iterator[tuple[Sink, int]]:
     """Serve ``/metrics`` on ``host:port`` while the block runs; yield the sink to
-    give the worker (metrics first, then ``sink``).
+    give the worker (metrics first, then ``sink``) and the port (``port`` 0: a free one).
 
     The queue gauges come from a connection of their own, opened on ``url``, so a
     scrape never waits on the worker's.
@@ -49,7 +51,7 @@ def serving_metrics(url: str, sink: Sink | None, host: str, port: int) -> Iterat
                 sink(event)
 
         try:
-            yield fed
+            yield fed, int(server.server_port)
         finally:
             server.shutdown()
             server.server_close()

@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -287,7 +289,9 @@ def create_app(
 
     async def dlq_act(request: Request) -> Response:
         action = request.path_params["action"]
-        form = await request.form()
+        form = await _form(request)
+        if form is None:
+            return problem("a confirmation is a small urlencoded form", 413)
         try:
             where = _filter(form)
             expected = int(str(form.get("expected", "")))
@@ -413,6 +417,19 @@ def create_app(
     app.state.options = options
     app.state.view = view
     return Guard(app, options.token)
+
+
+async def _form(request: Request, limit: int = 65536) -> ImmutableMultiDict[str, str] | None:
+    """An urlencoded form (all the pages send), without python-multipart; None when
+    the body is too big or not urlencoded."""
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return None
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            return None
+    return ImmutableMultiDict(parse_qsl(raw.decode("utf-8", errors="replace")))
 
 
 def _sse(name: str, data: Any, event_id: int | None = None) -> bytes:
