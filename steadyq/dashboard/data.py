@@ -37,7 +37,17 @@ LIVE_KINDS = (
     ev.MESSAGE_FAILED,
     ev.MESSAGE_TIMED_OUT,
 )
-_LIVE_KIND_SQL = ",".join(f"'{k}'" for k in LIVE_KINDS)
+#: Kinds the overview counts.
+COUNTED_KINDS = (
+    ev.MESSAGE_REJECTED,
+    ev.MESSAGE_TIMED_OUT,
+    ev.MESSAGE_FAILED,
+    ev.MESSAGE_DEAD_LETTERED,
+)
+#: Error templates are mined from at most this many of a window's newest
+#: WARNING-and-above texts (and as many of the window before), so a window full
+#: of them costs a bounded time; the page says when the cap was reached.
+TEXTS_CAP = 20_000
 _WARNING_RANK = ev.SEVERITY_RANK["WARNING"]
 # Variable parts of an error text, folded so that texts differing only there group
 _VARIABLE = re.compile(
@@ -123,12 +133,14 @@ class StoreView:
             BackendError: the store failed.
         """
         with self._read() as conn:
+            # the rare kinds only: counting the bulk (received, succeeded) would walk
+            # the index over every delivery of the window
             kind_counts = {
                 str(k): int(n)
                 for k, n in conn.execute(
                     "SELECT kind, count(*) FROM events WHERE kind IN"
-                    f" ({','.join('?' * len(ev.KINDS))}) AND ts >= ? AND ts < ? GROUP BY kind",
-                    (*ev.KINDS, start, end),
+                    f" ({','.join('?' * len(COUNTED_KINDS))}) AND ts >= ? AND ts < ? GROUP BY kind",
+                    (*COUNTED_KINDS, start, end),
                 )
             }
             counts = {
@@ -165,7 +177,8 @@ class StoreView:
                     (ev.MESSAGE_REJECTED, start, end),
                 )
             ]
-            templates = self._templates(conn, start, end)
+            notes: list[str] = []
+            templates = self._templates(conn, start, end, notes)
         limits = [
             float(x.data["max_runtime_s"])
             for x in executions
@@ -190,31 +203,43 @@ class StoreView:
             backlog=backlog,
             backlog_history=[b for b in self.history if b.at >= start],
             backend_error=error,
+            notes=notes,
         )
 
-    def _texts(self, conn: sqlite3.Connection, start: float, end: float) -> dict[str, int]:
+    def _texts(
+        self, conn: sqlite3.Connection, start: float, end: float
+    ) -> tuple[dict[str, int], bool]:
+        """Template counts of the window's newest texts, and whether the cap cut them."""
         # the literal rank is what lets SQLite use the partial WARNING index
         found: dict[str, int] = {}
         rows = conn.execute(
-            "SELECT message, count(*) FROM events"
+            "SELECT message, count(*) FROM (SELECT message FROM events"
             f" WHERE sev_rank >= {_WARNING_RANK} AND ts >= ? AND ts < ?"
-            " AND message IS NOT NULL AND message != '' GROUP BY message LIMIT 5000",
-            (start, end),
+            " ORDER BY ts DESC LIMIT ?) WHERE message IS NOT NULL AND message != ''"
+            " GROUP BY message",
+            (start, end, TEXTS_CAP),
         )
+        seen = 0
         for text, n in rows:
             key = template_of(str(text))
             found[key] = found.get(key, 0) + int(n)
-        return found
+            seen += int(n)
+        return found, seen >= TEXTS_CAP
 
     def _templates(
-        self, conn: sqlite3.Connection, start: float, end: float
+        self, conn: sqlite3.Connection, start: float, end: float, notes: list[str]
     ) -> list[tuple[str, int, bool]]:
         """Error templates of the window, each marked when the window just before it
         (of the same length, the baseline) never had it."""
-        now = self._texts(conn, start, end)
+        now, capped = self._texts(conn, start, end)
+        if capped:
+            notes.append(
+                f"error templates from the newest {TEXTS_CAP:,} WARNING-and-above texts"
+                " of the window"
+            )
         if not now:
             return []
-        before = self._texts(conn, start - (end - start), start)
+        before, _ = self._texts(conn, start - (end - start), start)
         ranked = sorted(now.items(), key=lambda kv: (-kv[1], kv[0]))[:30]
         return [(text, n, text not in before) for text, n in ranked]
 
