@@ -264,7 +264,7 @@ def worker(
             min=0,
             max=65535,
             help="Serve Prometheus /metrics on this port while the execution runs"
-            " (needs steadyq[dashboard]).",
+            " (needs the dashboard extra).",
         ),
     ] = None,
     metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
@@ -841,7 +841,7 @@ def dashboard(
     ] = Path("reports"),
 ) -> None:
     """Serve the store live in a browser: overview, live feed, DLQ, requests, watches,
-    and Prometheus /metrics. Needs steadyq[dashboard]."""
+    and Prometheus /metrics. Needs the dashboard extra."""
 
     def run() -> int:
         from steadyq.dashboard.serve import read_token, serve

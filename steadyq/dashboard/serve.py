@@ -13,11 +13,13 @@ MISSING = "the dashboard needs its extra: pip install 'steadyq[dashboard]' ({nam
 
 def require_extra() -> None:
     """Raise a readable ConfigError when the dashboard's packages are not installed."""
-    import importlib.util
+    import importlib
 
     for name in ("starlette", "uvicorn", "prometheus_client"):
-        if importlib.util.find_spec(name) is None:
-            raise ConfigError(MISSING.format(name=name))
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise ConfigError(MISSING.format(name=name)) from None
 
 
 def read_token(token_file: Path | None) -> str | None:
