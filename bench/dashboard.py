@@ -11,8 +11,9 @@ and measures:
   of the last 4 and 24 hours;
 * the live feed's lag: an event committed to the store by this process, until its
   line arrives on an open ``/live`` stream (``--probes`` times, 0.3 s apart);
-* the first ``/metrics`` scrape (it reads every event once; later ones read only
-  what is new) and a second one;
+* the first ``/metrics`` scrape, which waits until the dashboard has read every event
+  once (it starts doing so as it starts; later scrapes read only what is new), and a
+  second one;
 * the dashboard's peak RSS (``VmHWM``).
 
 The probe events are deleted again at the end, so the cached store stays as it was.
@@ -181,15 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     end = store_gen.START + store_gen.WINDOW_S
     dash = Dashboard(path)
     try:
+        # first: the dashboard reads the history into the metrics as it starts, and
+        # the first scrape waits for that; the pages are measured after it
+        print("metrics …", file=sys.stderr)
+        first = dash.get("/metrics")[1]
+        second = dash.get("/metrics")[1]
         print("overview loads …", file=sys.stderr)
         hour = overview_times(dash, end - 3600, end, args.loads)
         four = overview_times(dash, end - 4 * 3600, end, 5)
         day = overview_times(dash, end - 24 * 3600, end, 3)
         print("live feed …", file=sys.stderr)
         lags = sse_lags(dash, path, args.probes)
-        print("metrics …", file=sys.stderr)
-        first = dash.get("/metrics")[1]
-        second = dash.get("/metrics")[1]
         rss = dash.peak_rss_mb()
     finally:
         dash.close()
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
          f"{result['overview_24h_p50_ms']} ms", "—"),
         ("live feed, commit → stream, p50 / p95",
          f"{result['sse_lag_p50_ms']} / {result['sse_lag_ms']} ms", f"≤ {TARGET_SSE_LAG_MS:g} ms"),
-        ("/metrics first / next scrape",
+        ("/metrics first (history read) / next scrape",
          f"{result['metrics_first_scrape_s']} s / {result['metrics_next_scrape_ms']} ms", "—"),
         ("dashboard peak RSS", f"{result['rss_mb']} MB", f"≤ {TARGET_RSS_MB:g} MB"),
     ]  # fmt: skip

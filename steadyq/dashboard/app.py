@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,6 +58,9 @@ class DashboardOptions:
     report_dir: Path = Path("reports")
     poll_s: float = 0.2
     heartbeat_s: float = 15.0
+    #: read the store's history into the metrics' totals at once, in a thread, so
+    #: that the first scrape of a big store does not outlast Prometheus's timeout
+    warm_metrics: bool = False
 
 
 def clean(value: object, limit: int | None = 200) -> str:
@@ -160,7 +165,10 @@ def create_app(
     env = _environment()
     if registry is None:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(StoreCollector(view.db, safe_stats(view.queue)))
+        collector = StoreCollector(view.db, safe_stats(view.queue))
+        registry.register(collector)
+        if options.warm_metrics:
+            threading.Thread(target=_warm, args=(collector,), daemon=True).start()
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         template = env.get_template(name)
@@ -417,6 +425,13 @@ def create_app(
     app.state.options = options
     app.state.view = view
     return Guard(app, options.token)
+
+
+def _warm(collector: StoreCollector) -> None:
+    # a failure here is a failure of the first scrape too, which reports it
+    with contextlib.suppress(BackendError):
+        # small batches: the pages share the store's connection meanwhile
+        collector.refresh(batch=50_000)
 
 
 async def _form(request: Request, limit: int = 65536) -> ImmutableMultiDict[str, str] | None:

@@ -75,7 +75,8 @@ def serve(
     queue = open_queue(url)
     with queue:
         view = StoreView(queue, store_for(queue, store_url))
-        app = create_app(view, DashboardOptions(token=token, report_dir=report_dir))
+        options = DashboardOptions(token=token, report_dir=report_dir, warm_metrics=True)
+        app = create_app(view, options)
         try:
             sock = free_port_socket(host, port)
         except OSError as exc:
