@@ -48,6 +48,8 @@ COUNTED_KINDS = (
 #: WARNING-and-above texts (and as many of the window before), so a window full
 #: of them costs a bounded time; the page says when the cap was reached.
 TEXTS_CAP = 20_000
+#: A request's events are looked for over at most this much of its ledger row's life.
+REQUEST_SPAN_S = 6 * 3600.0
 _WARNING_RANK = ev.SEVERITY_RANK["WARNING"]
 # Variable parts of an error text, folded so that texts differing only there group
 _VARIABLE = re.compile(
@@ -299,20 +301,33 @@ class StoreView:
     ) -> tuple[RequestRecord | None, list[Event], str]:
         """A ledger row, the events that name the request, and how they were found.
 
-        The events table has no request index: the search runs over the time the
-        ledger row spans (``created_at`` … ``updated_at``) through the ``ts`` index, or
-        over the last hour when the request has no ledger row.
+        The events table has no request index: the search runs through the ``ts``
+        index over the time the ledger row spans (``created_at`` … ``updated_at``, at
+        most the last :data:`REQUEST_SPAN_S` of it). Every event kind that carries a
+        request id also writes its ledger row, so a request without one can only be
+        named by log records: those are read from the WARNING-and-above index, over
+        the last hour.
         """
         rows = self.store.requests(request_id=request_id, limit=1)
         row = rows[0] if rows else None
-        if row is not None:
-            start = (row.created_at or row.updated_at) - 1.0
-            end = row.updated_at + 1.0
-            how = "events between the ledger row's creation and its last update"
-        else:
+        if row is None:
             end = time.time() + 1.0
-            start = end - 3600.0
-            how = "no ledger row: events of the last hour"
+            with self._read() as conn:
+                found = [
+                    _row_to_event(r)
+                    for r in conn.execute(
+                        f"SELECT {_EVENT_COLUMNS} FROM events WHERE sev_rank >= {_WARNING_RANK}"
+                        " AND ts >= ? AND ts < ? AND request_id = ? ORDER BY ts, id LIMIT ?",
+                        (end - 3600.0, end, request_id, limit),
+                    )
+                ]
+            return None, found, "no ledger row: warnings and errors of the last hour"
+        end = row.updated_at + 1.0
+        start = (row.created_at or row.updated_at) - 1.0
+        how = "events between the ledger row's creation and its last update"
+        if end - start > REQUEST_SPAN_S:
+            start = end - REQUEST_SPAN_S
+            how = f"events of the last {REQUEST_SPAN_S / 3600:g} hours before its last update"
         found = self.store.events(
             EventFilter(since=start, until=end, request_id=request_id, limit=limit)
         )

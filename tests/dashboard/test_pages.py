@@ -153,6 +153,12 @@ def test_a_request_lookup_shows_its_ledger_row_and_events(view: Any) -> None:
     assert ev.MESSAGE_SUCCEEDED in html
     missing = client_for(view).get("/requests?id=nobody").text
     assert "No ledger row" in missing
+    # without a ledger row only log records can name a request: they are found
+    view.store.write(
+        [Event(ev.LOG, time.time(), severity="WARNING", request_id="ghost", message="odd")]
+    )
+    ghost = client_for(view).get("/requests?id=ghost").text
+    assert "No ledger row" in ghost and "<td>odd</td>" in ghost
 
 
 def test_replay_needs_the_count_it_confirmed(view: Any) -> None:
