@@ -265,6 +265,16 @@ def worker(
         str,
         typer.Option(help="Events on stdout: 'json' (Cloud Logging lines), 'none'."),
     ] = "json",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus /metrics on this port while the execution runs"
+            " (needs the dashboard extra).",
+        ),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Run one execution: pull, validate, run the handler, settle every message.
 
@@ -337,7 +347,15 @@ def worker(
         sink = JsonLinesSink() if log_format == "json" else None
         with queue:
             store = store_for(queue, settings.store)
-            result = Worker(queue, store, options, sink=sink).run()
+            if metrics_port is not None:
+                from steadyq.worker_metrics import serving_metrics
+
+                with serving_metrics(settings.url, sink, metrics_host, metrics_port) as served:
+                    fed, bound = served
+                    err.print(f"metrics on http://{metrics_host}:{bound}/metrics")
+                    result = Worker(queue, store, options, sink=fed).run()
+            else:
+                result = Worker(queue, store, options, sink=sink).run()
         sys.stdout.flush()
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())) or "no messages"
         style = "green" if result.exit_code == 0 else "red"
@@ -809,6 +827,47 @@ def dlq_export(
 # -- watch ----------------------------------------------------------------------
 
 app.command("watch")(watch_command)
+
+
+# -- dashboard ------------------------------------------------------------------
+
+
+@app.command()
+def dashboard(
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    store_url: StoreOpt = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs a token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8765,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the token (else STEADYQ_DASHBOARD_TOKEN)."),
+    ] = None,
+    report_dir: Annotated[
+        Path, typer.Option(help="Folder of the watch reports the page links to.")
+    ] = Path("reports"),
+) -> None:
+    """Serve the store live in a browser: overview, live feed, DLQ, requests, watches,
+    and Prometheus /metrics. Needs the dashboard extra."""
+
+    def run() -> int:
+        from steadyq.dashboard.serve import read_token, serve
+
+        settings = settings_for(url, config, store=store_url)
+        token = read_token(token_file)
+        serve(
+            settings.url,
+            settings.store,
+            host=host,
+            port=port,
+            token=token,
+            report_dir=report_dir,
+        )
+        return 0
+
+    _guard(run)
 
 
 # -- demo -----------------------------------------------------------------------

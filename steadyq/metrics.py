@@ -1,0 +1,279 @@
+"""Prometheus metrics: a worker's own (from its events) and a store's view (from SQL).
+
+Both speak the same names, documented in ``docs/dashboard.md``. ``prometheus_client``
+is an optional dependency (``steadyq[dashboard]``) and is imported only here; import
+this module only when metrics are asked for.
+
+* :class:`WorkerMetrics` is fed every event a running worker emits (the worker's
+  ``sink`` callback) and is served on ``steadyq worker --metrics-port``.
+* :class:`StoreCollector` reads a SQLite store's events and executions tables
+  incrementally (by event id: a scrape reads only the events written since the last
+  one) and the queue's live counts; ``steadyq dashboard`` serves it on ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from steadyq.brokers.base import Queue, QueueStats
+from steadyq.telemetry import events as ev
+from steadyq.telemetry.events import Event
+
+#: Upper bounds (seconds) of the handler duration histogram: a fast gate-style
+#: handler up to the incident's 30-minute task timeout.
+DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+
+#: The outcome label of each message event kind.
+OUTCOMES = {
+    ev.MESSAGE_SUCCEEDED: "succeeded",
+    ev.MESSAGE_REJECTED: "rejected",
+    ev.MESSAGE_DEAD_LETTERED: "dead_lettered",
+    ev.MESSAGE_DUPLICATE: "duplicate",
+    ev.MESSAGE_FAILED: "failed",
+    ev.MESSAGE_TIMED_OUT: "timed_out",
+}
+_TIMED_KINDS = (ev.MESSAGE_SUCCEEDED, ev.MESSAGE_FAILED, ev.MESSAGE_TIMED_OUT)
+#: The worker logs the start of a backend outage once, with this text first.
+OUTAGE_PREFIX = "backend unavailable"
+
+_HELP = {
+    "messages": "Settled or retried deliveries, by outcome and reason.",
+    "attempts": "Delivery attempts (messages pulled, retries included).",
+    "duration": "Handler time of an attempt (succeeded, failed or timed out).",
+    "executions": "Finished executions, by status.",
+    "running": "Executions started and not finished.",
+    "outages": "Backend outages a worker backed off from.",
+    "ready": "Messages deliverable now.",
+    "in_flight": "Messages leased to a worker and not yet settled.",
+    "delayed": "Messages waiting out a retry delay.",
+    "dead": "Messages in the dead-letter queue.",
+    "oldest": "Age of the oldest message still in the queue.",
+}
+
+
+def _is_outage(event: Event) -> bool:
+    return event.kind == ev.LOG and event.message.startswith(OUTAGE_PREFIX)
+
+
+def queue_families(stats: QueueStats | None) -> Iterator[Metric]:
+    """Gauges of a queue's counts; a figure the backend cannot give is left out."""
+    figures: list[tuple[str, str, float | int | None]] = [
+        ("steadyq_queue_ready_messages", _HELP["ready"], None),
+        ("steadyq_queue_in_flight_messages", _HELP["in_flight"], None),
+        ("steadyq_queue_delayed_messages", _HELP["delayed"], None),
+        ("steadyq_queue_dead_lettered_messages", _HELP["dead"], None),
+        ("steadyq_queue_oldest_unacked_age_seconds", _HELP["oldest"], None),
+    ]
+    if stats is not None:
+        values = (
+            stats.ready,
+            stats.in_flight,
+            stats.delayed,
+            stats.dead_lettered,
+            stats.oldest_unacked_age_s,
+        )
+        figures = [(n, h, v) for (n, h, _), v in zip(figures, values, strict=True)]
+    for name, text, value in figures:
+        family = GaugeMetricFamily(name, text)
+        if value is not None:
+            family.add_metric([], float(value))
+        yield family
+
+
+class _QueueGauges(Collector):
+    def __init__(self, stats: Callable[[], QueueStats | None]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        yield from queue_families(self._stats())
+
+
+class WorkerMetrics:
+    """A running worker's metrics, kept from the events it emits.
+
+    Pass :meth:`observe` (or the object itself) as, or inside, the worker's sink.
+    ``queue_stats`` is called at each scrape for the queue gauges; it returns None
+    (gauges left empty) when the queue cannot answer.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        queue_stats: Callable[[], QueueStats | None] | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.messages = Counter(
+            "steadyq_messages", _HELP["messages"], ["outcome", "reason"], registry=r
+        )
+        self.attempts = Counter("steadyq_delivery_attempts", _HELP["attempts"], registry=r)
+        self.duration = Histogram(
+            "steadyq_handler_duration_seconds",
+            _HELP["duration"],
+            ["outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.executions = Counter("steadyq_executions", _HELP["executions"], ["status"], registry=r)
+        self.running = Gauge("steadyq_executions_running", _HELP["running"], registry=r)
+        self.outages = Counter("steadyq_backend_outages", _HELP["outages"], registry=r)
+        if queue_stats is not None:
+            r.register(_QueueGauges(queue_stats))
+
+    def observe(self, event: Event) -> None:
+        kind = event.kind
+        outcome = OUTCOMES.get(kind)
+        if outcome is not None:
+            self.messages.labels(outcome, event.reason or "").inc()
+            if kind in _TIMED_KINDS and event.duration_ms is not None:
+                self.duration.labels(outcome).observe(event.duration_ms / 1000.0)
+        elif kind == ev.MESSAGE_RECEIVED:
+            self.attempts.inc()
+        elif kind == ev.EXECUTION_STARTED:
+            self.running.inc()
+        elif kind == ev.EXECUTION_FINISHED:
+            self.running.dec()
+            self.executions.labels(str(event.data.get("status", "failed"))).inc()
+        elif _is_outage(event):
+            self.outages.inc()
+
+    __call__ = observe
+
+
+class _Totals:
+    """Running totals of a store's events, advanced by event id."""
+
+    def __init__(self) -> None:
+        self.last_id = 0
+        self.messages: dict[tuple[str, str], int] = {}
+        self.attempts = 0
+        self.outages = 0
+        # per outcome: bucket counts (non-cumulative, one per bound plus +Inf), sum
+        self.buckets: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+
+
+_OUTCOME_KIND_SQL = ",".join(f"'{k}'" for k in OUTCOMES)
+
+
+class StoreCollector(Collector):
+    """The store's view in Prometheus terms: totals over the whole history.
+
+    ``db`` is the store's :class:`~steadyq._sqlite.SqliteDatabase`. The first scrape
+    reads every message event once (on a 10 M-event store: seconds); each later one
+    reads only the events added since. ``queue_stats`` gives the queue gauges.
+    """
+
+    def __init__(self, db: Any, queue_stats: Callable[[], QueueStats | None]) -> None:
+        self._db = db
+        self._queue_stats = queue_stats
+        self._totals = _Totals()
+        self._lock = threading.Lock()
+
+    def refresh(self, batch: int = 200_000) -> None:
+        """Read the events written since the last refresh into the totals."""
+        with self._lock:
+            t = self._totals
+            while True:
+                with self._db.reading() as conn:
+                    top = conn.execute(
+                        "SELECT coalesce(max(id), 0) FROM"
+                        " (SELECT id FROM events WHERE id > ? ORDER BY id LIMIT ?)",
+                        (t.last_id, batch),
+                    ).fetchone()[0]
+                    if top <= t.last_id:
+                        return
+                    self._add(conn, t.last_id, top)
+                t.last_id = top
+
+    def _add(self, conn: Any, low: int, high: int) -> None:
+        t = self._totals
+        rows = conn.execute(
+            "SELECT kind, coalesce(reason, ''), count(*) FROM events"
+            f" WHERE id > ? AND id <= ? AND kind IN ({_OUTCOME_KIND_SQL}) GROUP BY 1, 2",
+            (low, high),
+        )
+        for kind, reason, n in rows:
+            key = (OUTCOMES[kind], reason)
+            t.messages[key] = t.messages.get(key, 0) + int(n)
+        t.attempts += conn.execute(
+            "SELECT count(*) FROM events WHERE id > ? AND id <= ? AND kind = ?",
+            (low, high, ev.MESSAGE_RECEIVED),
+        ).fetchone()[0]
+        t.outages += conn.execute(
+            "SELECT count(*) FROM events WHERE id > ? AND id <= ? AND kind = ? AND message LIKE ?",
+            (low, high, ev.LOG, OUTAGE_PREFIX + "%"),
+        ).fetchone()[0]
+        # bucket index in SQL: the number of bounds below the duration
+        bucket = " + ".join(f"(duration_ms > {b * 1000:g})" for b in DURATION_BUCKETS)
+        rows = conn.execute(
+            f"SELECT kind, {bucket}, count(*), sum(duration_ms) FROM events"
+            " WHERE id > ? AND id <= ? AND kind IN (?,?,?) AND duration_ms IS NOT NULL"
+            " GROUP BY 1, 2",
+            (low, high, *_TIMED_KINDS),
+        )
+        for kind, index, n, total_ms in rows:
+            outcome = OUTCOMES[kind]
+            counts = t.buckets.setdefault(outcome, [0] * (len(DURATION_BUCKETS) + 1))
+            counts[int(index)] += int(n)
+            t.sums[outcome] = t.sums.get(outcome, 0.0) + float(total_ms) / 1000.0
+
+    def collect(self) -> Iterator[Metric]:
+        self.refresh()
+        t = self._totals
+        messages = CounterMetricFamily(
+            "steadyq_messages", _HELP["messages"], labels=["outcome", "reason"]
+        )
+        for (outcome, reason), n in sorted(t.messages.items()):
+            messages.add_metric([outcome, reason], n)
+        yield messages
+        yield CounterMetricFamily("steadyq_delivery_attempts", _HELP["attempts"], value=t.attempts)
+        duration = HistogramMetricFamily(
+            "steadyq_handler_duration_seconds", _HELP["duration"], labels=["outcome"]
+        )
+        for outcome, counts in sorted(t.buckets.items()):
+            cumulative, running = [], 0
+            for bound, n in zip((*DURATION_BUCKETS, float("inf")), counts, strict=True):
+                running += n
+                cumulative.append(("+Inf" if bound == float("inf") else f"{bound:g}", running))
+            duration.add_metric([outcome], cumulative, sum_value=t.sums.get(outcome, 0.0))
+        yield duration
+        executions = CounterMetricFamily(
+            "steadyq_executions", _HELP["executions"], labels=["status"]
+        )
+        running = 0
+        with self._db.reading() as conn:
+            rows = conn.execute("SELECT status, count(*) FROM executions GROUP BY status")
+            for status, n in rows:
+                if status == "running":
+                    running = int(n)
+                else:
+                    executions.add_metric([str(status)], int(n))
+        yield executions
+        yield GaugeMetricFamily("steadyq_executions_running", _HELP["running"], value=running)
+        yield CounterMetricFamily("steadyq_backend_outages", _HELP["outages"], value=t.outages)
+        yield from queue_families(self._queue_stats())
+
+
+def safe_stats(queue: Queue) -> Callable[[], QueueStats | None]:
+    """A ``queue_stats`` callable that answers None instead of raising."""
+    from steadyq.errors import BackendError
+
+    def stats() -> QueueStats | None:
+        try:
+            return queue.stats()
+        except BackendError:
+            return None
+
+    return stats
