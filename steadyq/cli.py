@@ -678,7 +678,11 @@ def dlq_show(
             "published_at",
             "dead_lettered_at",
         ):
-            out.print(Text(f"{key:>17}: ", style="bold") + safe(data[key], None))
+            # a detail may carry the handler's traceback: its lines stay lines
+            first, *rest = str(data[key] if data[key] is not None else "").split("\n")
+            out.print(Text(f"{key:>17}: ", style="bold") + safe(first, None))
+            for line in rest:
+                out.print(Text(" " * 19) + safe(line, None))
         out.print(
             Text(f"{'attributes':>17}: ", style="bold")
             + safe(json.dumps(data["attributes"], ensure_ascii=True))

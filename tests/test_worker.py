@@ -414,3 +414,18 @@ def test_a_copy_waits_while_the_first_outcome_is_still_being_recorded(
     assert len(calls.read_text().splitlines()) == 1, "the copy never ran the handler"
     assert (result.counts["succeeded"], result.counts["duplicate"]) == (1, 1)
     assert store.completed([rid]) == {rid}
+
+
+def test_a_handler_error_keeps_its_traceback_on_the_event_and_the_letter(
+    clock: FakeClock,
+) -> None:
+    queue = MemoryQueue(clock=clock)
+    mid = queue.publish(request("broken"))
+    Worker(queue, store_for(queue), options(retry=RetryPolicy(0, 0, 1)), clock=clock).run()
+    [failed] = kinds(queue, ev.MESSAGE_FAILED)
+    trace = failed.data["traceback"]
+    assert trace.startswith("Traceback (most recent call last):")
+    assert "in by_topic" in trace and trace.endswith("ValueError: always broken")
+    letter = queue.dlq_get(mid)
+    assert letter.detail.startswith("gave up after 1 run; last error: ValueError: always broken")
+    assert trace in letter.detail
