@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -195,6 +196,15 @@ def publish(
 # -- worker -------------------------------------------------------------------
 
 
+def _import_from_here() -> None:
+    """Let ``--handler mypkg.jobs:handle`` find ``mypkg`` in the current folder, as
+    uvicorn, celery and rq do. The handler processes inherit ``sys.path`` (fork copies
+    it; spawn and forkserver are handed it by multiprocessing)."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+
+
 @app.command()
 def worker(
     url: UrlOpt = None,
@@ -312,11 +322,22 @@ def worker(
             store=store_url,
         )
         ws = settings.worker
+        if ws.max_runtime_s is not None and ws.max_runtime_s <= ws.deadline_s:
+            raise ConfigError(
+                f"--max-runtime {format_duration(ws.max_runtime_s)} is not longer than"
+                f" --deadline {format_duration(ws.deadline_s)}: the execution stops pulling"
+                " when its budget could not fit one more deadline, so it would run nothing;"
+                " give a longer --max-runtime or a shorter --deadline"
+            )
+        _import_from_here()
         schema = None
         if ws.request_schema:
             from pydantic import BaseModel
 
-            loaded = load_handler(ws.request_schema)  # resolves any module:attribute
+            try:
+                loaded = load_handler(ws.request_schema)  # resolves any module:attribute
+            except HandlerLoadError as exc:
+                raise ConfigError(f"--schema: {exc}") from None
             if not (isinstance(loaded, type) and issubclass(loaded, BaseModel)):
                 raise ConfigError(f"schema {ws.request_schema!r} is not a pydantic model")
             schema = loaded

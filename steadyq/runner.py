@@ -104,20 +104,25 @@ class Outcome:
 
 
 def load_handler(spec: str | Handler) -> Handler:
-    """Resolve ``module:callable`` (or ``module.callable``) to a callable.
+    """Resolve ``module:callable`` to a callable.
 
     Raises:
-        HandlerLoadError: the module cannot be imported, has no such attribute, or
-            the attribute is not callable.
+        HandlerLoadError: the spec has no colon, the module cannot be imported, has no
+            such attribute, or the attribute is not callable.
     """
     if callable(spec):
         return spec
     text = spec.strip()
     module_name, sep, attr = text.partition(":")
     if not sep:
-        module_name, _, attr = text.rpartition(".")
+        # 'mypkg.jobs' could be a module or a function in 'mypkg': guessing would
+        # import the wrong thing, so say what is missing
+        raise HandlerLoadError(
+            f"{spec!r} has no colon and function name: write it as 'module:function',"
+            f" e.g. '{text or 'mypkg.jobs'}:handle'"
+        )
     if not module_name or not attr:
-        raise HandlerLoadError(f"handler {spec!r} must look like 'package.module:function'")
+        raise HandlerLoadError(f"{spec!r} must look like 'package.module:function'")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
