@@ -219,12 +219,27 @@ class SqliteDatabase:
 
     One object per process (connections must not cross a fork). Thread-safe: a lock
     serialises use of the connection.
+
+    ``read_only`` opens an existing steadyq file for reading and never writes: no
+    folder, file or schema is created, and a file the user may only read can be
+    inspected (writes fail with BackendError).
+
+    Raises:
+        BackendUnavailable: the file cannot be opened; read-only, also when there is
+            no file there or it is not a steadyq database of this version.
     """
 
     _writing = False  # inside transaction(): its BEGIN succeeded, no COMMIT/ROLLBACK yet
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30000) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout_ms: int = 30000, read_only: bool = False
+    ) -> None:
         self.path = str(path)
+        self.read_only = read_only and self.path != ":memory:"
+        if self.read_only:
+            self._open_read_only(busy_timeout_ms)
+            self._closed = False
+            return
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -244,6 +259,61 @@ class SqliteDatabase:
         except OSError as exc:
             raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         self._closed = False
+
+    def _open_read_only(self, busy_timeout_ms: int) -> None:
+        file = Path(self.path)
+        if not file.is_file():
+            where = "no such file" if not file.exists() else "not a file"
+            raise BackendUnavailable(f"no steadyq database at {self.path} ({where})")
+        self._lock = threading.RLock()
+        uri = file.resolve().as_uri()
+        try:
+            try:
+                # mode=ro: SQLite never writes the database, yet sees a live writer's WAL
+                row = self._connect_read_only(f"{uri}?mode=ro", busy_timeout_ms)
+            except sqlite3.OperationalError:
+                if Path(f"{self.path}-wal").exists():
+                    raise
+                # a WAL file whose folder we may not write, and no -wal beside it: no
+                # writer is live, and SQLite can read the file only as immutable
+                row = self._connect_read_only(f"{uri}?mode=ro&immutable=1", busy_timeout_ms)
+        except sqlite3.Error as exc:
+            with contextlib.suppress(AttributeError):
+                self.conn.close()
+            if "no such table" in str(exc) or "not a database" in str(exc):
+                raise BackendUnavailable(f"no steadyq database at {self.path} ({exc})") from exc
+            raise BackendUnavailable(f"cannot read SQLite database {self.path!r}: {exc}") from exc
+        version = None if row is None else int(row[0])
+        if version != SCHEMA_VERSION:
+            self.conn.close()
+            if version is None:
+                raise BackendUnavailable(f"no steadyq database at {self.path} (no schema version)")
+            if version > SCHEMA_VERSION:
+                raise BackendUnavailable(
+                    f"{self.path} was written by a newer steadyq (schema {version}); upgrade"
+                )
+            raise BackendUnavailable(
+                f"{self.path} has schema {version} from an older steadyq; a command that"
+                f" writes (steadyq worker, publish) upgrades it to schema {SCHEMA_VERSION}"
+            )
+
+    def _connect_read_only(self, uri: str, busy_timeout_ms: int) -> tuple[str] | None:
+        """Connect to ``uri`` and read the schema version (which fails early if the
+        file cannot be read as opened)."""
+        with contextlib.suppress(AttributeError):
+            self.conn.close()
+        self.conn = sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        self.conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        row: tuple[str] | None = self.conn.execute(
+            "SELECT value FROM steadyq_meta WHERE key='schema_version'"
+        ).fetchone()
+        return row
 
     def _create_schema(self) -> None:
         with self.transaction() as conn:

@@ -88,15 +88,22 @@ def settings_for(
 
 
 def _open(
-    url: str | None, config: Path | None, store: str | None = None
+    url: str | None, config: Path | None, store: str | None = None, *, read_only: bool = False
 ) -> tuple[Queue, EventStore]:
+    """The queue and its store; ``read_only`` for commands that only look, which must
+    neither create a database nor need the right to write one."""
     settings = settings_for(url, config, store=store)
-    queue = open_queue(settings.url)
+    queue = open_queue(settings.url, read_only=read_only)
     try:
-        return queue, store_for(queue, settings.store)
+        return queue, store_for(queue, settings.store, read_only=read_only)
     except BaseException:
         queue.close()
         raise
+
+
+def _look_at_queue(url: str | None, config: Path | None) -> Queue:
+    """The queue alone, read-only: its stats and dead letters need no telemetry store."""
+    return open_queue(settings_for(url, config).url, read_only=True)
 
 
 def table(*columns: str) -> Table:
@@ -405,7 +412,7 @@ def executions(
     """Executions, newest first: status, start, completion, duration, startup."""
 
     def run() -> int:
-        queue, store = _open(url, config, store_url)
+        queue, store = _open(url, config, store_url, read_only=True)
         with queue:
             rows = store.executions(since=_since(since), limit=limit)
         if json_out:
@@ -451,7 +458,7 @@ def requests(
     def run() -> int:
         if status is not None and status not in REQUEST_STATUSES:
             raise ConfigError(f"--status {status!r}: expected one of {', '.join(REQUEST_STATUSES)}")
-        queue, store = _open(url, config, store_url)
+        queue, store = _open(url, config, store_url, read_only=True)
         with queue:
             rows = store.requests(
                 status=status, request_id=request_id, since=_since(since), limit=limit
@@ -550,7 +557,7 @@ def logs(
 def _show_events(
     url: str | None, config: Path | None, store_url: str | None, where: EventFilter, json_out: bool
 ) -> None:
-    queue, store = _open(url, config, store_url)
+    queue, store = _open(url, config, store_url, read_only=True)
     with queue:
         found = list(reversed(store.events(where)))
     if json_out:
@@ -584,7 +591,7 @@ def queue_stats(
     """Ready, in flight, delayed, dead-lettered, and the oldest unacked message's age."""
 
     def run() -> int:
-        queue, _ = _open(url, config, store_url)
+        queue = _look_at_queue(url, config)
         with queue:
             stats = queue.stats()
         if json_out:
@@ -643,7 +650,7 @@ def dlq_ls(
     """Dead letters: when, why, how many attempts, and the start of the payload."""
 
     def run() -> int:
-        queue, _ = _open(url, config, store_url)
+        queue = _look_at_queue(url, config)
         with queue:
             letters = queue.dlq_list(_filter(reason, since, limit))
         if json_out:
@@ -679,7 +686,7 @@ def dlq_show(
     """One dead letter in full: reason, detail, attributes, payload."""
 
     def run() -> int:
-        queue, _ = _open(url, config, store_url)
+        queue = _look_at_queue(url, config)
         with queue:
             try:
                 letter = queue.dlq_get(message_id)
@@ -728,7 +735,7 @@ def dlq_stats(
     """Dead letters grouped by reason."""
 
     def run() -> int:
-        queue, _ = _open(url, config, store_url)
+        queue = _look_at_queue(url, config)
         with queue:
             groups = dlq_ops.stats(queue.dlq_list(_filter(None, since, None)))
         if json_out:
@@ -835,7 +842,7 @@ def dlq_export(
     """Dead letters as JSON lines (payload as text, or base64 when not UTF-8)."""
 
     def run() -> int:
-        queue, _ = _open(url, config, store_url)
+        queue = _look_at_queue(url, config)
         with queue:
             letters = queue.dlq_list(_filter(reason, since, limit))
         if output is None:

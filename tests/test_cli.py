@@ -226,8 +226,9 @@ def test_config_file_and_env_pick_the_url(
     code, out, _ = invoke("queue", "stats", "--json")
     assert code == 0 and json.loads(out)["ready"] == 6
     monkeypatch.setenv("STEADYQ_URL", f"sqlite:///{tmp_path}/other.db")
-    _, out, _ = invoke("queue", "stats", "--json")
-    assert json.loads(out)["ready"] == 0
+    code, _, err = invoke("queue", "stats", "--json")
+    assert code == 3 and "no steadyq database at" in err
+    assert not (tmp_path / "other.db").exists(), "a read-only command creates nothing"
 
 
 def test_payload_preview_escapes_control_bytes() -> None:

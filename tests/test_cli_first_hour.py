@@ -144,3 +144,105 @@ def test_handler_processes_started_fresh_see_the_current_folder_too(
     finally:
         runner_.close()
     assert [(o.status, o.result) for o in outcomes] == [("ok", {"ok": 1})]
+
+
+# -- read-only commands -------------------------------------------------------------
+
+LOOKING = (
+    ("queue", "stats"),
+    ("dlq", "ls"),
+    ("dlq", "stats"),
+    ("dlq", "export"),
+    ("events",),
+    ("logs",),
+    ("executions",),
+    ("requests",),
+)
+
+
+@pytest.mark.parametrize("command", LOOKING, ids=" ".join)
+def test_looking_at_a_missing_database_creates_nothing(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    where = tmp_path / "no" / "such" / "dir" / "x.db"
+    code, out, err = invoke(*command, "--url", f"sqlite:///{where}")
+    assert code == 3 and out == ""
+    assert f"no steadyq database at {where}" in " ".join(err.split())
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_file_that_is_not_a_steadyq_database_is_named_as_such(tmp_path: Path) -> None:
+    (tmp_path / "notes.db").write_text("just text\n")
+    (tmp_path / "other.db").touch()
+    for name in ("notes.db", "other.db"):
+        code, _, err = invoke("events", "--url", f"sqlite:///{tmp_path / name}")
+        assert code == 3 and "no steadyq database at" in err, err
+    assert (tmp_path / "other.db").stat().st_size == 0, "an empty file stays empty"
+
+
+PROBE = """
+import json, os, sys
+from typer.testing import CliRunner
+from steadyq.cli import app
+
+warm, url, commands = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+runner = CliRunner()
+for args in commands:  # as root first, so every module imported lazily is loaded
+    runner.invoke(app, [*args, "--json", "--url", warm])
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)  # nobody: the file and its folder are no longer writable
+results = [runner.invoke(app, [*args, "--json", "--url", url]) for args in commands]
+print(json.dumps([[r.exit_code, r.stdout, r.stderr] for r in results]))
+"""
+
+
+def test_a_database_the_user_may_only_read_can_be_inspected(tmp_path: Path) -> None:
+    import shutil
+    import tempfile
+
+    from steadyq.brokers import open_queue
+
+    if os.geteuid() == 0 and not hasattr(os, "setuid"):
+        pytest.skip("root ignores file permissions and cannot drop them here")
+    base = Path(tempfile.mkdtemp(prefix="steadyq-ro-", dir="/tmp" if os.geteuid() == 0 else None))
+    try:
+        base.chmod(0o755)
+        folder = base / "ro"
+        folder.mkdir()
+        warm, db = base / "warm.db", folder / "x.db"
+        for path in (warm, db):
+            queue = open_queue(f"sqlite:///{path}")
+            with queue:
+                queue.publish(b'{"request_id": "not-a-uuid"}')
+        db.chmod(0o444)
+        folder.chmod(0o555)
+        before = sorted(p.name for p in folder.iterdir())
+        commands = [list(c) for c in LOOKING if c != ("dlq", "export")]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                PROBE,
+                f"sqlite:///{warm}",
+                f"sqlite:///{db}",
+                json.dumps(commands),
+            ],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=base,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        results = json.loads(done.stdout)
+        for args, (code, out, err) in zip(commands, results, strict=True):
+            assert code == 0, (args, err)
+            assert isinstance(json.loads(out), dict | list), args
+        assert json.loads(results[0][1])["ready"] == 1
+        assert sorted(p.name for p in folder.iterdir()) == before, "nothing was created"
+    finally:
+        for path in (base / "ro", base):
+            if path.exists():
+                path.chmod(0o755)
+        shutil.rmtree(base)

@@ -22,9 +22,14 @@ SCHEMES = ("sqlite", "memory", "pubsub")
 DEFAULT_STORE_URL = "sqlite:///steadyq.db"
 
 
-def open_queue(url: str, *, clock: Callable[[], float] = time.time) -> Queue:
+def open_queue(
+    url: str, *, clock: Callable[[], float] = time.time, read_only: bool = False
+) -> Queue:
     """Open the queue a URL names: ``sqlite:///steadyq.db``, ``memory://``,
     ``pubsub://PROJECT/TOPIC_OR_SUBSCRIPTION``.
+
+    ``read_only`` is for commands that only look: a SQLite file must exist already
+    and is opened without writing (nothing is created).
 
     Raises:
         ConfigError: the URL is malformed or names an unknown scheme.
@@ -34,7 +39,7 @@ def open_queue(url: str, *, clock: Callable[[], float] = time.time) -> Queue:
     if scheme == "sqlite":
         from steadyq.brokers.sqlite import SqliteQueue
 
-        return SqliteQueue.from_url(url, clock=clock)
+        return SqliteQueue.from_url(url, clock=clock, read_only=read_only)
     if scheme == "memory":
         from steadyq.brokers.memory import MemoryQueue
 
@@ -48,8 +53,9 @@ def open_queue(url: str, *, clock: Callable[[], float] = time.time) -> Queue:
     )
 
 
-def open_store(url: str) -> EventStore:
-    """Open a telemetry store by URL (``sqlite:///steadyq.db``).
+def open_store(url: str, *, read_only: bool = False) -> EventStore:
+    """Open a telemetry store by URL (``sqlite:///steadyq.db``); ``read_only`` as for
+    :func:`open_queue`.
 
     Raises:
         ConfigError: the URL names no store steadyq has.
@@ -60,11 +66,11 @@ def open_store(url: str) -> EventStore:
     from steadyq._sqlite import SqliteDatabase, busy_timeout_ms, sqlite_path
     from steadyq.telemetry.store_sqlite import SqliteStore
 
-    db = SqliteDatabase(sqlite_path(url), busy_timeout_ms=busy_timeout_ms(url))
+    db = SqliteDatabase(sqlite_path(url), busy_timeout_ms=busy_timeout_ms(url), read_only=read_only)
     return SqliteStore(db, owns_db=True)
 
 
-def store_for(queue: Queue, url: str | None = None) -> EventStore:
+def store_for(queue: Queue, url: str | None = None, *, read_only: bool = False) -> EventStore:
     """The telemetry store that goes with ``queue``: its colocated one when it has
     one, else the store ``url`` names (default ``sqlite:///steadyq.db``), which the
     queue then owns (closing the queue closes it).
@@ -76,7 +82,7 @@ def store_for(queue: Queue, url: str | None = None) -> EventStore:
     store = queue.colocated_store
     if store is not None:
         return store
-    store = open_store(url or DEFAULT_STORE_URL)
+    store = open_store(url or DEFAULT_STORE_URL, read_only=read_only)
     queue.use_store(store)
     return store
 

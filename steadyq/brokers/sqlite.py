@@ -106,10 +106,14 @@ class SqliteQueue(Queue):
         self._store = SqliteStore(db)
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteQueue:
-        db = SqliteDatabase(sqlite_path(url), busy_timeout_ms=busy_timeout_ms(url))
+    def from_url(
+        cls, url: str, *, clock: Callable[[], float] = time.time, read_only: bool = False
+    ) -> SqliteQueue:
+        db = SqliteDatabase(
+            sqlite_path(url), busy_timeout_ms=busy_timeout_ms(url), read_only=read_only
+        )
         pages = max_page_count(url)
-        if pages is not None:
+        if pages is not None and not read_only:
             db.limit_pages(pages)
         return cls(db, clock=clock, owns_db=True)
 
