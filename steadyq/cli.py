@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich import box
@@ -32,10 +34,13 @@ from steadyq.errors import (
     SteadyqError,
 )
 from steadyq.publishing import publish_recorded
-from steadyq.telemetry.events import KINDS, LOG, SEVERITIES
+from steadyq.telemetry.events import KINDS, LOG, SEVERITIES, Event
 from steadyq.telemetry.store import REQUEST_STATUSES, EventFilter, EventStore
 from steadyq.watch.cli import watch_command
 from steadyq.worker import ExitCode
+
+if TYPE_CHECKING:
+    from steadyq._progress import TerminalProgress
 
 app = typer.Typer(
     name="steadyq",
@@ -280,8 +285,18 @@ def worker(
     ] = None,
     log_format: Annotated[
         str,
-        typer.Option(help="Events on stdout: 'json' (Cloud Logging lines), 'none'."),
-    ] = "json",
+        typer.Option(
+            help="What goes to stdout: 'auto' (a live status line on a terminal, else"
+            " 'json'), 'json' (every event as a Cloud Logging line), 'progress', 'none'.",
+        ),
+    ] = "auto",
+    log_level: Annotated[
+        str,
+        typer.Option(
+            help="Lowest severity of log records shown, e.g. INFO to see ctx.logger.info();"
+            " the store keeps WARNING and above.",
+        ),
+    ] = "WARNING",
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -305,8 +320,11 @@ def worker(
         from steadyq.telemetry.logs import JsonLinesSink
         from steadyq.worker import Worker, WorkerOptions
 
-        if log_format not in ("json", "none"):
-            raise ConfigError("--log-format must be 'json' or 'none'")
+        if log_format not in LOG_FORMATS:
+            raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+        level = log_level.upper()
+        if level not in SEVERITIES or logging.getLevelName(level) == f"Level {level}":
+            raise ConfigError("--log-level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         settings = settings_for(
             url,
             config,
@@ -370,20 +388,37 @@ def worker(
             max_bytes=ws.max_bytes,
             artifacts_dir=ws.artifacts_dir,
             backend_outage_s=ws.backend_outage_s,
+            log_level=logging.getLevelName(level),
         )
+        shown = log_format
+        if shown == "auto":
+            shown = "progress" if out.is_terminal else "json"
         queue = open_queue(settings.url)
-        sink = JsonLinesSink() if log_format == "json" else None
-        with queue:
+        with queue, contextlib.ExitStack() as stack:
             store = store_for(queue, settings.store)
+            progress = None
+            sink: Callable[[Event], None] | None = None
+            if shown == "progress":
+                progress = stack.enter_context(
+                    _terminal_progress(settings.url, drain=options.drain, level=level)
+                )
+                sink = progress
+            elif shown == "json":
+                # the handlers' records below --log-level never leave the handler; the
+                # worker's own (NOTICE "backend available again" …) always print
+                sink = JsonLinesSink()
             if metrics_port is not None:
                 from steadyq.worker_metrics import serving_metrics
 
-                with serving_metrics(settings.url, sink, metrics_host, metrics_port) as served:
-                    fed, bound = served
-                    err.print(f"metrics on http://{metrics_host}:{bound}/metrics")
-                    result = Worker(queue, store, options, sink=fed).run()
-            else:
-                result = Worker(queue, store, options, sink=sink).run()
+                fed, bound = stack.enter_context(
+                    serving_metrics(settings.url, sink, metrics_host, metrics_port)
+                )
+                err.print(f"metrics on http://{metrics_host}:{bound}/metrics")
+                sink = fed
+            worker_ = Worker(queue, store, options, sink=sink)
+            if progress is not None:
+                progress.follow(worker_.counts)
+            result = worker_.run()
         sys.stdout.flush()
         counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())) or "no messages"
         style = "green" if result.exit_code == 0 else "red"
@@ -395,6 +430,35 @@ def worker(
         return int(result.exit_code)
 
     _guard(run)
+
+
+LOG_FORMATS = ("auto", "json", "progress", "none")
+
+
+@contextlib.contextmanager
+def _terminal_progress(url: str, *, drain: bool, level: str) -> Iterator[TerminalProgress]:
+    """A live status line for the worker's terminal; the queue's remaining count comes
+    from a second handle (read-only for SQLite), so asking never waits on the worker."""
+    from steadyq._progress import TerminalProgress
+
+    looker: Queue | None = None
+    if not url.startswith("memory:"):
+        try:
+            looker = open_queue(url, read_only=True)
+        except SteadyqError:
+            looker = None  # the line simply shows no remaining count
+    try:
+        progress = TerminalProgress(
+            out,
+            drain=drain,
+            min_severity=level,
+            queue_stats=None if looker is None else looker.stats,
+        )
+        with progress:
+            yield progress
+    finally:
+        if looker is not None:
+            looker.close()
 
 
 # -- listings -----------------------------------------------------------------

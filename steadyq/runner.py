@@ -209,14 +209,16 @@ def _result(value: object, ctx: HandlerContext) -> dict[str, Any] | None:
 _MAIN_PID = os.getpid()
 
 
-def _handler_logger(emit: Callable[[Event], None]) -> tuple[logging.Logger, EventLogHandler]:
+def _handler_logger(
+    emit: Callable[[Event], None], level: int = logging.WARNING
+) -> tuple[logging.Logger, EventLogHandler]:
     logger = logging.getLogger("steadyq.handler")
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     for old in list(logger.handlers):
         if isinstance(old, EventLogHandler):
             logger.removeHandler(old)
-    hook = EventLogHandler(emit, clock=time.time)
+    hook = EventLogHandler(emit, clock=time.time, level=level)
     logger.addHandler(hook)
     return logger, hook
 
@@ -294,8 +296,10 @@ class InlineRunner:
         *,
         execution_id: str,
         emit: Callable[[Event], None],
+        log_level: int = logging.WARNING,
     ) -> None:
         self.concurrency = 1
+        self._log_level = log_level
         self._spec = handler
         self._execution_id = execution_id
         self._emit = emit
@@ -307,7 +311,7 @@ class InlineRunner:
 
     def start(self) -> None:
         self._handler = load_handler(self._spec)
-        self._logger, self._hook = _handler_logger(self._emit)
+        self._logger, self._hook = _handler_logger(self._emit, self._log_level)
 
     def capacity(self) -> int:
         return self.pace.allowed()
@@ -367,7 +371,12 @@ def _die_with_parent() -> None:
 
 
 def _child_main(
-    conn: Connection, handler: str | Handler, execution_id: str, start_by: Any, ring: range
+    conn: Connection,
+    handler: str | Handler,
+    execution_id: str,
+    start_by: Any,
+    ring: range,
+    log_level: int = logging.WARNING,
 ) -> None:
     _die_with_parent()
     # the parent decides when children stop: a signal to the whole process group
@@ -380,7 +389,7 @@ def _child_main(
     except HandlerLoadError as exc:
         conn.send(("fatal", str(exc)))
         return
-    logger, hook = _handler_logger(lambda event: conn.send(("log", event)))
+    logger, hook = _handler_logger(lambda event: conn.send(("log", event)), log_level)
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -435,6 +444,7 @@ class ProcessRunner:
         prefetch: int = 4,
         start_method: str | None = None,
         kill_grace_s: float = 0.0,
+        log_level: int = logging.WARNING,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -452,6 +462,7 @@ class ProcessRunner:
         self._pending: deque[Call] = deque()
         self._done: list[Outcome] = []
         self._kill_grace_s = kill_grace_s
+        self._log_level = log_level
         self._payload: str | Handler = handler
         # one start_by per call a child can hold, plus one: a position is written again
         # only after the call that had it is done
@@ -483,7 +494,14 @@ class ProcessRunner:
         ring = range(index * self._ring_size, (index + 1) * self._ring_size)
         process = self._mp.Process(
             target=_child_main,
-            args=(child_conn, self._payload, self._execution_id, self._start_by, ring),
+            args=(
+                child_conn,
+                self._payload,
+                self._execution_id,
+                self._start_by,
+                ring,
+                self._log_level,
+            ),
             name="steadyq-handler",
             daemon=True,
         )

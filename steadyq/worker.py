@@ -10,6 +10,7 @@ with backoff) — and the events say which.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -71,6 +72,7 @@ MAX_UNCOMMITTED = 1000
 # how soon a copy parked behind another execution's claim asks again (doubling up to the max)
 CLAIM_RETRY_S = 0.1
 CLAIM_RETRY_MAX_S = 2.0
+_STORED_LOG_RANK = ev.severity_rank("WARNING")  # log records below are shown, not stored
 
 
 def _ledger_fields(request: BaseModel) -> dict[str, Any]:
@@ -153,6 +155,9 @@ class WorkerOptions:
     artifacts_dir: str = "artifacts"
     # deliveries without an outcome before a message is given up; None: see below
     max_deliveries: int | None = None
+    # lowest level of the handlers' log records that reach the sink; the store keeps
+    # WARNING and above whatever this says
+    log_level: int = logging.WARNING
 
     @property
     def effective_max_deliveries(self) -> int:
@@ -278,7 +283,8 @@ class Worker:
         """Queue an event written by a handler or a runner for the next flush."""
         if self._sink is not None:
             self._sink(event)
-        self._buffer.append(event)
+        if event.kind != ev.LOG or ev.severity_rank(event.severity) >= _STORED_LOG_RANK:
+            self._buffer.append(event)
 
     def _log(self, severity: str, text: str, **fields: Any) -> Event:
         return self._event(ev.LOG, severity=severity, message=text, **fields)
@@ -361,7 +367,12 @@ class Worker:
     def _make_runner(self) -> Runner:
         opts = self.options
         if opts.runner == "inline":
-            return InlineRunner(opts.handler, execution_id=self.execution_id, emit=self._emit)
+            return InlineRunner(
+                opts.handler,
+                execution_id=self.execution_id,
+                emit=self._emit,
+                log_level=opts.log_level,
+            )
         if opts.runner == "process":
             return ProcessRunner(
                 opts.handler,
@@ -369,6 +380,7 @@ class Worker:
                 execution_id=self.execution_id,
                 emit=self._emit,
                 prefetch=opts.prefetch,
+                log_level=opts.log_level,
             )
         raise ValueError(f"unknown runner {opts.runner!r}: use 'process' or 'inline'")
 

@@ -37,3 +37,8 @@ def by_topic(request: Any, ctx: HandlerContext) -> None:
         os._exit(3)
     if topic == "slow":
         time.sleep(0.3)
+
+
+def chatty(request: Any, ctx: HandlerContext) -> None:
+    """Logs at INFO, as the README's example handler does."""
+    ctx.logger.info("chatty says: working on %s (attempt %d)", request.request_id, ctx.attempt)

@@ -16,13 +16,39 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from steadyq.durations import rfc3339
-from steadyq.telemetry.events import LOG, Event
+from steadyq.telemetry.events import LOG, MESSAGE_SUCCEEDED, Event, severity_rank
 
 LABELS_KEY = "logging.googleapis.com/labels"
 
 
-def cloud_logging_line(event: Event) -> str:
-    """One JSON line for ``event``; always ASCII, so any bytes from a message are escaped."""
+#: A success's recorded result longer than this (as JSON) is summarised on its printed
+#: line: the content workload's manifest would otherwise fill a screen per message.
+PRINTED_RESULT_BYTES = 512
+
+
+def printed_data(event: Event) -> dict[str, Any]:
+    """``event.data`` as a printed line shows it: a long handler result keeps only its
+    ``artifacts`` and the names of the other keys (the store keeps it whole)."""
+    data = dict(event.data)
+    result = data.get("result")
+    if event.kind != MESSAGE_SUCCEEDED or not isinstance(result, dict):
+        return data
+    try:
+        size = len(json.dumps(result, default=str))
+    except (TypeError, ValueError):
+        size = PRINTED_RESULT_BYTES + 1
+    if size > PRINTED_RESULT_BYTES:
+        brief: dict[str, Any] = {"omitted": sorted(str(k) for k in result if k != "artifacts")}
+        if "artifacts" in result:
+            brief["artifacts"] = result["artifacts"]
+        data["result"] = brief
+    return data
+
+
+def cloud_logging_line(event: Event, *, brief: bool = False) -> str:
+    """One JSON line for ``event``; always ASCII, so any bytes from a message are escaped.
+
+    ``brief`` shortens a long handler result (see :func:`printed_data`)."""
     labels = {"kind": event.kind}
     for key in ("execution_id", "message_id", "request_id", "reason"):
         value = getattr(event, key)
@@ -39,19 +65,32 @@ def cloud_logging_line(event: Event) -> str:
     if event.duration_ms is not None:
         record["duration_ms"] = round(event.duration_ms, 3)
     if event.data:
-        record["data"] = dict(event.data)
+        record["data"] = printed_data(event) if brief else dict(event.data)
     return json.dumps(record, ensure_ascii=True, default=str, separators=(",", ":"))
 
 
 class JsonLinesSink:
-    """Writes events to a text stream, one Cloud Logging JSON line each."""
+    """Writes events to a text stream, one Cloud Logging JSON line each.
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    Log records below ``min_severity`` are skipped; a success's long result is
+    summarised (``brief``)."""
+
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        min_severity: str = "DEBUG",
+        brief: bool = True,
+    ) -> None:
         self._stream = stream
+        self._min_rank = severity_rank(min_severity)
+        self._brief = brief
 
     def __call__(self, event: Event) -> None:
+        if event.kind == LOG and severity_rank(event.severity) < self._min_rank:
+            return
         stream = self._stream or sys.stdout
-        stream.write(cloud_logging_line(event) + "\n")
+        stream.write(cloud_logging_line(event, brief=self._brief) + "\n")
 
     def flush(self) -> None:
         stream = self._stream or sys.stdout
