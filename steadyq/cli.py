@@ -24,7 +24,7 @@ from steadyq._terminal import safe
 from steadyq.brokers import open_queue, store_for
 from steadyq.brokers.base import DlqFilter, Queue
 from steadyq.cli_pubsub import pubsub_app
-from steadyq.config import Settings, load_settings
+from steadyq.config import Settings, load_settings, unknown_variables
 from steadyq.durations import format_duration, parse_duration, parse_time_or_age, rfc3339
 from steadyq.errors import (
     BackendUnavailable,
@@ -48,9 +48,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help: typer's rich panels label every flag '<bool>' as if it took a value
+    rich_markup_mode=None,
 )
-dlq_app = typer.Typer(help="Inspect, replay and purge the dead-letter queue.", no_args_is_help=True)
-queue_app = typer.Typer(help="Look at the queue itself.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Inspect, replay and purge the dead-letter queue.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+queue_app = typer.Typer(
+    help="Look at the queue itself.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(queue_app, name="queue")
 app.add_typer(pubsub_app, name="pubsub")
@@ -66,6 +74,29 @@ SinceOpt = Annotated[
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="At most this many rows.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from steadyq import __version__
+
+        out.print(f"steadyq {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print steadyq's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Queue-driven workers that cannot be poisoned, and the tools to inspect them."""
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -89,7 +120,13 @@ def settings_for(
     worker: dict[str, Any] | None = None,
     store: str | None = None,
 ) -> Settings:
+    _warn_about_variables()
     return load_settings(config, overrides={"url": url, "store": store, "worker": worker or {}})
+
+
+def _warn_about_variables() -> None:
+    for note in unknown_variables():
+        err.print(Text("warning: ", style="bold yellow") + Text(note))
 
 
 def _open(
@@ -134,11 +171,14 @@ def _when(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
-def _guard(fn: Callable[[], int | None]) -> None:
+def _guard(fn: Callable[[], int | None], *, usage: int = ExitCode.USAGE) -> None:
+    """Run a command body: its errors become one ``error:`` line and an exit code
+    (``usage`` for bad input: a command whose codes are verdicts needs another)."""
     try:
         code = fn()
     except SteadyqError as exc:
-        fail(str(exc), _code_for(exc))
+        code_ = _code_for(exc)
+        fail(str(exc), usage if code_ == ExitCode.USAGE else code_)
     except KeyboardInterrupt:
         fail("interrupted", 130)
     raise typer.Exit(code or 0)
@@ -181,6 +221,8 @@ def publish(
             if not sep or not key:
                 raise ConfigError(f"--attribute {item!r} must look like KEY=VALUE")
             attrs[key] = value
+        if file != "-" and Path(file).is_dir():
+            raise ConfigError(f"{file} is a folder: give a file with one message body per line")
         if file != "-" and not Path(file).is_file():
             raise ConfigError(f"no such file: {file}")
         queue, store = _open(url, config, store_url)
@@ -829,11 +871,15 @@ def dlq_replay(
     max_replays: Annotated[
         int, typer.Option(min=1, help="Loop guard: refuse letters replayed this often already.")
     ] = dlq_ops.MAX_REPLAYS,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Publish dead letters again, attempt count reset, replay counter raised."""
+    """Publish dead letters again, attempt count reset, replay counter raised.
+    Needs --reason, --since, --id, --limit or --all."""
 
     def run() -> int:
+        if not (reason or since or message_id or limit or all_):
+            raise ConfigError("say what to replay: --reason, --since, --id, --limit or --all")
         queue, _ = _open(url, config, store_url)
         with queue:
             done = queue.dlq_replay(
@@ -852,7 +898,7 @@ def dlq_replay(
                         + (f" as {row['new_message_id']}" if row["new_message_id"] else "")
                     )
                 )
-            summary = dlq_ops.replay_summary(rows, dry_run=dry_run)
+            summary = dlq_ops.replay_summary(rows, dry_run=dry_run, max_replays=max_replays)
             out.print(summary)
         refused = [r for r in rows if r["outcome"] == "refused"]
         return 1 if refused and len(refused) == len(rows) else 0
@@ -985,14 +1031,17 @@ def demo(
 ) -> None:
     """Reenact the incident (before and after the fix) and judge it with a watch.
 
-    Exits with the verdict's code: 0 PASSED, 1 FAILED, 2 INCONCLUSIVE."""
+    Exits with the verdict's code: 0 PASSED, 1 FAILED, 2 INCONCLUSIVE; 3 when it
+    cannot run (a bad --fault included), so no error is taken for a verdict."""
 
     def run() -> int:
         from steadyq.demo import QUICK, run_demo
 
         return run_demo(directory, fault=fault, timings=QUICK if quick else None, console=out)
 
-    _guard(run)
+    from steadyq.watch.judge import EXIT_UNUSABLE
+
+    _guard(run, usage=EXIT_UNUSABLE)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from steadyq.errors import BackendUnavailable, ConfigError, SteadyqError
 pubsub_app = typer.Typer(
     help="Google Cloud Pub/Sub: create the topic, subscription and dead-letter queue.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 _out = Console(highlight=False, soft_wrap=True)

@@ -136,6 +136,67 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     return layer
 
 
+def _setting_variables() -> dict[str, tuple[str, ...]]:
+    """Each ``STEADYQ_*`` variable steadyq reads as a setting, and the setting's path."""
+    names: dict[str, tuple[str, ...]] = {
+        f"{ENV_PREFIX}URL": ("url",),
+        f"{ENV_PREFIX}STORE": ("store",),
+    }
+    for name, info in WorkerSettings.model_fields.items():
+        key = info.alias or name
+        names[f"{ENV_PREFIX}WORKER_{key.upper()}"] = ("worker", key)
+    return names
+
+
+# STEADYQ_* variables that are not settings: what steadyq hands an alert command, and
+# knobs of the tests, the benchmarks and the content workload's fonts
+_NOT_SETTINGS = ("STEADYQ_ALERT_", "STEADYQ_TEST_", "STEADYQ_BENCH_", "STEADYQ_EMULATOR_")
+_OTHER_VARIABLES = ("STEADYQ_FONT_DIR",)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``STEADYQ_*`` variable that steadyq does not read (a typo is
+    otherwise silently ignored), with the closest name it does read."""
+    import difflib
+
+    environ = os.environ if environ is None else environ
+    known = _setting_variables()
+    notes = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known or name in _OTHER_VARIABLES:
+            continue
+        if name.startswith(_NOT_SETTINGS):
+            continue
+        # compare what follows the prefix, which every name shares
+        tails = {k.removeprefix(ENV_PREFIX): k for k in known}
+        close = difflib.get_close_matches(
+            name.removeprefix(ENV_PREFIX), list(tails), n=1, cutoff=0.7
+        )
+        hint = (
+            f"did you mean {tails[close[0]]}?"
+            if close
+            else f"steadyq reads {ENV_PREFIX}URL, {ENV_PREFIX}STORE and"
+            f" {ENV_PREFIX}WORKER_<KEY> (e.g. {ENV_PREFIX}WORKER_DEADLINE_S)"
+        )
+        notes.append(f"{name} is not a steadyq setting and is ignored; {hint}")
+    return notes
+
+
+def _flag_of(key: str) -> str:
+    """The command-line flag of a setting (``deadline_s`` is ``--deadline``)."""
+    flag = {"artifacts_dir": "artifacts", "request_schema": "schema"}.get(key, key)
+    return "--" + flag.removesuffix("_s").replace("_", "-")
+
+
+def _lookup(layer: Mapping[str, Any], loc: tuple[Any, ...]) -> Any:
+    value: Any = layer
+    for part in loc:
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
@@ -174,15 +235,25 @@ def load_settings(
     text = ""
     if path is not None:
         data, text = _read_file(path)
-    merged = _merge(_merge(data, _env_layer(environ)), overrides or {})
+    env = _env_layer(environ)
+    merged = _merge(_merge(data, env), overrides or {})
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
+        variables = {loc: name for name, loc in _setting_variables().items()}
         problems = []
         for err in exc.errors(include_url=False):
-            key = ".".join(str(p) for p in err["loc"])
-            line = _key_line(text, str(err["loc"][-1])) if text else None
-            where = f"{path}:{line}: " if line is not None else ""
+            loc = tuple(str(p) for p in err["loc"])
+            key = ".".join(str(p) for p in loc)
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{where}{key}: {msg}")
+            msg = msg.removeprefix("Value error, ")
+            # blame the layer the value came from: a flag, a variable, or the file
+            if _lookup(overrides or {}, loc) is not None:
+                problems.append(f"{_flag_of(str(loc[-1]))}: {msg}")
+            elif _lookup(env, loc) is not None and loc in variables:
+                problems.append(f"{variables[loc]}={_lookup(env, loc)!r} (environment): {msg}")
+            else:
+                line = _key_line(text, str(loc[-1])) if text else None
+                where = f"{path}:{line}: " if line is not None else ""
+                problems.append(f"{where}{key}: {msg}")
         raise ConfigError("bad settings: " + "; ".join(problems)) from None

@@ -64,14 +64,16 @@ def replay_rows(
     return rows
 
 
-def replay_summary(rows: Sequence[dict[str, Any]], *, dry_run: bool) -> str:
+def replay_summary(
+    rows: Sequence[dict[str, Any]], *, dry_run: bool, max_replays: int = MAX_REPLAYS
+) -> str:
     refused = sum(r["outcome"] == "refused" for r in rows)
     moved = len(rows) - refused
     verb = "would replay" if dry_run else "replayed"
     text = f"{verb} {moved} dead letters"
     if refused:
         text += (
-            f"; refused {refused} already replayed {MAX_REPLAYS}+ times"
+            f"; refused {refused} already replayed {max_replays}+ times"
             " (raise --max-replays to override the loop guard)"
         )
     return text

@@ -246,3 +246,80 @@ def test_a_database_the_user_may_only_read_can_be_inspected(tmp_path: Path) -> N
             if path.exists():
                 path.chmod(0o755)
         shutil.rmtree(base)
+
+
+# -- small things a user trips on -----------------------------------------------------
+
+
+def test_version() -> None:
+    from steadyq import __version__
+
+    code, out, _ = invoke("--version")
+    assert code == 0 and out.strip() == f"steadyq {__version__}"
+
+
+@pytest.mark.parametrize("command", [("worker",), ("watch",), ("dlq", "ls"), ("dlq", "purge")])
+def test_flags_are_shown_without_a_value(command: tuple[str, ...]) -> None:
+    code, out, _ = invoke(*command, "--help")
+    assert code == 0 and "--help" in out
+    assert "<bool>" not in out and "BOOLEAN" not in out
+
+
+def test_replaying_everything_must_be_asked_for(url: str) -> None:
+    from steadyq.brokers import open_queue
+    from steadyq.worker import Worker, WorkerOptions
+
+    queue = open_queue(url)
+    with queue:
+        for _ in range(2):
+            queue.publish(b"not json")
+        Worker(queue, queue.colocated_store, WorkerOptions(runner="inline", drain=True)).run()
+    code, _, err = invoke("dlq", "replay", "--url", url)
+    assert code == 2 and "say what to replay" in err and "--all" in err
+    code, out, _ = invoke("dlq", "replay", "--url", url, "--all", "--dry-run")
+    assert code == 0 and "would replay 2 dead letters" in out
+    code, out, _ = invoke("dlq", "replay", "--url", url, "--all", "--max-replays", "1")
+    assert code == 0 and "replayed 2" in out
+    queue = open_queue(url)
+    with queue:
+        Worker(queue, queue.colocated_store, WorkerOptions(runner="inline", drain=True)).run()
+    code, out, _ = invoke("dlq", "replay", "--url", url, "--all", "--max-replays", "1")
+    assert code == 1 and "already replayed 1+ times" in out, "the guard says its own figure"
+
+
+def test_publishing_a_folder_says_it_is_a_folder(url: str, tmp_path: Path) -> None:
+    code, _, err = invoke("publish", str(tmp_path), "--url", url)
+    assert code == 2 and "is a folder" in err
+
+
+def test_a_bad_fault_is_not_taken_for_a_verdict(tmp_path: Path) -> None:
+    code, _, err = invoke("demo", "--fault", "bogus", "--dir", str(tmp_path / "d"))
+    assert code == 3 and "--fault 'bogus'" in err
+    assert code not in (0, 1, 2), "0, 1 and 2 are PASSED, FAILED and INCONCLUSIVE"
+
+
+def test_a_mistyped_variable_is_named_with_the_right_one(url: str) -> None:
+    _, _, err = invoke(
+        "queue",
+        "stats",
+        "--url",
+        url,
+        env={"STEADYQ_WORKER_DEADLIN_S": "30", "STEADYQ_ALERT_KIND": "verdict"},
+    )
+    text = " ".join(err.split())
+    assert "STEADYQ_WORKER_DEADLIN_S is not a steadyq setting" in text
+    assert "did you mean STEADYQ_WORKER_DEADLINE_S?" in text
+    assert "STEADYQ_ALERT_KIND" not in text, "variables steadyq sets itself are known"
+
+
+def test_a_bad_value_is_blamed_on_where_it_came_from(url: str, tmp_path: Path) -> None:
+    (tmp_path / "steadyq.toml").write_text('[worker]\ndeadline_s = "10m"\n')
+    code, _, err = invoke("worker", "--url", url, env={"STEADYQ_WORKER_DEADLINE_S": "soon"})
+    text = " ".join(err.split())
+    assert code == 2 and "STEADYQ_WORKER_DEADLINE_S='soon' (environment)" in text
+    assert "steadyq.toml" not in text
+    code, _, err = invoke("worker", "--url", url, "--deadline", "soon")
+    assert code == 2 and "--deadline: not a duration" in " ".join(err.split())
+    (tmp_path / "steadyq.toml").write_text('[worker]\ndeadline_s = "soon"\n')
+    code, _, err = invoke("worker", "--url", url)
+    assert code == 2 and "steadyq.toml:2: worker.deadline_s" in " ".join(err.split())

@@ -48,7 +48,7 @@ def test_bad_values_and_bad_toml(tmp_path: Path) -> None:
         load_settings(path, environ={})
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "missing.toml", environ={})
-    with pytest.raises(ConfigError, match="deadline_s"):
+    with pytest.raises(ConfigError, match=r"STEADYQ_WORKER_DEADLINE_S='soon' \(environment\)"):
         load_settings(environ={"STEADYQ_WORKER_DEADLINE_S": "soon"}, cwd=tmp_path)
 
 

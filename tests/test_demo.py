@@ -83,4 +83,4 @@ def assert_clean(folder: Path) -> None:
 
 def test_demo_refuses_an_unknown_fault(tmp_path: Path) -> None:
     code, out = run("--dir", str(tmp_path / "d"), "--fault", "flood")
-    assert code == 2 and "expected one of none, hang" in out
+    assert code == 3 and "expected one of none, hang" in out
