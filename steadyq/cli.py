@@ -157,6 +157,21 @@ def table(*columns: str) -> Table:
     return t
 
 
+# piped, a table keeps its natural width: a terminal's 80-column default would squeeze
+# and cut it for the program reading it
+PIPED_WIDTH = 100_000
+
+
+def _show(renderable: Any) -> None:
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    # a console of its own: out's width is fixed once asked, and stdout may change
+    # under it (tests swap it)
+    piped = Console(file=sys.stdout, width=PIPED_WIDTH, highlight=False, soft_wrap=False)
+    piped.print(renderable)
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=True, indent=2, default=str) + "\n")
 
@@ -538,7 +553,7 @@ def executions(
                 "—" if r.startup_s is None else format_duration(r.startup_s),
                 safe(" ".join(f"{k}={v}" for k, v in sorted(counts.items()))),
             )
-        out.print(grid if rows else "no executions")
+        _show(grid if rows else "no executions")
         return 0
 
     _guard(run)
@@ -588,7 +603,7 @@ def requests(
                 if r.artifacts
                 else safe(r.error or "—"),
             )
-        out.print(grid if rows else "no requests")
+        _show(grid if rows else "no requests")
         return 0
 
     _guard(run)
@@ -682,9 +697,9 @@ def _show_events(
             e.message_id or "",
             "" if e.attempt is None else str(e.attempt),
             safe(e.reason or ""),
-            safe(e.message, 120),
+            safe(e.message, 120 if out.is_terminal else None),
         )
-    out.print(grid)
+    _show(grid)
 
 
 @queue_app.command("stats")
@@ -713,7 +728,7 @@ def queue_stats(
             ),
             "—" if age is None else format_duration(age),
         )
-        out.print(grid)
+        _show(grid)
         for note in stats.notes:
             out.print(safe(note))
         return 0
@@ -773,9 +788,9 @@ def dlq_ls(
                 safe(d.reason),
                 str(d.attempts),
                 safe(d.request_id or "—"),
-                safe(dlq_ops.preview(d.payload), 60),
+                safe(dlq_ops.preview(d.payload), 60 if out.is_terminal else None),
             )
-        out.print(grid)
+        _show(grid)
         return 0
 
     _guard(run)
@@ -850,7 +865,7 @@ def dlq_stats(
         grid = table("reason", "count", "oldest", "newest")
         for g in groups:
             grid.add_row(safe(g["reason"]), str(g["count"]), g["oldest"], g["newest"])
-        out.print(grid if groups else "the dead-letter queue is empty")
+        _show(grid if groups else "the dead-letter queue is empty")
         return 0
 
     _guard(run)

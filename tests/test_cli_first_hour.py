@@ -323,3 +323,22 @@ def test_a_bad_value_is_blamed_on_where_it_came_from(url: str, tmp_path: Path) -
     (tmp_path / "steadyq.toml").write_text('[worker]\ndeadline_s = "soon"\n')
     code, _, err = invoke("worker", "--url", url)
     assert code == 2 and "steadyq.toml:2: worker.deadline_s" in " ".join(err.split())
+
+
+def test_tables_piped_keep_their_natural_width_and_cut_nothing(url: str, tmp_path: Path) -> None:
+    from steadyq.brokers import open_queue
+    from steadyq.worker import Worker, WorkerOptions
+
+    long_id = "not-a-uuid-" + "x" * 150
+    queue = open_queue(url)
+    with queue:
+        queue.publish(json.dumps({"request_id": long_id, "topic": "t"}).encode())
+        Worker(queue, queue.colocated_store, WorkerOptions(runner="inline", drain=True)).run()
+    for command in (("logs",), ("events",), ("dlq", "ls"), ("executions",)):
+        code, out, _ = invoke(*command, "--url", url)
+        assert code == 0 and "…" not in out, command
+        assert max(len(line) for line in out.splitlines()) > 80, command
+    _, out, _ = invoke("logs", "--url", url)
+    _, stored, _ = invoke("logs", "--url", url, "--json")
+    [record] = json.loads(stored)
+    assert len(record["message"]) > 120 and record["message"] in out, "the whole text"
