@@ -316,6 +316,17 @@ def _num(value: Any, unit: str = "") -> str:
     return fmt(value)
 
 
+def run_label(doc: Mapping[str, Any]) -> str:
+    """How the run was made, for the header: a live run is 'live' only while it runs."""
+    run = doc["run"]
+    if run.get("mode") == "replay":
+        return "replay of recorded telemetry"
+    if doc.get("verdict") is None:
+        status = run.get("status")
+        return "live" if status == "running" else f"live, {status}"
+    return "watched as it happened"
+
+
 def _measure(values: Mapping[str, Any], name: str) -> str:
     return _num(values.get(name), unit_of(name))
 
@@ -354,10 +365,25 @@ def _bound_md(c: Mapping[str, Any], plan_c: Mapping[str, Any] | None, esc: Any =
             parts.append(
                 f"{side} {_num(value, unit)}"
                 + (f" (baseline {esc(change)})" if change is not None else "")
+                + (f"; {EMPTY_COMPARISON}" if _empty_comparison(c, change) else "")
             )
         elif change is not None:
             parts.append(f"{side} baseline {esc(change)}")
     return " and ".join(parts) or "—"
+
+
+EMPTY_COMPARISON = "the baseline is 0, so a change in % of it is 0 too: the comparison is empty"
+
+
+def _empty_comparison(c: Mapping[str, Any], change: object) -> bool:
+    """A bound in % of a baseline of 0: whatever the percentage, it allows only 0."""
+    base = c.get("baseline_value")
+    return (
+        isinstance(change, str)
+        and change.strip().endswith("%")
+        and isinstance(base, int | float)
+        and base == 0
+    )
 
 
 def _flags(c: Mapping[str, Any]) -> str:
@@ -400,7 +426,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         add(f"**Purpose:** {md(plan['purpose'])}  ")
     if plan.get("description"):
         add(f"**Description:** {md(plan['description'])}  ")
-    add(f"**Run:** {md(run['id'])} ({run['mode']}), report written {_t(doc['generated_at'])}")
+    add(f"**Run:** {md(run['id'])} ({run_label(doc)}), report written {_t(doc['generated_at'])}")
     add("")
 
     add("## Before / after")
@@ -624,6 +650,25 @@ def _ticks(high: float, count: int = 5, *, seconds: bool = False) -> list[float]
     return [step * i for i in range(int(high / step) + 1)]
 
 
+_AXIS_UNITS = (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0))
+
+
+def duration_axis_format(ticks: Sequence[float]) -> Any:
+    """One unit for every label of a duration axis (``0s 30s 60s 90s``, ``0m 10m 20m``,
+    never ``1.0s`` beside ``10s`` or ``1m30s``): the largest unit that divides each tick,
+    seconds with decimals below one second."""
+    unit, size = "s", 1.0
+    for name, length in _AXIS_UNITS:
+        if all(abs(t / length - round(t / length)) < 1e-9 for t in ticks):
+            unit, size = name, length
+            break
+
+    def label(value: float) -> str:
+        return f"{value / size:g}{unit}"
+
+    return label
+
+
 def _axes(
     shapes: list[dict[str, Any]],
     y_high: float,
@@ -711,7 +756,8 @@ def chart_durations(
                 continue
     high = max([limit * 1.15] + [p[1] * 1.1 for p in points])
     shapes: list[dict[str, Any]] = []
-    _axes(shapes, high, "duration", lambda v: format_duration(v) if v else "0", seconds=True)
+    ticks = _ticks(high, seconds=True)
+    _axes(shapes, high, "duration", duration_axis_format(ticks), seconds=True)
     _time_axis(shapes, times, start, end)
     y = _y(limit, high)
     shapes.append(_shape("line", x1=PAD_L, y1=y, x2=W - PAD_R, y2=y, class_="limit"))
@@ -1066,6 +1112,7 @@ def render_html(doc: Mapping[str, Any]) -> str:
         doc=doc,
         plan=plan,
         run=run,
+        run_label=run_label(doc),
         window=format_duration(plan["window_s"]),
         every=format_duration(plan["checkpoint_every_s"]),
         comparison=[
