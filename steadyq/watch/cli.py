@@ -268,11 +268,12 @@ def watch_command(
     try:
         the_plan = load_plan(plan)
         settings = load_settings(config, overrides={"url": url, "store": store_url})
-        queue = open_queue(settings.url)
+        # a replay only reads the telemetry: its run state is kept in memory
+        queue = open_queue(settings.url, read_only=replay)
         with queue:
             result = run_watch(
                 the_plan,
-                store_for(queue, settings.store),
+                store_for(queue, settings.store, read_only=replay),
                 queue,
                 report_dir,
                 replay=replay,

@@ -225,9 +225,10 @@ class WatchState:
 
     @classmethod
     def for_store(cls, store: EventStore) -> WatchState:
-        """State beside ``store`` when it is SQLite, else in memory (no resume)."""
+        """State beside ``store`` when it is SQLite and writable, else in memory (no
+        resume)."""
         db = getattr(store, "db", None)
-        if isinstance(db, SqliteDatabase):
+        if isinstance(db, SqliteDatabase) and not db.read_only:
             return cls(db)
         return cls(SqliteDatabase(":memory:"))
 

@@ -83,3 +83,33 @@ def test_a_relative_bound_on_a_baseline_of_zero_says_the_comparison_is_empty() -
     assert "comparison is empty" not in absolute, "'+3' of 0 is a real bound"
     nonzero = _bound_md({**criterion, "baseline_value": 0.2}, {"max_vs_baseline": "+10%"})
     assert "comparison is empty" not in nonzero
+
+
+def test_a_replay_only_reads_the_store(tmp_path: Path) -> None:
+    import hashlib
+
+    from steadyq.brokers import open_queue, store_for
+    from steadyq.watch.plan import parse_plan
+    from steadyq.watch.run import run_watch
+    from tests.conftest import FakeClock
+    from tests.watch.test_run import DAY, T0, incident_events, open_store, plan_text
+
+    clock = FakeClock(T0 + DAY + 10)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    queue, store = open_store(url, clock)
+    store.write(incident_events())
+    queue.close()
+    before = hashlib.sha256((tmp_path / "db.sqlite").read_bytes()).hexdigest()
+    queue = open_queue(url, read_only=True)
+    with queue:
+        result = run_watch(
+            parse_plan(plan_text()),
+            store_for(queue, read_only=True),
+            queue,
+            tmp_path / "reports",
+            clock=clock,
+            replay=True,
+        )
+    assert result.report["verdict"] == "PASSED"
+    after = hashlib.sha256((tmp_path / "db.sqlite").read_bytes()).hexdigest()
+    assert after == before, "nothing was written to the store"
