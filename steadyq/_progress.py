@@ -28,6 +28,7 @@ from steadyq.telemetry.events import LOG, Event, severity_rank
 #: the outcomes that take a message off the queue (retried ones come back)
 SETTLED = ("succeeded", "rejected", "dead_lettered", "duplicate")
 RATE_WINDOW_S = 10.0
+_WORKER_NOTICE = severity_rank("NOTICE")
 
 
 def _left(stats: QueueStats) -> int | None:
@@ -132,7 +133,13 @@ class TerminalProgress:
         self.status.counts = counts
 
     def __call__(self, event: Event) -> None:
-        if event.kind != LOG or severity_rank(event.severity) < self._min_rank:
+        if event.kind != LOG:
+            return
+        rank = severity_rank(event.severity)
+        # a handler's record has its logger's name; the worker's own records (an outage
+        # and its end, at NOTICE) are shown whatever the level
+        from_handler = "logger" in event.data
+        if rank < self._min_rank and (from_handler or rank < _WORKER_NOTICE):
             return
         line = Text(time.strftime("%H:%M:%S ", time.localtime(event.timestamp)), style="dim")
         style = "red" if severity_rank(event.severity) >= severity_rank("ERROR") else "yellow"

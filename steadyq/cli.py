@@ -350,8 +350,8 @@ def worker(
     log_level: Annotated[
         str,
         typer.Option(
-            help="Lowest severity of log records shown, e.g. INFO to see ctx.logger.info();"
-            " the store keeps WARNING and above.",
+            help="Lowest severity of the handlers' log records shown, e.g. INFO to see"
+            " ctx.logger.info(); the store keeps WARNING and above.",
         ),
     ] = "WARNING",
     metrics_port: Annotated[

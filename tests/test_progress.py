@@ -55,7 +55,8 @@ def test_the_terminal_line_prints_log_records_at_the_chosen_level_above_it() -> 
     )
     with progress:
         progress(Event(LOG, 1.0, severity="INFO", message="working on r1", request_id="r1"))
-        progress(Event(LOG, 1.0, severity="DEBUG", message="too chatty"))
+        progress(Event(LOG, 1.0, severity="DEBUG", message="too chatty", data={"logger": "h"}))
+        progress(Event(LOG, 1.0, severity="NOTICE", message="backend available again"))
         progress(Event(MESSAGE_SUCCEEDED, 1.0, message_id="m"))
         for _ in range(500):
             if progress.status.left is not None:
@@ -64,6 +65,7 @@ def test_the_terminal_line_prints_log_records_at_the_chosen_level_above_it() -> 
     shown = buffer.getvalue()
     assert "INFO     working on r1" in shown and "request r1" not in shown
     assert "too chatty" not in shown and "message.succeeded" not in shown
+    assert "NOTICE   backend available again" in shown, "the worker's own notice"
     assert progress.status.left == 6
 
 
