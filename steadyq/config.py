@@ -148,10 +148,10 @@ def _setting_variables() -> dict[str, tuple[str, ...]]:
     return names
 
 
-# STEADYQ_* variables that are not settings: what steadyq hands an alert command, and
-# knobs of the tests, the benchmarks and the content workload's fonts
+# STEADYQ_* variables that are not settings: what steadyq hands an alert command, the
+# dashboard's token, and knobs of the tests, the benchmarks and the content fonts
 _NOT_SETTINGS = ("STEADYQ_ALERT_", "STEADYQ_TEST_", "STEADYQ_BENCH_", "STEADYQ_EMULATOR_")
-_OTHER_VARIABLES = ("STEADYQ_FONT_DIR",)
+_OTHER_VARIABLES = ("STEADYQ_FONT_DIR", "STEADYQ_DASHBOARD_TOKEN")
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -304,9 +304,14 @@ def test_a_mistyped_variable_is_named_with_the_right_one(url: str) -> None:
         "stats",
         "--url",
         url,
-        env={"STEADYQ_WORKER_DEADLIN_S": "30", "STEADYQ_ALERT_KIND": "verdict"},
+        env={
+            "STEADYQ_WORKER_DEADLIN_S": "30",
+            "STEADYQ_ALERT_KIND": "verdict",
+            "STEADYQ_DASHBOARD_TOKEN": "secret",
+        },
     )
     text = " ".join(err.split())
+    assert "STEADYQ_DASHBOARD_TOKEN" not in text
     assert "STEADYQ_WORKER_DEADLIN_S is not a steadyq setting" in text
     assert "did you mean STEADYQ_WORKER_DEADLINE_S?" in text
     assert "STEADYQ_ALERT_KIND" not in text, "variables steadyq sets itself are known"
