@@ -56,10 +56,13 @@ def test_the_core_runs_without_the_dashboard_extra(tmp_path: Path) -> None:
     (tmp_path / "sitecustomize.py").write_text(hide)
     env = {"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin"}
     run = [sys.executable, "-m", "steadyq.cli"]
-    queue = subprocess.run(
-        [*run, "queue", "stats"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
-    assert queue.returncode == 0, queue.stderr
+    (tmp_path / "r.jsonl").write_text('{"request_id": "not-a-uuid"}\n')
+    # publish makes the database; queue stats only looks, and creates none
+    for command in (["publish", "r.jsonl"], ["queue", "stats"]):
+        done = subprocess.run(
+            [*run, *command], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
     dash = subprocess.run(
         [*run, "dashboard"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
