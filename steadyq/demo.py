@@ -396,6 +396,23 @@ def demo_plan(*, start: float, baseline: tuple[float, float], timings: Timings, 
 # -- the whole story ---------------------------------------------------------------------
 
 
+def _clean_up(url: str, command: list[str], log: IO[str], say: Callable[[str], None]) -> None:
+    """Run draining executions until nothing is ready, in flight or waiting out a retry
+    delay (a drain leaves delayed retries to the next execution)."""
+    end = time.time() + CLEANUP_TIMEOUT_S
+    with open_queue(url) as queue:
+        while time.time() < end:
+            run = run_execution(command, log, end - time.time(), "cleanup", threading.Event())
+            if run.code != 0:
+                say(f"    a cleanup execution ended with {run.code or 'a kill'}")
+                return
+            stats = queue.stats()
+            if not (stats.ready or stats.in_flight or stats.delayed):
+                return
+            time.sleep(0.5)  # a retry delay runs out (the demo's are 2 s at most)
+        say(f"    the queue was not empty after {CLEANUP_TIMEOUT_S:g} s of cleanup")
+
+
 def _fresh(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name in ("steadyq.db", "steadyq.db-wal", "steadyq.db-shm", "plan.toml"):
@@ -503,11 +520,9 @@ def run_demo(
         if scheduler is not None:
             # what the window left behind (messages still queued, a request whose
             # execution the task timeout killed) is worked off, so the store ends clean
-            say("cleaning up: one last execution drains what is left")
+            say("cleaning up: draining executions work off what is left")
             tidy = _worker_command(url, artifacts, [*fixed_args, "--concurrency", "4"])
-            last = run_execution(tidy, log, CLEANUP_TIMEOUT_S, "cleanup", threading.Event())
-            if last.code != 0:
-                say(f"    the cleanup execution ended with {last.code or 'a kill'}")
+            _clean_up(url, tidy, log, say)
         log.close()
     if traffic.error is not None:
         say(f"traffic stopped early: {traffic.error}")
