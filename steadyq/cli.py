@@ -202,14 +202,17 @@ def worker(
     store_url: StoreOpt = None,
     handler: Annotated[
         str | None,
-        typer.Option(help="Handler as module:callable, called as handler(request, ctx)."),
+        typer.Option(
+            help="Handler as module:callable, called as handler(request, ctx); required"
+            " (the content workload: steadyq.content:handle).",
+        ),
     ] = None,
     request_schema: Annotated[
         str | None,
         typer.Option(
             "--schema",
             help="Request model as module:Class (a pydantic model with a request_id field);"
-            " default steadyq.content:ContentRequest.",
+            " default: the handler's own request_schema, else steadyq.Request.",
         ),
     ] = None,
     allow_unknown_fields: Annotated[
@@ -294,6 +297,11 @@ def worker(
             store=store_url,
         )
         ws = settings.worker
+        if ws.handler is None:
+            raise ConfigError(
+                "no handler: name one with --handler module:function, or `handler` under"
+                " [worker] in steadyq.toml (the content workload: steadyq.content:handle)"
+            )
         schema = None
         if ws.request_schema:
             from pydantic import BaseModel

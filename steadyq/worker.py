@@ -27,17 +27,18 @@ from pydantic import BaseModel
 
 from steadyq._signals import stop_signals
 from steadyq.brokers.base import Delivery, Queue, Settlement, SettleResult
-from steadyq.errors import BackendError, HandlerLoadError
+from steadyq.errors import BackendError, ConfigError, HandlerLoadError
 from steadyq.gate import REQUEST_ID_INVALID, Gate, Rejection, request_id_of
+from steadyq.handlers import request_schema_of
 from steadyq.policy import RetryPolicy
 from steadyq.runner import (
-    DEFAULT_HANDLER,
     Call,
     Handler,
     InlineRunner,
     Outcome,
     ProcessRunner,
     Runner,
+    load_handler,
 )
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
@@ -103,9 +104,13 @@ class ExitCode(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
-    """How one execution behaves. Durations are seconds."""
+    """How one execution behaves. Durations are seconds.
 
-    handler: str | Handler = DEFAULT_HANDLER
+    ``handler`` is required to run (there is no default workload); ``schema``, when
+    set, wins over the handler's own ``request_schema``.
+    """
+
+    handler: str | Handler | None = None
     runner: str = "process"
     concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
     deadline_s: float = 600.0
@@ -276,8 +281,8 @@ class Worker:
                 )
             ]
         )
-        runner = self._make_runner()
         try:
+            runner = self._make_runner(self._load_handler())
             runner.start()
         except HandlerLoadError as exc:
             return self._finish(
@@ -315,13 +320,40 @@ class Worker:
                 runner.close()
         return self._finish(started, ready, status, code, detail)
 
-    def _make_runner(self) -> Runner:
+    def _load_handler(self) -> str | Handler:
+        """The handler to run; the gate takes its ``request_schema`` unless the options
+        name a schema.
+
+        Raises:
+            HandlerLoadError: no handler, or one that cannot be imported, or whose
+                request schema is unusable.
+        """
+        opts = self.options
+        if opts.handler is None:
+            raise HandlerLoadError(
+                "no handler: name one with --handler module:function"
+                " (the content workload: --handler steadyq.content:handle)"
+            )
+        if opts.schema is None:
+            try:
+                schema = request_schema_of(load_handler(opts.handler))
+            except HandlerLoadError:
+                raise
+            except ConfigError as exc:
+                raise HandlerLoadError(str(exc)) from exc
+            if schema is not None:
+                self.gate = Gate(
+                    schema, max_bytes=opts.max_bytes, allow_unknown_fields=opts.allow_unknown_fields
+                )
+        return opts.handler
+
+    def _make_runner(self, handler: str | Handler) -> Runner:
         opts = self.options
         if opts.runner == "inline":
-            return InlineRunner(opts.handler, execution_id=self.execution_id, emit=self._emit)
+            return InlineRunner(handler, execution_id=self.execution_id, emit=self._emit)
         if opts.runner == "process":
             return ProcessRunner(
-                opts.handler,
+                handler,
                 concurrency=opts.concurrency,
                 execution_id=self.execution_id,
                 emit=self._emit,

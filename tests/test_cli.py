@@ -11,6 +11,7 @@ from steadyq.cli import app
 from steadyq.samples import INCIDENT_POISON_IDS
 
 runner = CliRunner()
+CONTENT = ("--handler", "steadyq.content:handle")
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def write_requests(path: Path, valid: int = 3) -> Path:
 def publish_and_drain(url: str, tmp_path: Path) -> None:
     code, out, _ = invoke("publish", str(write_requests(tmp_path / "r.jsonl")), "--url", url)
     assert code == 0 and "published 8 messages" in out
-    code, out, err = invoke("worker", "--url", url, "--drain", "--runner", "inline")
+    code, out, err = invoke("worker", "--url", url, "--drain", "--runner", "inline", *CONTENT)
     assert code == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     assert any(x["message"].startswith("Invalid request_id format") for x in lines)
@@ -179,7 +180,15 @@ def test_replay_loop_guard_and_purge(url: str, tmp_path: Path) -> None:
         code, out, _ = invoke("dlq", "replay", "--url", url, "--reason", "payload_not_json")
         assert code == 0 and "replayed 2" in out
         code, _, _ = invoke(
-            "worker", "--url", url, "--drain", "--runner", "inline", "--log-format", "none"
+            "worker",
+            "--url",
+            url,
+            "--drain",
+            "--runner",
+            "inline",
+            "--log-format",
+            "none",
+            *CONTENT,
         )
         assert code == 0
     code, out, _ = invoke("dlq", "replay", "--url", url, "--reason", "payload_not_json", "--json")
@@ -209,6 +218,8 @@ def test_readable_errors_without_tracebacks(url: str, tmp_path: Path) -> None:
     assert code == 2 and "unknown queue URL" in err
     code, _, err = invoke("worker", "--url", url, "--handler", "nope:fn", "--drain")
     assert code == 4 and "cannot import handler module" in err
+    code, _, err = invoke("worker", "--url", url, "--drain")
+    assert code == 2 and "no handler: name one with --handler" in err
     code, _, err = invoke("dlq", "show", "404", "--url", url)
     assert code == 2 and "no dead letter" in err
     (tmp_path / "steadyq.toml").write_text("[worker]\ntypo = 1\n")

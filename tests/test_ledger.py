@@ -101,7 +101,12 @@ def test_content_worker_fills_the_ledger_with_artifacts(tmp_path: Path) -> None:
         store = store_for(queue)
         rid, body = req("fractions", ["text"])
         publish_recorded(queue, store, [(body, {})])
-        options = WorkerOptions(runner="inline", drain=True, artifacts_dir=str(tmp_path / "a"))
+        options = WorkerOptions(
+            handler="steadyq.content:handle",
+            runner="inline",
+            drain=True,
+            artifacts_dir=str(tmp_path / "a"),
+        )
         Worker(queue, store, options).run()
         [row] = store.requests()
     assert row.status == "completed" and row.modalities == ("text",)
