@@ -18,15 +18,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from steadyq.errors import BackendError, BackendUnavailable, ConfigError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Columns added after a table first shipped: (table, column, type). A file made by
 # an older steadyq gets them on open; nothing is ever dropped or renamed.
 ADDED_COLUMNS = (
     ("requests", "attempts", "INTEGER"),
-    ("requests", "modalities", "TEXT"),
     ("requests", "duration_s", "REAL"),
-    ("requests", "artifacts", "TEXT"),
+    ("requests", "fields", "TEXT"),
     ("requests", "error", "TEXT"),
     ("requests", "created_at", "REAL"),
     ("requests", "started_at", "REAL"),
@@ -102,9 +101,8 @@ CREATE TABLE IF NOT EXISTS requests (
     updated_at   REAL NOT NULL,
     completed_at REAL,
     attempts     INTEGER,
-    modalities   TEXT,
+    fields       TEXT,  -- JSON object: what the workload shows (RequestRecord.fields)
     duration_s   REAL,
-    artifacts    TEXT,
     error        TEXT,
     created_at   REAL,
     started_at   REAL,
@@ -120,6 +118,18 @@ CREATE TABLE IF NOT EXISTS broker_attempts (
     updated_at REAL NOT NULL
 );
 """
+
+
+def _migrate(conn: sqlite3.Connection, version: int, request_columns: set[str]) -> None:
+    """Bring the rows of a file written at schema ``version`` up to date."""
+    if version < 3 and {"modalities", "artifacts"} <= request_columns:
+        # schema 2 kept the content workload's ledger fields in columns of their own;
+        # they move into `fields`, and the old columns stay, unread, as they were
+        conn.execute(
+            "UPDATE requests SET fields = json_patch(COALESCE(fields, '{}'),"
+            " json_object('modalities', json(modalities), 'artifacts', json(artifacts)))"
+            " WHERE modalities IS NOT NULL OR artifacts IS NOT NULL"
+        )
 
 
 def sqlite_path(url: str) -> str:
@@ -176,6 +186,7 @@ class SqliteDatabase:
 
     def _create_schema(self) -> None:
         with self.transaction() as conn:
+            legacy = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
             for table, column, kind in ADDED_COLUMNS:
                 have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
                 if have and column not in have:
@@ -196,6 +207,7 @@ class SqliteDatabase:
                     f"{self.path} was written by a newer steadyq (schema {row[0]}); upgrade"
                 )
             elif int(row[0]) < SCHEMA_VERSION:
+                _migrate(conn, int(row[0]), legacy)
                 conn.execute(
                     "UPDATE steadyq_meta SET value = ? WHERE key = 'schema_version'",
                     (str(SCHEMA_VERSION),),

@@ -405,8 +405,8 @@ def requests(
     limit: LimitOpt = 50,
     json_out: JsonOpt = False,
 ) -> None:
-    """Requests in the ledger, most recently updated first: status, modalities, duration,
-    artifacts (file names; --json gives full paths)."""
+    """Requests in the ledger, most recently updated first: status, duration, and the
+    workload's ledger fields (file paths shortened to names; --json gives them whole)."""
 
     def run() -> int:
         if status is not None and status not in REQUEST_STATUSES:
@@ -421,24 +421,38 @@ def requests(
             return 0
         grid = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         grid.add_column("request", no_wrap=True, min_width=36)
-        for name in ("status", "modalities", "duration"):
+        for name in ("status", "duration"):
             grid.add_column(name, no_wrap=True)
-        grid.add_column("artifacts / error", overflow="fold", min_width=22)
+        grid.add_column("fields / error", overflow="fold", min_width=22)
         colours = {"completed": "green", "failed": "red", "processing": "cyan"}
         for r in rows:
             grid.add_row(
                 safe(r.request_id),
                 Text(r.status, style=colours.get(r.status, "yellow")),
-                safe("+".join(r.modalities)) if r.modalities else "—",
                 "—" if r.duration_s is None else format_duration(r.duration_s),
-                safe(" ".join(sorted(Path(str(v)).name for v in r.artifacts.values())), None)
-                if r.artifacts
-                else safe(r.error or "—"),
+                safe(r.error if r.status != "completed" and r.error else _fields_text(r.fields)),
             )
         out.print(grid if rows else "no requests")
         return 0
 
     _guard(run)
+
+
+def _fields_text(fields: dict[str, Any] | None) -> str:
+    """``key=value`` pairs on one line: lists joined with +, an object by its values,
+    paths by their file names."""
+    if not fields:
+        return "—"
+
+    def one(value: Any) -> str:
+        if isinstance(value, list):
+            return "+".join(one(v) for v in value)
+        if isinstance(value, dict):
+            return " ".join(sorted(one(v) for v in value.values()))
+        text = str(value)
+        return Path(text).name if "/" in text else text
+
+    return " ".join(f"{key}={one(value)}" for key, value in fields.items())
 
 
 @app.command()

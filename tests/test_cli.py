@@ -114,9 +114,9 @@ def test_full_cycle(url: str, tmp_path: Path) -> None:
     # the poison ids are not request ids: only the three valid requests have a row
     assert code == 0 and [r["status"] for r in rows] == ["completed"] * 3
     done = rows
-    assert all(r["modalities"] == ["video"] for r in done)
-    assert all(Path(r["artifacts"]["video"]).is_file() for r in done)
-    assert {"request_id", "status", "modalities", "duration_s", "artifacts"} <= set(rows[0])
+    assert all(r["fields"]["modalities"] == ["video"] for r in done)
+    assert all(Path(r["fields"]["artifacts"]["video"]).is_file() for r in done)
+    assert {"request_id", "status", "fields", "duration_s"} <= set(rows[0])
     code, out, _ = invoke("requests", "--url", url, "--status", "completed")
     assert code == 0 and out.count("completed") == 3
     code, out, _ = invoke("requests", "--url", url, "--status", "failed")
@@ -248,3 +248,11 @@ def test_payload_preview_escapes_control_bytes() -> None:
     assert "\x1b" not in shown and "\n" not in shown and "\u202e" not in shown
     assert shown.startswith("\\x1b[31mred")
     assert preview("ok ü".encode()) == "ok ü"
+
+
+def test_ledger_fields_print_on_one_line_with_file_names() -> None:
+    from steadyq.cli import _fields_text
+
+    fields = {"modalities": ["text", "video"], "artifacts": {"text": "/a/r/lesson.md"}, "n": 3}
+    assert _fields_text(fields) == "modalities=text+video artifacts=lesson.md n=3"
+    assert _fields_text(None) == "—"
