@@ -17,8 +17,13 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from steadyq.errors import BackendError, BackendUnavailable, ConfigError
+from steadyq.telemetry.events import SEVERITY_RANK
 
 SCHEMA_VERSION = 3
+
+# The partial index's condition, WARNING and above. SQLite uses a partial index only
+# for a query whose WHERE contains this very term: queries build theirs from it.
+WARNINGS_ONLY = f"sev_rank >= {SEVERITY_RANK['WARNING']}"
 
 # Columns added after a table first shipped: (table, column, type). A file made by
 # an older steadyq gets them on open; nothing is ever dropped or renamed.
@@ -32,7 +37,7 @@ ADDED_COLUMNS = (
     ("requests", "failed_at", "REAL"),
 )
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS steadyq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS messages (
@@ -79,9 +84,9 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts);
--- WARNING and above only (3 = SEVERITY_RANK["WARNING"]): the watch counts and mines
--- them per checkpoint without reading the INFO bulk, and INFO inserts skip it.
-CREATE INDEX IF NOT EXISTS events_warn_ts ON events (ts) WHERE sev_rank >= 3;
+-- WARNING and above only: the watch counts and mines them per checkpoint without
+-- reading the INFO bulk, and INFO inserts skip it.
+CREATE INDEX IF NOT EXISTS events_warn_ts ON events (ts) WHERE {WARNINGS_ONLY};
 
 CREATE TABLE IF NOT EXISTS executions (
     execution_id TEXT PRIMARY KEY,
