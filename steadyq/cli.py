@@ -21,6 +21,7 @@ from steadyq._terminal import safe
 from steadyq.brokers import open_queue, store_for
 from steadyq.brokers.base import DlqFilter, Queue
 from steadyq.cli_pubsub import pubsub_app
+from steadyq.cli_schema import schema_command
 from steadyq.config import Settings, load_settings
 from steadyq.durations import format_duration, parse_duration, parse_time_or_age, rfc3339
 from steadyq.errors import (
@@ -822,6 +823,7 @@ def dlq_export(
 # -- watch ----------------------------------------------------------------------
 
 app.command("watch")(watch_command)
+app.command("schema")(schema_command)
 
 
 # -- demo -----------------------------------------------------------------------

@@ -121,7 +121,13 @@ class Request(BaseModel):
     along) or writes any pydantic model with a ``request_id`` field.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(
+        extra="allow",
+        frozen=True,
+        json_schema_extra={
+            "description": "A steadyq request: a request_id, and any other fields, kept as sent."
+        },
+    )
 
     request_id: StrictStr = Field(
         pattern=UUID_PATTERN,

@@ -19,9 +19,9 @@ from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
-from steadyq.errors import ConfigError
-from steadyq.gate import check_schema
-from steadyq.runner import HandlerContext
+from steadyq.errors import ConfigError, HandlerLoadError
+from steadyq.gate import Request, check_schema
+from steadyq.runner import Handler, HandlerContext, load_handler
 
 SCHEMA_ATTRIBUTE: Final = "request_schema"
 
@@ -59,6 +59,27 @@ def request_schema_of(handler: object) -> type[BaseModel] | None:
         return check_schema(schema)
     except ConfigError as exc:
         raise ConfigError(f"{SCHEMA_ATTRIBUTE} of handler {handler!r}: {exc}") from None
+
+
+def worker_schema(schema: str | None, handler: str | Handler | None) -> type[BaseModel]:
+    """The model a worker's gate validates with: ``schema`` (``module:Class``) when
+    given, else the handler's own ``request_schema``, else :class:`~steadyq.gate.Request`.
+
+    Raises:
+        HandlerLoadError: the handler or the schema cannot be imported, or the
+            handler's ``request_schema`` is unusable.
+        ConfigError: ``schema`` is not a pydantic model with a ``request_id`` field.
+    """
+    if schema is not None:
+        return check_schema(load_handler(schema))  # load_handler resolves any module:attr
+    if handler is None:
+        return Request
+    try:
+        return request_schema_of(load_handler(handler)) or Request
+    except HandlerLoadError:
+        raise
+    except ConfigError as exc:
+        raise HandlerLoadError(str(exc)) from exc
 
 
 def record(request: Any, ctx: HandlerContext) -> None:

@@ -27,9 +27,9 @@ from pydantic import BaseModel
 
 from steadyq._signals import stop_signals
 from steadyq.brokers.base import Delivery, Queue, Settlement, SettleResult
-from steadyq.errors import BackendError, ConfigError, HandlerLoadError
+from steadyq.errors import BackendError, HandlerLoadError
 from steadyq.gate import REQUEST_ID_INVALID, Gate, Rejection, request_id_of
-from steadyq.handlers import request_schema_of
+from steadyq.handlers import worker_schema
 from steadyq.policy import RetryPolicy
 from steadyq.runner import (
     Call,
@@ -38,7 +38,6 @@ from steadyq.runner import (
     Outcome,
     ProcessRunner,
     Runner,
-    load_handler,
 )
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
@@ -335,16 +334,11 @@ class Worker:
                 " (the content workload: --handler steadyq.content:handle)"
             )
         if opts.schema is None:
-            try:
-                schema = request_schema_of(load_handler(opts.handler))
-            except HandlerLoadError:
-                raise
-            except ConfigError as exc:
-                raise HandlerLoadError(str(exc)) from exc
-            if schema is not None:
-                self.gate = Gate(
-                    schema, max_bytes=opts.max_bytes, allow_unknown_fields=opts.allow_unknown_fields
-                )
+            self.gate = Gate(
+                worker_schema(None, opts.handler),
+                max_bytes=opts.max_bytes,
+                allow_unknown_fields=opts.allow_unknown_fields,
+            )
         return opts.handler
 
     def _make_runner(self, handler: str | Handler) -> Runner:

@@ -22,13 +22,39 @@ class ContentRequest(Request):
     ``request_id`` and its check come from :class:`steadyq.gate.Request`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="ContentRequest",
+        json_schema_extra={
+            "description": "A request for a personalised lesson as text, video or both"
+            " (steadyq.content). Unknown fields are refused unless the worker allows them."
+        },
+    )
 
-    topic: StrictStr = Field(min_length=1, max_length=200)
-    student_id: StrictStr | None = Field(default=None, min_length=1, max_length=200)
-    interests: tuple[Interest, ...] | None = Field(default=None, max_length=20)
-    grade_level: StrictInt | None = Field(default=None, ge=1, le=12)
-    modalities: tuple[Modality, ...] = Field(default=("video",), min_length=1)
+    topic: StrictStr = Field(
+        min_length=1, max_length=200, description="What the lesson teaches, e.g. 'fractions'."
+    )
+    student_id: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Who the lesson is for; kept in the manifest, not used to write it.",
+    )
+    interests: tuple[Interest, ...] | None = Field(
+        default=None,
+        max_length=20,
+        description="Up to 20 interests (1-60 characters each) the examples draw on.",
+    )
+    grade_level: StrictInt | None = Field(
+        default=None, ge=1, le=12, description="School grade 1-12: sets the reading level."
+    )
+    modalities: tuple[Modality, ...] = Field(
+        default=("video",),
+        min_length=1,
+        description="What to produce: 'text' (lesson.md), 'video' (lesson.mp4), or both."
+        " Absent or null means ['video'] (an 18 s video), as before modalities existed.",
+    )
 
     @field_validator("modalities", mode="before")
     @classmethod
