@@ -100,8 +100,10 @@ def test_naming_the_handler_is_all_it_takes(tmp_path: Path) -> None:
         queue.publish_batch([(legacy, None), (audio, None)])
     result = CliRunner().invoke(
         app,
-        ["worker", "--url", url, "--handler", "steadyq.content:handle", "--drain"]
-        + ["--runner", "inline", "--log-format", "none", "--artifacts", str(tmp_path / "a")],
+        [
+            *("worker", "--url", url, "--handler", "steadyq.content:handle", "--drain"),
+            *("--runner", "inline", "--log-format", "none", "--artifacts", str(tmp_path / "a")),
+        ],
     )
     assert result.exit_code == 0, result.output
     with open_queue(url) as queue:
