@@ -281,7 +281,8 @@ class Worker:
             ]
         )
         try:
-            runner = self._make_runner(self._load_handler())
+            runner = self._make_runner()
+            self._adopt_handler_schema()
             runner.start()
         except HandlerLoadError as exc:
             return self._finish(
@@ -319,30 +320,29 @@ class Worker:
                 runner.close()
         return self._finish(started, ready, status, code, detail)
 
-    def _load_handler(self) -> str | Handler:
-        """The handler to run; the gate takes its ``request_schema`` unless the options
-        name a schema.
+    def _adopt_handler_schema(self) -> None:
+        """Validate with the handler's own ``request_schema`` unless the options name
+        a schema.
 
         Raises:
-            HandlerLoadError: no handler, or one that cannot be imported, or whose
-                request schema is unusable.
+            HandlerLoadError: the handler cannot be imported, or its schema is unusable.
         """
         opts = self.options
-        if opts.handler is None:
-            raise HandlerLoadError(
-                "no handler: name one with --handler module:function"
-                " (the content workload: --handler steadyq.content:handle)"
-            )
         if opts.schema is None:
             self.gate = Gate(
                 worker_schema(None, opts.handler),
                 max_bytes=opts.max_bytes,
                 allow_unknown_fields=opts.allow_unknown_fields,
             )
-        return opts.handler
 
-    def _make_runner(self, handler: str | Handler) -> Runner:
+    def _make_runner(self) -> Runner:
         opts = self.options
+        handler = opts.handler
+        if handler is None:
+            raise HandlerLoadError(
+                "no handler: name one with --handler module:function"
+                " (the content workload: --handler steadyq.content:handle)"
+            )
         if opts.runner == "inline":
             return InlineRunner(handler, execution_id=self.execution_id, emit=self._emit)
         if opts.runner == "process":
