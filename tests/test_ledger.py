@@ -221,3 +221,17 @@ def test_a_schema_2_file_keeps_its_ledger_fields(tmp_path: Path) -> None:
     assert version == "3"
     with open_queue(f"sqlite:///{path}") as queue:  # opening again changes nothing
         assert store_for(queue).requests(request_id="a")[0].fields == rows["a"].fields
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite:///:memory:"])
+def test_ledger_fields_json_cannot_hold_are_left_out_not_a_failed_write(url: str) -> None:
+    rid = str(uuid.uuid4())
+    with open_queue(url) as q:
+        store = store_for(q)
+        request = {"modalities": ("text",), "when": Path("a/b"), "gone": None}
+        store.write([Event(ev.MESSAGE_RECEIVED, 1.0, request_id=rid, data={"request": request})])
+        bad = {"ledger": {"score": float("nan")}}
+        store.write([Event(ev.MESSAGE_SUCCEEDED, 2.0, request_id=rid, data={"result": bad})])
+        [row] = store.requests()
+    assert row.status == "completed"
+    assert row.fields == {"modalities": ["text"], "when": "a/b"}

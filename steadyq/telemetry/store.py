@@ -15,7 +15,7 @@ write*, so they can never drift from the events:
 from __future__ import annotations
 
 import abc
-import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -265,26 +265,43 @@ def merge_fields(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict
     return merged
 
 
-def _without_nulls(value: Any) -> Any:
+_NO_FIELD = object()
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` as the store keeps it (tuples as lists, unknown types as text), or
+    ``_NO_FIELD`` for what JSON cannot hold (NaN, a key that is not text)."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NO_FIELD
     if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    return value
-
-
-_to_json = json.JSONEncoder(default=str).encode
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return _NO_FIELD
+            if item is None:
+                continue  # a null keeps the earlier value: never stored
+            kept = _json_value(item)
+            if kept is _NO_FIELD:
+                return _NO_FIELD
+            out[key] = kept
+        return out
+    if isinstance(value, list | tuple):
+        items = [_json_value(item) for item in value]
+        return _NO_FIELD if any(i is _NO_FIELD for i in items) else items
+    return str(value)
 
 
 def ledger_fields_of(value: object) -> dict[str, Any] | None:
     """``value`` as ledger fields: a JSON object as the store keeps it, nulls left
-    out (a null keeps the earlier value), or None when it is not an object or empty.
+    out (a null keeps the earlier value), or None when it is not an object, is empty,
+    or holds what JSON cannot (NaN, keys that are not text).
     """
     if not isinstance(value, dict) or not value:
         return None
-    try:
-        fields = _without_nulls(json.loads(_to_json(value)))
-    except (TypeError, ValueError):  # e.g. keys that are not strings, NaN
-        return None
-    return fields or None
+    fields = _json_value(value)
+    return fields if isinstance(fields, dict) and fields else None
 
 
 def apply_ledger_change(row: RequestRecord | None, c: LedgerChange) -> RequestRecord | None:
