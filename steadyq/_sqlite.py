@@ -37,6 +37,13 @@ ADDED_COLUMNS = (
     ("requests", "failed_at", "REAL"),
 )
 
+# The condition of the partial index events_outcome_message; a query uses the index
+# only when its WHERE repeats this term as written.
+OUTCOME_KINDS_SQL = (
+    "kind IN ('message.succeeded', 'message.duplicate', 'message.rejected',"
+    " 'message.dead_lettered')"
+)
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS steadyq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
@@ -87,6 +94,10 @@ CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts);
 -- WARNING and above only: the watch counts and mines them per checkpoint without
 -- reading the INFO bulk, and INFO inserts skip it.
 CREATE INDEX IF NOT EXISTS events_warn_ts ON events (ts) WHERE {WARNINGS_ONLY};
+-- the outcome recorded for a message, looked up when a queue without this store
+-- redelivers it (the ack after the record was lost): one entry per settled message
+CREATE INDEX IF NOT EXISTS events_outcome_message ON events (message_id)
+    WHERE {OUTCOME_KINDS_SQL};
 
 CREATE TABLE IF NOT EXISTS executions (
     execution_id TEXT PRIMARY KEY,
@@ -114,6 +125,14 @@ CREATE TABLE IF NOT EXISTS requests (
     failed_at    REAL
 );
 CREATE INDEX IF NOT EXISTS requests_updated ON requests (updated_at);
+
+-- who may run a request now: one live claim per request id, held by an execution from
+-- the pull of a copy until its outcome is recorded (released in the same write)
+CREATE TABLE IF NOT EXISTS request_claims (
+    request_id TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    until      REAL NOT NULL
+);
 
 -- delivery attempts counted by steadyq for brokers that count none durably (Pub/Sub)
 CREATE TABLE IF NOT EXISTS broker_attempts (

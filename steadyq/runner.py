@@ -7,6 +7,14 @@ outlives its deadline gets its child killed (SIGKILL) and replaced: blocking cod
 a C extension stuck in a loop or a deadlock cannot hang the worker. A child that
 dies by itself (segfault, ``os._exit``, the OOM killer) is reported the same way.
 Calls queued behind a killed call never started; they go to the new child.
+
+A call also carries ``start_by``, the last wall-clock moment it may start: its
+message's lease (and its request's claim) must outlast the whole deadline. The
+worker moves it on as it extends leases. A call whose moment has passed when a
+child gets to it is not run but reported ``stale``: its worker was frozen (SIGSTOP,
+a paused VM) or stalled while it waited, and its message may already be someone
+else's. Children read each queued call's ``start_by`` from memory they share with
+their parent, so the check costs no round trip.
 """
 
 from __future__ import annotations
@@ -16,11 +24,13 @@ import functools
 import importlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import signal
 import sys
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +44,7 @@ from steadyq.telemetry.events import Event
 from steadyq.telemetry.logs import EventLogHandler
 
 Handler = Callable[[Any, "HandlerContext"], object]
-Status = Literal["ok", "permanent", "error", "timeout", "crashed"]
+Status = Literal["ok", "permanent", "error", "timeout", "crashed", "stale"]
 
 
 @dataclass(slots=True)
@@ -73,11 +83,14 @@ class Call:
     attributes: dict[str, str]
     deadline_s: float
     artifacts_dir: str = "artifacts"
+    start_by: float = math.inf  # wall clock; see the module's docstring
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a call ended. ``error`` is ``Type: text`` for errors and crashes."""
+    """How a call ended. ``error`` is ``Type: text`` for errors and crashes;
+    ``traceback`` the handler's traceback (its last ``MAX_TRACEBACK_CHARS``) when it
+    raised."""
 
     call_id: int
     status: Status
@@ -85,6 +98,7 @@ class Outcome:
     error: str | None = None
     reason: str | None = None
     result: dict[str, Any] | None = None
+    traceback: str | None = None
 
 
 def load_handler(spec: str | Handler) -> Handler:
@@ -125,6 +139,17 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) <= 2000 else text[:1999] + "…"
 
 
+MAX_TRACEBACK_CHARS = 8000
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The traceback of ``exc``, its innermost frames kept when it is too long."""
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    if len(text) <= MAX_TRACEBACK_CHARS:
+        return text
+    return "… (earlier frames cut)\n" + text[-(MAX_TRACEBACK_CHARS - 24) :]
+
+
 def run_call(handler: Handler, call: Call, ctx: HandlerContext) -> Outcome:
     """Run one call in this process and classify how it ended."""
     start = time.perf_counter()
@@ -137,8 +162,13 @@ def run_call(handler: Handler, call: Call, ctx: HandlerContext) -> Outcome:
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a handler fail the call
         if isinstance(exc, KeyboardInterrupt) and os.getpid() == _MAIN_PID:
             raise
-        ctx.logger.debug("handler raised", exc_info=True)
-        return Outcome(call.call_id, "error", time.perf_counter() - start, _error_text(exc))
+        return Outcome(
+            call.call_id,
+            "error",
+            time.perf_counter() - start,
+            _error_text(exc),
+            traceback=_traceback_text(exc),
+        )
     return Outcome(call.call_id, "ok", time.perf_counter() - start, result=_result(returned, ctx))
 
 
@@ -235,6 +265,7 @@ class Runner(Protocol):
     def start(self) -> None: ...
     def capacity(self) -> int: ...
     def submit(self, call: Call) -> None: ...
+    def renew(self, call_id: int, start_by: float) -> None: ...
     def poll(self, timeout_s: float) -> list[Outcome]: ...
     def running(self) -> int: ...
     def abort(self) -> list[int]: ...
@@ -276,6 +307,9 @@ class InlineRunner:
 
     def submit(self, call: Call) -> None:
         assert self._handler is not None, "start() first"
+        if time.time() > call.start_by:
+            self._done.append(Outcome(call.call_id, "stale", 0.0))
+            return
         self._hook.labels = {
             "execution_id": self._execution_id,
             "message_id": call.message_id,
@@ -291,6 +325,9 @@ class InlineRunner:
             )
         self.pace.observe(outcome.duration_s)
         self._done.append(outcome)
+
+    def renew(self, call_id: int, start_by: float) -> None:
+        pass  # an inline call starts as it is submitted
 
     def poll(self, timeout_s: float) -> list[Outcome]:
         done, self._done = self._done, []
@@ -322,10 +359,15 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
-def _child_main(conn: Connection, handler: str | Handler, execution_id: str) -> None:
+def _child_main(
+    conn: Connection, handler: str | Handler, execution_id: str, start_by: Any, ring: range
+) -> None:
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # the parent decides when children stop: a signal to the whole process group
+    # (Ctrl-C, `timeout`, systemd, a container's init) must drain, not kill calls
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    received = 0
     try:
         fn = load_handler(handler)
     except HandlerLoadError as exc:
@@ -341,13 +383,18 @@ def _child_main(conn: Connection, handler: str | Handler, execution_id: str) -> 
         if message[0] == "stop":
             return
         call: Call = message[1]
-        hook.labels = {
-            "execution_id": execution_id,
-            "message_id": call.message_id,
-            "request_id": call.request_id,
-            "attempt": call.attempt,
-        }
-        outcome = run_call(fn, call, _context(call, execution_id, logger))
+        position = ring[received % len(ring)]
+        received += 1
+        if time.time() > start_by[position]:
+            outcome = Outcome(call.call_id, "stale", 0.0)
+        else:
+            hook.labels = {
+                "execution_id": execution_id,
+                "message_id": call.message_id,
+                "request_id": call.request_id,
+                "attempt": call.attempt,
+            }
+            outcome = run_call(fn, call, _context(call, execution_id, logger))
         try:
             conn.send(("done", outcome))
         except Exception as exc:  # e.g. an unpicklable error text is impossible; pipe gone
@@ -360,8 +407,10 @@ def _child_main(conn: Connection, handler: str | Handler, execution_id: str) -> 
 class _Slot:
     process: BaseProcess
     conn: Connection
+    ring: range  # this slot's positions in the shared start_by array
     queue: deque[Call] = field(default_factory=deque)
     head_started: float = 0.0
+    sent: int = 0  # calls sent to this child: the next one's position is ring[sent % len]
 
 
 class ProcessRunner:
@@ -397,6 +446,12 @@ class ProcessRunner:
         self._done: list[Outcome] = []
         self._kill_grace_s = kill_grace_s
         self._payload: str | Handler = handler
+        # one start_by per call a child can hold, plus one: a position is written again
+        # only after the call that had it is done
+        self._ring_size = max(1, prefetch) + 1
+        self._start_by: Any = self._mp.RawArray("d", concurrency * self._ring_size)
+        self._position: dict[int, int] = {}  # call id -> its position while sent
+        self._call_start_by: dict[int, float] = {}  # call id -> start_by, while pending
 
     def start(self) -> None:
         """Start the children and wait until each has loaded the handler.
@@ -410,17 +465,18 @@ class ProcessRunner:
             self._payload = fn
         elif not isinstance(self._spec, str):
             raise HandlerLoadError("the spawn start method needs a 'module:function' handler")
-        for _ in range(self.concurrency):
-            self._slots.append(self._spawn())
+        for index in range(self.concurrency):
+            self._slots.append(self._spawn(index))
 
-    def _spawn(self) -> _Slot:
+    def _spawn(self, index: int) -> _Slot:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()  # a forked child must not inherit unflushed output
         parent_conn, child_conn = self._mp.Pipe(duplex=True)
+        ring = range(index * self._ring_size, (index + 1) * self._ring_size)
         process = self._mp.Process(
             target=_child_main,
-            args=(child_conn, self._payload, self._execution_id),
+            args=(child_conn, self._payload, self._execution_id, self._start_by, ring),
             name="steadyq-handler",
             daemon=True,
         )
@@ -440,7 +496,7 @@ class ProcessRunner:
                     f"a handler process died while starting (exit code {process.exitcode})"
                 ) from None
             if message[0] == "ready":
-                return _Slot(process, parent_conn)
+                return _Slot(process, parent_conn, ring)
             if message[0] == "fatal":
                 process.join(5)
                 raise HandlerLoadError(message[1])
@@ -454,8 +510,16 @@ class ProcessRunner:
         return sum(len(s.queue) for s in self._slots) + len(self._pending) + len(self._done)
 
     def submit(self, call: Call) -> None:
+        self._call_start_by[call.call_id] = call.start_by
         self._pending.append(call)
         self._dispatch()
+
+    def renew(self, call_id: int, start_by: float) -> None:
+        if call_id in self._call_start_by:
+            self._call_start_by[call_id] = start_by
+            position = self._position.get(call_id)
+            if position is not None:
+                self._start_by[position] = start_by
 
     def _dispatch(self) -> None:
         while self._pending:
@@ -465,6 +529,10 @@ class ProcessRunner:
             call = self._pending.popleft()
             if not slot.queue:
                 slot.head_started = time.monotonic()
+            position = slot.ring[slot.sent % len(slot.ring)]
+            slot.sent += 1
+            self._start_by[position] = self._call_start_by.get(call.call_id, math.inf)
+            self._position[call.call_id] = position
             slot.queue.append(call)
             # a dead child fails the send; poll() notices its sentinel and replays the queue
             with contextlib.suppress(BrokenPipeError, OSError):
@@ -497,7 +565,9 @@ class ProcessRunner:
                     if slot.queue and slot.queue[0].call_id == outcome.call_id:
                         slot.queue.popleft()
                         slot.head_started = time.monotonic()
-                    self.pace.observe(outcome.duration_s)
+                    self._forget(outcome.call_id)
+                    if outcome.status != "stale":
+                        self.pace.observe(outcome.duration_s)
                     self._done.append(outcome)
         except (EOFError, OSError):
             pass
@@ -532,17 +602,24 @@ class ProcessRunner:
             slot.process.kill()
         slot.process.join(10)
 
+    def _forget(self, call_id: int) -> None:
+        self._position.pop(call_id, None)
+        self._call_start_by.pop(call_id, None)
+
     def _replace(self, index: int, slot: _Slot, outcome: Outcome | None) -> None:
         if outcome is not None:
             slot.queue.popleft()
+            self._forget(outcome.call_id)
             self.pace.observe(outcome.duration_s)
             self._done.append(outcome)
         # calls queued behind the failed one never started: run them elsewhere first
+        for call in slot.queue:
+            self._position.pop(call.call_id, None)
         self._pending.extendleft(reversed(slot.queue))
         slot.queue.clear()
         slot.conn.close()
         slot.process.join(1)
-        self._slots[index] = self._spawn()
+        self._slots[index] = self._spawn(index)
 
     def abort(self) -> list[int]:
         """Kill every child now; return the ids of calls that had not finished."""
@@ -555,6 +632,8 @@ class ProcessRunner:
             slot.conn.close()
         self._slots.clear()
         self._pending.clear()
+        self._position.clear()
+        self._call_start_by.clear()
         return lost
 
     def close(self) -> None:

@@ -27,8 +27,14 @@ from pydantic import BaseModel
 
 from steadyq._signals import stop_signals
 from steadyq.brokers.base import Delivery, Queue, Settlement, SettleResult
-from steadyq.errors import BackendError, HandlerLoadError
-from steadyq.gate import REQUEST_ID_INVALID, Gate, Rejection, request_id_of
+from steadyq.errors import BackendError, HandlerLoadError, LeaseLost
+from steadyq.gate import (
+    PAYLOAD_TOO_LARGE,
+    REQUEST_ID_INVALID,
+    Gate,
+    Rejection,
+    request_id_of,
+)
 from steadyq.handlers import worker_schema
 from steadyq.policy import RetryPolicy
 from steadyq.runner import (
@@ -42,6 +48,8 @@ from steadyq.runner import (
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import (
+    CLAIM_BUSY,
+    CLAIM_COMPLETED,
     FAILED,
     INTERRUPTED,
     SUCCEEDED,
@@ -53,6 +61,9 @@ MAX_ATTEMPTS_EXCEEDED = "max_attempts_exceeded"
 DEFAULT_BATCH = 64  # messages per pull unless the queue or the options say otherwise
 # settlements that may wait while the committer thread is busy before the loop waits too
 MAX_UNCOMMITTED = 1000
+# how soon a copy parked behind another execution's claim asks again (doubling up to the max)
+CLAIM_RETRY_S = 0.1
+CLAIM_RETRY_MAX_S = 2.0
 
 
 def _ledger_fields(request: BaseModel) -> dict[str, Any]:
@@ -88,6 +99,16 @@ def _arrival(
         attempt=d.attempt,
         data=data,
     )
+
+
+def _decided_alike(outcome: Event, checked: BaseModel | Rejection) -> bool:
+    """Whether a recorded outcome belongs to this body: rejected for the same reason,
+    or the same request. A queue that reuses message ids (an emulator restarted) may
+    deliver a new message under the id of a settled one."""
+    if isinstance(checked, Rejection):
+        return outcome.kind == ev.MESSAGE_REJECTED and outcome.reason == checked.reason
+    request_id = getattr(checked, "request_id", None)
+    return outcome.kind != ev.MESSAGE_REJECTED and outcome.request_id == str(request_id)
 
 
 class ExitCode(IntEnum):
@@ -176,6 +197,8 @@ class _InFlight:
     delivery: Delivery
     request_id: str | None
     received_at: float
+    call: Call
+    claimed_until: float  # wall clock: when this execution's claim on the request lapses
     # leases are never extended past this (wall clock): the latest moment the call's
     # hard deadline can fall, after waiting behind at most `prefetch` calls
     extend_until: float = float("inf")
@@ -220,6 +243,8 @@ class Worker:
         self._committer: ThreadPoolExecutor | None = None
         self._committing: Future[_Commit] | None = None
         self._parked: list[_Request] = []
+        self._parked_retry_at = 0.0  # monotonic: when parked copies ask for their claim again
+        self._claim_retry_s = CLAIM_RETRY_S
         self._call_ids = iter(range(1, 1 << 62))
         self._signals = 0
         self._stop_reason = ""
@@ -369,9 +394,8 @@ class Worker:
             may_pull = self._signals == 0 and (budget_left is None or budget_left > opts.deadline_s)
             pulled = 0
             found_empty = False  # only a pull that came back empty proves the queue drained
-            if self._parked and not self._requests_running.intersection(p[2] for p in self._parked):
-                parked, self._parked = self._parked, []
-                self._start(parked, runner)  # received and gated already: no new events
+            if self._parked and time.monotonic() >= self._parked_retry_at:
+                self._restart_parked(runner)
             capacity = runner.capacity()
             if may_pull and capacity > 0:
                 asked = min(capacity, batch_size)
@@ -392,7 +416,9 @@ class Worker:
                 self._settle_outcome(outcome)
             # an idle pass also waits for the commit still running in the background
             self._flush_guarded(wait=not (pulled or outcomes))
-            self._extend_leases(lease_s)
+            self._extend_leases(lease_s, runner)
+            if not may_pull and not self._inflight and self._parked:
+                self._give_back_parked()
             if not self._inflight and not self._parked and self._committing is None:
                 if not may_pull:
                     if self._signals:
@@ -422,9 +448,12 @@ class Worker:
             self._outage(exc)
             return []
         if self._outage_since is not None:
-            self._outage_since = None
-            self._buffer.append(self._log("NOTICE", "backend available again"))
+            self._outage_over()
         return result
+
+    def _outage_over(self) -> None:
+        self._outage_since = None
+        self._buffer.append(self._log("NOTICE", "backend available again"))
 
     def _outage(self, exc: BackendError) -> None:
         """Log the start of an outage once, back off, give up after a while."""
@@ -456,7 +485,12 @@ class Worker:
         sink, clock, check = self._sink, self._clock, self.gate.check
         execution_id = self.execution_id
         self.counts["received"] += len(deliveries)
+        recorded = self._recorded_outcomes(deliveries)
         for d in deliveries:
+            outcome = recorded.get(d.message_id) if recorded else None
+            if outcome is not None and _decided_alike(outcome, check(d.body)):
+                self._settle_as_recorded(d, outcome, received)
+                continue
             t0 = time.perf_counter()
             at = clock()
             data: dict[str, Any] = {"replays": d.replays} if d.replays else {}
@@ -480,15 +514,79 @@ class Worker:
         self._buffer[:0] = received
         self._start(requests, runner)
 
+    def _restart_parked(self, runner: Runner) -> None:
+        """Give parked copies whose request no longer runs here another try."""
+        ready = [p for p in self._parked if p[2] not in self._requests_running]
+        if ready:
+            self._parked = [p for p in self._parked if p[2] in self._requests_running]
+            self._start(ready, runner)  # received and gated already: no new events
+
+    def _recorded_outcomes(self, deliveries: list[Delivery]) -> dict[str, Event]:
+        """Outcomes already recorded for redelivered messages of a queue that does not
+        share the store: the worker died after recording them, before the queue heard.
+        (Where the queue shares the store, outcome and settlement commit together.)"""
+        if self._colocated:
+            return {}
+        again = [d.message_id for d in deliveries if d.attempt > 1]
+        if not again:
+            return {}
+        try:
+            return self.store.outcomes_of(again)
+        except BackendError as exc:
+            # unknown: decide as for any delivery; the store being down stops the
+            # record anyway, and the outage is noted by the write that fails next
+            self._buffer.append(self._log("WARNING", f"could not look up outcomes: {exc}"))
+            return {}
+
+    def _settle_as_recorded(self, d: Delivery, outcome: Event, received: list[Event]) -> None:
+        """Finish the settlement of a message whose outcome is recorded already: the
+        outcome is not decided, run or recorded a second time."""
+        self.counts["resettled"] += 1
+        event = _arrival(self.execution_id, d, self._clock(), {"outcome_recorded": outcome.kind})
+        if self._sink is not None:
+            self._sink(event)
+        received.append(event)
+        if outcome.kind in (ev.MESSAGE_REJECTED, ev.MESSAGE_DEAD_LETTERED):
+            self._settle.append(
+                Settlement.dead_letter(
+                    d, outcome.reason or "unknown", outcome.message, request_id=outcome.request_id
+                )
+            )
+        else:
+            self._settle.append(Settlement.ack(d))
+
     def _start(self, requests: list[_Request], runner: Runner) -> None:
-        """Ack duplicates, park requests already running here, run the rest."""
+        """Claim each request; ack duplicates, park copies of requests that run here or
+        in another execution, run the rest.
+
+        The claim (not a look at the ledger) is what makes a request run once: it is
+        taken before a call is submitted and released with the call's outcome, so a
+        copy pulled anywhere while the first runs waits for that outcome."""
         if not requests:
             return
         opts = self.options
-        done = self.store.completed([r[2] for r in requests])
-        for item in requests:
+        lease_s = opts.effective_lease_s
+        here = [r for r in requests if r[2] in self._requests_running]
+        others = [r for r in requests if r[2] not in self._requests_running]
+        claim_until = self._clock() + lease_s
+        try:
+            found = self.store.claim(
+                list(dict.fromkeys(r[2] for r in others)), self.execution_id, claim_until
+            )
+        except BackendError as exc:
+            # nothing claimed: everything waits (its leases kept) until the store is back
+            self._parked.extend(requests)
+            self._parked_retry_at = time.monotonic() + 1.0
+            self._outage(exc)
+            return
+        if self._outage_since is not None:
+            self._outage_over()
+        self._parked.extend(here)
+        busy = False
+        for item in others:
             d, request, request_id, t0 = item
-            if request_id in done:
+            state = found.get(request_id)
+            if state == CLAIM_COMPLETED:
                 self.counts["duplicate"] += 1
                 self._settle.append(
                     Settlement.ack(
@@ -507,7 +605,11 @@ class Worker:
                 )
                 continue
             if request_id in self._requests_running:
-                self._parked.append(item)
+                self._parked.append(item)  # a second copy in this batch
+                continue
+            if state == CLAIM_BUSY:
+                self._parked.append(item)  # another execution runs it: wait for its outcome
+                busy = True
                 continue
             if d.attempt > opts.retry.max_attempts:
                 # the previous attempt never reported: its worker died mid-handler
@@ -518,7 +620,7 @@ class Worker:
                     d.last_error
                     or f"attempt {d.attempt} of {opts.retry.max_attempts}: an earlier attempt"
                     " never finished (its worker was lost)",
-                )
+                )  # its event releases the claim just taken
                 continue
             call = Call(
                 call_id=next(self._call_ids),
@@ -529,17 +631,40 @@ class Worker:
                 attributes=dict(d.attributes),
                 deadline_s=opts.deadline_s,
                 artifacts_dir=opts.artifacts_dir,
+                start_by=self._start_by(d.leased_until, claim_until),
             )
             self._inflight[call.call_id] = _InFlight(
-                d, request_id, t0, self._clock() + opts.deadline_s * (opts.prefetch + 1)
+                d,
+                request_id,
+                t0,
+                call,
+                claim_until,
+                self._clock() + opts.deadline_s * (opts.prefetch + 1),
             )
             self._requests_running.add(request_id)
             runner.submit(call)
+        if busy:
+            self._parked_retry_at = time.monotonic() + self._claim_retry_s
+            self._claim_retry_s = min(CLAIM_RETRY_MAX_S, self._claim_retry_s * 2)
+        else:
+            self._claim_retry_s = CLAIM_RETRY_S
+
+    def _start_by(self, leased_until: float, claimed_until: float) -> float:
+        """The last moment a call may start: a little before its lease or its claim
+        lapses, whichever comes first (the runner refuses it after that)."""
+        guard = min(1.0, self.options.effective_lease_s / 4)
+        return min(leased_until, claimed_until) - guard
 
     def _reject(self, d: Delivery, rejection: Rejection, t0: float) -> None:
         self.counts["rejected"] += 1
         latency_ms = (time.perf_counter() - t0) * 1000
-        request_id = request_id_of(d.body) if rejection.reason != REQUEST_ID_INVALID else None
+        # an id to label it by, unless the id is what was wrong or the body is too big
+        # to read again (the gate refused it for its size without parsing it)
+        request_id = (
+            request_id_of(d.body)
+            if rejection.reason not in (REQUEST_ID_INVALID, PAYLOAD_TOO_LARGE)
+            else None
+        )
         events = [
             self._event(
                 ev.MESSAGE_REJECTED,
@@ -589,6 +714,9 @@ class Worker:
     def _settle_outcome(self, outcome: Outcome) -> None:
         item = self._inflight.pop(outcome.call_id, None)
         if item is None:
+            return
+        if outcome.status == "stale":
+            self._revalidate(item)
             return
         d, request_id = item.delivery, item.request_id
         if request_id is not None:
@@ -653,6 +781,7 @@ class Worker:
                 message=error,
                 reason=reason,
                 duration_ms=duration_ms,
+                data={"traceback": outcome.traceback} if outcome.traceback else {},
                 **labels,
             ),
             self._log(
@@ -662,6 +791,8 @@ class Worker:
         if self.options.retry.exhausted(d.attempt):
             self.counts["dead_lettered"] += 1
             detail = f"gave up after {d.attempt} attempts; last error: {error}"
+            if outcome.traceback:
+                detail += "\n\n" + outcome.traceback
             events.append(
                 self._event(
                     ev.MESSAGE_DEAD_LETTERED,
@@ -680,11 +811,48 @@ class Worker:
             delay = self.options.retry.delay_s(d.attempt, self._rng)
             self._settle.append(Settlement.nack(d, delay, error=error, events=events))
 
+    def _revalidate(self, item: _InFlight) -> None:
+        """A call the runner refused to start: its lease or claim had run out while it
+        waited (this worker was frozen or stalled). Take the lease back if nobody else
+        has the message, and let the claim decide again (another execution may have
+        completed the request meanwhile); otherwise leave the message to its new owner."""
+        d, request_id = item.delivery, item.request_id
+        if request_id is not None:
+            self._requests_running.discard(request_id)
+        try:
+            d = self.queue.extend(d, self.options.effective_lease_s)
+        except LeaseLost:
+            self._buffer.append(
+                self._log(
+                    "WARNING",
+                    f"message {d.message_id} was not run here: its lease ran out while the"
+                    " call waited (a frozen or stalled worker), and it was delivered again",
+                    message_id=d.message_id,
+                    request_id=request_id,
+                    attempt=d.attempt,
+                )
+            )
+            return
+        except BackendError as exc:
+            self._buffer.append(
+                self._log("WARNING", f"could not extend lease: {exc}", message_id=d.message_id)
+            )
+            return  # its lease lapses and it comes back; nothing ran
+        self._parked.append((d, item.call.request, request_id or "", item.received_at))
+        self._parked_retry_at = 0.0
+
     # -- writing ------------------------------------------------------------
 
     def _write(self, events: list[Event]) -> None:
-        if events:
+        """Write ``events`` now; during an outage they wait in the buffer for the next
+        flush (the execution goes on: the pull is what decides whether it can)."""
+        if not events:
+            return
+        try:
             self.store.write(events)
+        except BackendError as exc:
+            self._buffer.extend(events)
+            self._buffer.append(self._log("ERROR", f"backend unavailable, backing off: {exc}"))
 
     def _flush(self) -> None:
         """Write buffered events and settle outcomes: one store transaction for both
@@ -764,6 +932,8 @@ class Worker:
         """Requests whose outcome is recorded: their parked copies may go ahead."""
         for request_id in request_ids:
             self._requests_running.discard(request_id)
+        if request_ids and self._parked:
+            self._parked_retry_at = 0.0
 
     def _note_lost(self, result: SettleResult) -> None:
         for lost in result.lost:
@@ -777,12 +947,13 @@ class Worker:
                 )
             )
 
-    def _extend_leases(self, lease_s: float) -> None:
+    def _extend_leases(self, lease_s: float, runner: Runner) -> None:
         now = time.monotonic()
         if now - self._last_extend < min(1.0, lease_s / 4) or not (self._inflight or self._parked):
             return
         self._last_extend = now
         wall = self._clock()
+        extended: list[_InFlight] = []
         for item in self._inflight.values():
             d = item.delivery
             if d.leased_until - wall < lease_s / 2 and d.leased_until < item.extend_until:
@@ -790,12 +961,32 @@ class Worker:
                     item.delivery = self.queue.extend(
                         d, max(0.5, min(lease_s, item.extend_until - wall))
                     )
+                    extended.append(item)
                 except BackendError as exc:
                     self._buffer.append(
                         self._log(
                             "WARNING", f"could not extend lease: {exc}", message_id=d.message_id
                         )
                     )
+        if extended:
+            # the claim lasts as long as the lease, and so does the call's right to start
+            claim_until = wall + lease_s
+            try:
+                self.store.extend_claims(
+                    [i.request_id for i in extended if i.request_id is not None],
+                    self.execution_id,
+                    claim_until,
+                )
+            except BackendError as exc:
+                self._buffer.append(self._log("WARNING", f"could not extend claims: {exc}"))
+            else:
+                for item in extended:
+                    item.claimed_until = claim_until
+            for item in extended:
+                runner.renew(
+                    item.call.call_id,
+                    self._start_by(item.delivery.leased_until, item.claimed_until),
+                )
         # a parked delivery waits for its request's running copy: keep its lease too,
         # or it is pulled again (here or elsewhere) while it waits
         for index, (d, request, request_id, t0) in enumerate(self._parked):
@@ -809,6 +1000,12 @@ class Worker:
                         )
                     )
 
+    def _give_back_parked(self) -> None:
+        """Stopping: copies still waiting for another execution's claim go back to the
+        queue at once (their attempt was never run here)."""
+        self._settle.extend(Settlement.nack(d, 0.0) for d, *_ in self._parked)
+        self._parked.clear()
+
     def _abandon(self, runner: Runner) -> None:
         """Kill running handlers and give their messages back at once."""
         runner.abort()
@@ -818,6 +1015,7 @@ class Worker:
             )
             for item in self._inflight.values()
         ]
+        claimed = [i.request_id for i in self._inflight.values() if i.request_id is not None]
         self._inflight.clear()
         for d, *_ in self._parked:
             nacks.append(Settlement.nack(d, 0.0))
@@ -826,6 +1024,9 @@ class Worker:
             self._flush_now()
             if nacks:
                 self.queue.settle(nacks)
+        with contextlib.suppress(BackendError):
+            # given back without an outcome: their copies elsewhere need not wait
+            self.store.release_claims(claimed, self.execution_id)
 
     def _finish(
         self,

@@ -199,3 +199,26 @@ def slow_fail_once(request: Any, ctx: HandlerContext) -> None:
         return
     append_line(folder / "calls.log", f"{ctx.message_id} {ctx.attempt} {os.getpid()} fail")
     raise ConnectionError("the first call fails")
+
+
+# -- exactly once per request (tests/faults/test_exactly_once.py) ----------------------
+
+
+def hold_until_released(request: Any, ctx: HandlerContext) -> None:
+    """Note each run in ``runs.log`` (``<request_id> <message_id> <pid>``). Topic ``hold``
+    then blocks until the test creates ``release``; ``hold-fail`` does too, then raises.
+    Anything else succeeds at once."""
+    folder = _dir(ctx)
+    append_line(folder / "runs.log", f"{ctx.request_id} {ctx.message_id} {os.getpid()}")
+    if request.topic in ("hold", "hold-fail"):
+        end = time.monotonic() + 60
+        while not (folder / "release").exists() and time.monotonic() < end:
+            _block(0.02)
+        if request.topic == "hold-fail":
+            raise RuntimeError("hold-fail: failed on purpose")
+
+
+def note_start(request: Any, ctx: HandlerContext) -> None:
+    """Note ``<request_id> <wall clock start> <pid>`` in ``starts.log``, then work a few ms."""
+    append_line(_dir(ctx) / "starts.log", f"{ctx.request_id} {time.time():.6f} {os.getpid()}")
+    _block(0.005 + (hash(ctx.message_id) % 10) / 1000)

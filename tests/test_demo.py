@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from steadyq.brokers import open_queue, store_for
 from steadyq.cli import app
+from steadyq.telemetry.store import PENDING, PROCESSING, RUNNING, TIMED_OUT
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +38,7 @@ def test_demo_reenacts_the_incident_and_the_fix_passes(tmp_path: Path) -> None:
     last = report["checkpoints"][-1]["figures"]["cumulative"]["values"]
     assert last["executions.succeeded"] >= 2 and last["executions.timed_out"] == 0
     assert last["messages.rejected"] >= 1 and last["messages.succeeded"] >= 5
+    assert_clean(folder)
     # the watch can judge the same window again from what was recorded
     url = f"sqlite:///{folder / 'steadyq.db'}"
     again = CliRunner().invoke(
@@ -60,6 +63,22 @@ def test_demo_with_a_hanging_handler_fails_early(tmp_path: Path) -> None:
         if c["status"] == "fail" and "No handler call hung" in c["name"]
     ]
     assert breached
+    assert_clean(folder)
+
+
+def assert_clean(folder: Path) -> None:
+    """The demo leaves nothing half done: every message settled, every request decided,
+    every execution ended (a killed one reads as timed out, as the watch counts it)."""
+    with open_queue(f"sqlite:///{folder / 'steadyq.db'}") as queue:
+        store = store_for(queue)
+        stats = queue.stats()
+        assert (stats.ready, stats.in_flight, stats.delayed) == (0, 0, 0)
+        open_requests = [
+            r.request_id for r in store.requests() if r.status in (PENDING, PROCESSING)
+        ]
+        assert open_requests == []
+        statuses = {e.status for e in store.executions()}
+        assert RUNNING not in statuses and TIMED_OUT in statuses  # the legacy one
 
 
 def test_demo_refuses_an_unknown_fault(tmp_path: Path) -> None:

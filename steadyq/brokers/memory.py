@@ -29,7 +29,11 @@ from steadyq.brokers.base import (
 from steadyq.errors import LeaseLost, NotFound
 from steadyq.telemetry.events import Event, severity_rank
 from steadyq.telemetry.store import (
+    CLAIM_BUSY,
+    CLAIM_COMPLETED,
+    CLAIMED,
     COMPLETED,
+    FINAL_OUTCOME_KINDS,
     RUNNING,
     AttemptCount,
     EventFilter,
@@ -37,6 +41,7 @@ from steadyq.telemetry.store import (
     ExecutionRecord,
     RequestRecord,
     apply_ledger_change,
+    claim_releases,
     execution_updates,
     ledger_update,
 )
@@ -65,9 +70,13 @@ class MemoryStore(EventStore):
         self._ledger: dict[str, RequestRecord] = {}
         self._attempts: dict[str, AttemptCount] = {}
         self._attempted_at: dict[str, float] = {}  # when each count was last raised
+        self._claims: dict[str, tuple[str, float]] = {}  # request_id -> (owner, until)
 
     def write(self, events: Sequence[Event]) -> None:
         with self._lock:
+            for request_id, owner in claim_releases(events):
+                if self._claims.get(request_id, ("", 0.0))[0] == owner:
+                    del self._claims[request_id]
             for event in events:
                 self._events.append(event)
                 change = execution_updates(event)
@@ -121,12 +130,51 @@ class MemoryStore(EventStore):
         return found if where.limit is None else found[: where.limit]
 
     def executions(
-        self, *, since: float | None = None, limit: int | None = None
+        self, *, since: float | None = None, limit: int | None = None, now: float | None = None
     ) -> list[ExecutionRecord]:
         with self._lock:
             rows = [r for r in self._executions.values() if since is None or r.started_at >= since]
+        at = time.time() if now is None else now
+        rows = [r.as_of(at) for r in rows]
         rows.sort(key=lambda r: r.started_at, reverse=True)
         return rows if limit is None else rows[:limit]
+
+    def outcomes_of(self, message_ids: Sequence[str]) -> dict[str, Event]:
+        wanted = set(message_ids)
+        with self._lock:
+            return {
+                e.message_id: e
+                for e in self._events
+                if e.message_id in wanted and e.kind in FINAL_OUTCOME_KINDS
+            }
+
+    def claim(self, request_ids: Sequence[str], owner: str, until: float) -> dict[str, str]:
+        now = time.time()
+        found: dict[str, str] = {}
+        with self._lock:
+            for r in request_ids:
+                row = self._ledger.get(r)
+                held = self._claims.get(r)
+                if row is not None and row.status == COMPLETED:
+                    found[r] = CLAIM_COMPLETED
+                elif held is not None and held[0] != owner and held[1] > now:
+                    found[r] = CLAIM_BUSY
+                else:
+                    self._claims[r] = (owner, until)
+                    found[r] = CLAIMED
+        return found
+
+    def extend_claims(self, request_ids: Sequence[str], owner: str, until: float) -> None:
+        with self._lock:
+            for r in request_ids:
+                if self._claims.get(r, ("", 0.0))[0] == owner:
+                    self._claims[r] = (owner, until)
+
+    def release_claims(self, request_ids: Sequence[str], owner: str) -> None:
+        with self._lock:
+            for r in request_ids:
+                if self._claims.get(r, ("", 0.0))[0] == owner:
+                    del self._claims[r]
 
     def completed(self, request_ids: Iterable[str]) -> set[str]:
         with self._lock:

@@ -66,6 +66,18 @@ class ExecutionRecord:
     def duration_s(self) -> float | None:
         return None if self.finished_at is None else self.finished_at - self.started_at
 
+    def as_of(self, now: float) -> ExecutionRecord:
+        """This execution as it stands at ``now``: one still ``running`` past its time
+        budget (``max_runtime_s`` of its start) was killed without writing its finish
+        (a task timeout, SIGKILL, a lost VM), so it reads as ``timed_out``, ended when
+        its budget ran out. The watch counts it the same way."""
+        budget = self.data.get("max_runtime_s")
+        if self.status != RUNNING or not isinstance(budget, int | float) or budget <= 0:
+            return self
+        if now <= self.started_at + budget:
+            return self
+        return replace(self, status=TIMED_OUT, finished_at=self.started_at + budget)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "execution_id": self.execution_id,
@@ -113,9 +125,10 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     def executions(
-        self, *, since: float | None = None, limit: int | None = None
+        self, *, since: float | None = None, limit: int | None = None, now: float | None = None
     ) -> list[ExecutionRecord]:
-        """Executions started at or after ``since``, newest first."""
+        """Executions started at or after ``since``, newest first, each as it stands at
+        ``now`` (default: the current time; see :meth:`ExecutionRecord.as_of`)."""
 
     @abc.abstractmethod
     def completed(self, request_ids: Iterable[str]) -> set[str]:
@@ -131,6 +144,46 @@ class EventStore(abc.ABC):
         limit: int | None = None,
     ) -> list[RequestRecord]:
         """Ledger rows, most recently updated first; ``since`` bounds ``updated_at``."""
+
+    @abc.abstractmethod
+    def outcomes_of(self, message_ids: Sequence[str]) -> dict[str, Event]:
+        """The final outcome recorded for each message that has one (its
+        ``message.succeeded``, ``duplicate``, ``rejected`` or ``dead_lettered`` event).
+
+        A queue that does not share this store may deliver a message again after its
+        outcome was recorded, when the worker died before the queue heard of it; the
+        worker then settles it as recorded instead of deciding, and recording, again.
+        """
+
+    # -- claims: which execution may run a request now ------------------------------
+    # A worker claims the request ids of what it pulled before it runs them, and the
+    # outcome events it writes release them (in the same write). So a second copy of a
+    # request, pulled anywhere while the first runs, waits and is then acknowledged as a
+    # duplicate, or runs if the first failed. A claim lapses at ``until``: a dead
+    # worker's requests are free again once its leases would have run out.
+
+    @abc.abstractmethod
+    def claim(self, request_ids: Sequence[str], owner: str, until: float) -> dict[str, str]:
+        """Claim each request for ``owner`` until ``until`` (wall clock), atomically.
+
+        Returns, for each id, :data:`CLAIMED` (now held by ``owner``, also when it
+        already was), :data:`CLAIM_COMPLETED` (the ledger records the request as
+        completed: nothing is claimed) or :data:`CLAIM_BUSY` (another owner holds a
+        claim that has not lapsed).
+
+        Raises:
+            BackendError: the store failed; nothing was claimed.
+        """
+
+    @abc.abstractmethod
+    def extend_claims(self, request_ids: Sequence[str], owner: str, until: float) -> None:
+        """Move the lapse of ``owner``'s claims on ``request_ids`` to ``until``.
+        Claims ``owner`` no longer holds are left alone."""
+
+    @abc.abstractmethod
+    def release_claims(self, request_ids: Sequence[str], owner: str) -> None:
+        """Drop ``owner``'s claims on ``request_ids`` (outcome events release their
+        own; this is for work given back without an outcome)."""
 
     # -- delivery attempts of brokers that cannot count them durably (Pub/Sub) ------
     # Keys are opaque to the store; the queue namespaces them (subscription/message id).
@@ -159,6 +212,39 @@ class EventStore(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores share a connection
         """Release connections. Idempotent."""
+
+
+# What a claim found (EventStore.claim).
+CLAIMED = "claimed"
+CLAIM_COMPLETED = "completed"
+CLAIM_BUSY = "busy"
+
+# The outcome events that end a claim: their execution has decided the request.
+CLAIM_ENDING_KINDS = frozenset(
+    (
+        ev.MESSAGE_SUCCEEDED,
+        ev.MESSAGE_FAILED,
+        ev.MESSAGE_TIMED_OUT,
+        ev.MESSAGE_DEAD_LETTERED,
+        ev.MESSAGE_REJECTED,
+        ev.MESSAGE_DUPLICATE,
+    )
+)
+
+
+# The outcomes that end a message's life: recorded once per message.
+FINAL_OUTCOME_KINDS = frozenset(
+    (ev.MESSAGE_SUCCEEDED, ev.MESSAGE_DUPLICATE, ev.MESSAGE_REJECTED, ev.MESSAGE_DEAD_LETTERED)
+)
+
+
+def claim_releases(events: Iterable[Event]) -> list[tuple[str, str]]:
+    """The (request_id, owner) claims that ``events`` end."""
+    return [
+        (e.request_id, e.execution_id)
+        for e in events
+        if e.kind in CLAIM_ENDING_KINDS and e.request_id is not None and e.execution_id is not None
+    ]
 
 
 def execution_updates(event: Event) -> tuple[str, dict[str, Any]] | None:

@@ -8,10 +8,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from steadyq._sqlite import SqliteDatabase
+from steadyq._sqlite import OUTCOME_KINDS_SQL, SqliteDatabase
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event, severity_rank
 from steadyq.telemetry.store import (
+    CLAIM_BUSY,
+    CLAIM_COMPLETED,
+    CLAIMED,
     COMPLETED,
     PROCESSING,
     REQUEST_FAILED,
@@ -22,6 +25,7 @@ from steadyq.telemetry.store import (
     ExecutionRecord,
     LedgerChange,
     RequestRecord,
+    claim_releases,
     execution_updates,
     ledger_update,
     merge_fields,
@@ -82,6 +86,7 @@ class _Prepared(NamedTuple):
     rows: list[tuple[Any, ...]]
     executions: list[tuple[Event, str, dict[str, Any]]]
     ledger: list[tuple[Any, ...]]
+    releases: list[tuple[str, str]]
 
 
 def prepare_events(events: Sequence[Event]) -> _Prepared:
@@ -108,6 +113,7 @@ def prepare_events(events: Sequence[Event]) -> _Prepared:
         [_event_row(e) for e in events],
         executions,
         [_ledger_params(row) for row in ledger.values()],
+        claim_releases(events),
     )
 
 
@@ -119,6 +125,8 @@ def apply_prepared(conn: sqlite3.Connection, prepared: _Prepared) -> None:
         _apply_execution(conn, event, what, values)
     if prepared.ledger:
         conn.executemany(_LEDGER_UPSERT, prepared.ledger)
+    if prepared.releases:
+        conn.executemany(_RELEASE_CLAIM, prepared.releases)
 
 
 def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
@@ -185,6 +193,9 @@ def _apply_execution(
                 event.execution_id,
             ),
         )
+
+
+_RELEASE_CLAIM = "DELETE FROM request_claims WHERE request_id = ? AND owner = ?"
 
 
 # One statement for every move; a completed request never moves again, and a
@@ -308,7 +319,7 @@ class SqliteStore(EventStore):
             return [_row_to_event(row) for row in conn.execute(sql, params)]
 
     def executions(
-        self, *, since: float | None = None, limit: int | None = None
+        self, *, since: float | None = None, limit: int | None = None, now: float | None = None
     ) -> list[ExecutionRecord]:
         sql = "SELECT execution_id, status, started_at, ready_at, finished_at, data FROM executions"
         params: list[Any] = []
@@ -321,6 +332,7 @@ class SqliteStore(EventStore):
             params.append(limit)
         with self.db.reading() as conn:
             rows = conn.execute(sql, params).fetchall()
+        at = time.time() if now is None else now
         return [
             ExecutionRecord(
                 execution_id=r[0],
@@ -329,9 +341,69 @@ class SqliteStore(EventStore):
                 ready_at=r[3],
                 finished_at=r[4],
                 data=json.loads(r[5]) if r[5] else {},
-            )
+            ).as_of(at)
             for r in rows
         ]
+
+    def outcomes_of(self, message_ids: Sequence[str]) -> dict[str, Event]:
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return {}
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM events INDEXED BY events_outcome_message"
+            f" WHERE message_id IN ({','.join('?' * len(ids))}) AND {OUTCOME_KINDS_SQL}"
+            " ORDER BY ts, id"
+        )
+        with self.db.reading() as conn:
+            found = [_row_to_event(row) for row in conn.execute(sql, ids)]
+        return {e.message_id: e for e in found if e.message_id is not None}
+
+    def claim(self, request_ids: Sequence[str], owner: str, until: float) -> dict[str, str]:
+        ids = list(dict.fromkeys(request_ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        now = time.time()
+        with self.db.transaction() as conn:
+            done = {
+                r
+                for (r,) in conn.execute(
+                    f"SELECT request_id FROM requests WHERE status = 'completed'"
+                    f" AND request_id IN ({marks})",
+                    ids,
+                )
+            }
+            busy = {
+                r
+                for (r,) in conn.execute(
+                    f"SELECT request_id FROM request_claims WHERE request_id IN ({marks})"
+                    " AND owner != ? AND until > ?",
+                    [*ids, owner, now],
+                )
+            }
+            free = [r for r in ids if r not in done and r not in busy]
+            conn.executemany(
+                "INSERT INTO request_claims (request_id, owner, until) VALUES (?,?,?)"
+                " ON CONFLICT (request_id) DO UPDATE SET owner = excluded.owner,"
+                " until = excluded.until",
+                [(r, owner, until) for r in free],
+            )
+        return {
+            r: CLAIM_COMPLETED if r in done else CLAIM_BUSY if r in busy else CLAIMED for r in ids
+        }
+
+    def extend_claims(self, request_ids: Sequence[str], owner: str, until: float) -> None:
+        if request_ids:
+            with self.db.transaction() as conn:
+                conn.executemany(
+                    "UPDATE request_claims SET until = ? WHERE request_id = ? AND owner = ?",
+                    [(until, r, owner) for r in dict.fromkeys(request_ids)],
+                )
+
+    def release_claims(self, request_ids: Sequence[str], owner: str) -> None:
+        if request_ids:
+            with self.db.transaction() as conn:
+                conn.executemany(_RELEASE_CLAIM, [(r, owner) for r in dict.fromkeys(request_ids)])
 
     def completed(self, request_ids: Iterable[str]) -> set[str]:
         ids = list(dict.fromkeys(request_ids))

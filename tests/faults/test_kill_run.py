@@ -1,0 +1,136 @@
+"""A randomized kill run: workers and handler children SIGKILLed at random while a few
+thousand messages (copies of requests and poison among them) go through. Afterwards
+every message is settled one way, every request decided, and no handler run for a
+request started after that request's completion was recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from steadyq.brokers import open_queue, store_for
+from steadyq.telemetry import events as ev
+from steadyq.telemetry.store import COMPLETED, EventFilter, EventStore
+from tests.test_reliability import Processes, log_lines, url_for, wait_for
+
+pytestmark = pytest.mark.slow
+
+MESSAGES = 3000
+WORKERS = 3
+RUN_LIMIT_S = 240.0
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def ready_pids(store: EventStore) -> set[int]:
+    ready = {e.execution_id for e in store.events(EventFilter(kinds=[ev.EXECUTION_READY]))}
+    return {
+        int(e.data["pid"])
+        for e in store.events(EventFilter(kinds=[ev.EXECUTION_STARTED]))
+        if e.execution_id in ready
+    }
+
+
+def test_random_kills_lose_nothing_and_never_rerun_a_completed_request(
+    tmp_path: Path, procs: Processes
+) -> None:
+    rng = random.Random(20261201)
+    url = url_for(tmp_path)
+    attrs = {"dir": str(tmp_path)}
+    ids = [str(uuid.uuid4()) for _ in range(MESSAGES * 9 // 10)]
+    bodies = [json.dumps({"request_id": r, "topic": "t"}).encode() for r in ids]
+    # copies: one request in ten published twice, the copies spread through the queue
+    for r in rng.sample(ids, len(ids) // 10):
+        bodies.insert(
+            rng.randrange(len(bodies)), json.dumps({"request_id": r, "topic": "t"}).encode()
+        )
+    poison = [f'{{"request_id": "test-smoke-{i}"}}'.encode() for i in range(MESSAGES // 20)]
+    for p in poison:
+        bodies.insert(rng.randrange(len(bodies)), p)
+    with open_queue(url) as q:
+        published = q.publish_batch([(b, attrs) for b in bodies])
+
+    args = ["--concurrency", "2", "--deadline", "20s", "--lease", "3s", "--max-attempts", "50",
+            "--retry-min", "0", "--retry-max", "0.1s", "--forever"]  # fmt: skip
+    workers = [procs.worker(url, "note_start", *args, name=f"w{i}") for i in range(WORKERS)]
+    kills = Counter[str]()
+    end = time.monotonic() + RUN_LIMIT_S
+    with open_queue(url) as q:
+        while time.monotonic() < end:
+            s = q.stats()
+            if s.ready == 0 and s.in_flight == 0 and s.delayed == 0:
+                break
+            time.sleep(rng.uniform(0.1, 0.4))
+            index = rng.randrange(WORKERS)
+            victim = workers[index]
+            children = children_of(victim.pid)
+            if children and rng.random() < 0.5:
+                os.kill(rng.choice(children), signal.SIGKILL)
+                kills["child"] += 1
+            else:
+                victim.kill()
+                victim.wait(30)
+                kills["worker"] += 1
+                workers[index] = procs.worker(url, "note_start", *args, name=f"w{index}")
+        else:
+            pytest.fail(f"not drained in {RUN_LIMIT_S:g}s: {q.stats()}")
+    # a worker signalled before it has set up its signal handling would just die
+    with open_queue(url) as q:
+        pids = {w.pid for w in workers}
+        wait_for(lambda: pids <= ready_pids(store_for(q)), 60, "every worker to be ready")
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+    for w in workers:
+        assert w.wait(60) == 0
+    assert kills["worker"] >= 3, kills
+
+    with open_queue(url) as q:
+        store = store_for(q)
+        stats = q.stats()
+        assert (stats.ready, stats.in_flight, stats.delayed) == (0, 0, 0)
+        letters = {d.message_id: d for d in q.dlq_list()}
+        outcomes = Counter[str]()
+        per_message: dict[str, Counter[str]] = {}
+        final = (ev.MESSAGE_SUCCEEDED, ev.MESSAGE_DUPLICATE, ev.MESSAGE_REJECTED,
+                 ev.MESSAGE_DEAD_LETTERED)  # fmt: skip
+        for e in store.events(EventFilter(kinds=final)):
+            assert e.message_id is not None
+            per_message.setdefault(e.message_id, Counter())[e.kind] += 1
+            outcomes[e.kind] += 1
+        # every message has exactly one final outcome, and the poison went to the DLQ
+        assert set(per_message) == set(published)
+        assert all(sum(c.values()) == 1 for c in per_message.values()), [
+            (m, c) for m, c in per_message.items() if sum(c.values()) != 1
+        ][:5]
+        assert outcomes[ev.MESSAGE_REJECTED] == len(poison)
+        assert {m for m, c in per_message.items() if c[ev.MESSAGE_REJECTED]} <= set(letters)
+        assert outcomes[ev.MESSAGE_DEAD_LETTERED] == 0, "no valid message was dead-lettered"
+        # every request completed once; copies were duplicates
+        completed_at: dict[str, float] = {}
+        for row in store.requests(status=COMPLETED):
+            assert row.completed_at is not None
+            completed_at[row.request_id] = row.completed_at
+        assert set(ids) <= set(completed_at)
+        assert outcomes[ev.MESSAGE_SUCCEEDED] == len(ids)
+
+    # no handler run started after its request's completion was recorded
+    late = [
+        (r, float(t) - completed_at[r])
+        for r, t, _pid in log_lines(tmp_path / "starts.log")
+        if float(t) > completed_at[r]
+    ]
+    assert late == []
