@@ -9,6 +9,7 @@ failing; every write is one short ``BEGIN IMMEDIATE`` transaction. With
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ ADDED_COLUMNS = (
     ("requests", "created_at", "REAL"),
     ("requests", "started_at", "REAL"),
     ("requests", "failed_at", "REAL"),
+    ("messages", "runs", "INTEGER NOT NULL DEFAULT 0"),
+    ("broker_attempts", "runs", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 # The condition of the partial index events_outcome_message; a query uses the index
@@ -56,7 +59,8 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts     INTEGER NOT NULL DEFAULT 0,
     lease_token  TEXT,
     replays      INTEGER NOT NULL DEFAULT 0,
-    last_error   TEXT
+    last_error   TEXT,
+    runs         INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (visible_at);
 
@@ -139,7 +143,8 @@ CREATE TABLE IF NOT EXISTS broker_attempts (
     key        TEXT PRIMARY KEY,
     attempts   INTEGER NOT NULL,
     last_error TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    runs       INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -179,12 +184,59 @@ def busy_timeout_ms(url: str) -> int:
         raise ConfigError(f"busy_timeout_ms in {url!r} must be an integer") from None
 
 
+def max_page_count(url: str) -> int | None:
+    """``?max_page_count=N`` of a sqlite URL: the file may not grow past N pages."""
+    values = parse_qs(urlsplit(url).query).get("max_page_count")
+    if not values:
+        return None
+    try:
+        pages = int(values[0])
+    except ValueError:
+        raise ConfigError(f"max_page_count in {url!r} must be an integer") from None
+    if pages < 1:
+        raise ConfigError(f"max_page_count in {url!r} must be at least 1")
+    return pages
+
+
+# Primary result codes that say the database cannot be used right now, not that
+# steadyq asked for something wrong: the worker backs off and retries them.
+_UNAVAILABLE_CODES = {
+    3: "SQLITE_PERM",
+    5: "SQLITE_BUSY",
+    6: "SQLITE_LOCKED",
+    7: "SQLITE_NOMEM",
+    8: "SQLITE_READONLY",
+    10: "SQLITE_IOERR",
+    13: "SQLITE_FULL",
+    14: "SQLITE_CANTOPEN",
+    15: "SQLITE_PROTOCOL",
+}
+
+
+def driver_error(exc: sqlite3.Error, context: str) -> BackendError:
+    """The steadyq error for a sqlite3 error: :class:`BackendUnavailable` when the
+    database is full, read-only, locked or failing I/O, else :class:`BackendError`.
+
+    The message keeps SQLite's own text and names the result code, e.g. ``SQLite
+    q.db: cannot commit: database or disk is full (SQLITE_FULL)``; the caller chains
+    ``exc`` as the cause.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    name = getattr(exc, "sqlite_errorname", None)
+    text = f"{context}: {exc}" + (f" ({name})" if name else "")
+    if isinstance(code, int) and (code & 0xFF) in _UNAVAILABLE_CODES:
+        return BackendUnavailable(text)
+    return BackendError(text)
+
+
 class SqliteDatabase:
     """A connection with the schema in place and a transaction helper.
 
     One object per process (connections must not cross a fork). Thread-safe: a lock
     serialises use of the connection.
     """
+
+    _writing = False  # inside transaction(): its BEGIN succeeded, no COMMIT/ROLLBACK yet
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30000) -> None:
         self.path = str(path)
@@ -239,35 +291,71 @@ class SqliteDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (``BEGIN IMMEDIATE``); driver errors become BackendError."""
+        """A write transaction (``BEGIN IMMEDIATE``).
+
+        Raises:
+            BackendUnavailable: the database cannot be written now (disk full, file
+                read-only, locked past the busy timeout, an I/O error); the
+                transaction was rolled back and the connection stays usable, so the
+                same call may be retried once the condition clears.
+            BackendError: any other driver error (the original chained as the cause).
+        """
         with self._lock:
+            if not self._writing:
+                # a transaction left open by a failure whose ROLLBACK failed too must
+                # not make every later BEGIN fail with "within a transaction" (a
+                # nested call, by contrast, still fails at its BEGIN)
+                self._rollback()
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise BackendError(f"SQLite {self.path}: cannot begin: {exc}") from exc
+                raise driver_error(exc, f"SQLite {self.path}: cannot begin a write") from exc
+            self._writing = True
             try:
-                yield self.conn
-            except sqlite3.Error as exc:
-                self.conn.execute("ROLLBACK")
-                raise BackendError(f"SQLite {self.path}: {exc}") from exc
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            else:
+                try:
+                    yield self.conn
+                except sqlite3.Error as exc:
+                    self._rollback()
+                    raise driver_error(exc, f"SQLite {self.path}") from exc
+                except BaseException:
+                    self._rollback()
+                    raise
                 try:
                     self.conn.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    self.conn.execute("ROLLBACK")
-                    raise BackendError(f"SQLite {self.path}: cannot commit: {exc}") from exc
+                    # SQLite may have rolled back already (a full disk or an I/O
+                    # error during COMMIT does): the cause is this error, never
+                    # the ROLLBACK's
+                    self._rollback()
+                    raise driver_error(exc, f"SQLite {self.path}: cannot commit") from exc
+            finally:
+                self._writing = False
+
+    def limit_pages(self, pages: int) -> int:
+        """Let this connection grow the file to at most ``pages`` pages (SQLite's
+        ``max_page_count``; never below the current size) and return the limit in
+        force. A write that needs more fails as a full disk does (SQLITE_FULL)."""
+        with self.reading() as conn:
+            conn.execute(f"PRAGMA max_page_count={int(pages)}")
+            row = conn.execute("PRAGMA max_page_count").fetchone()
+        return int(row[0])
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if any; never raises over the real cause."""
+        if not self.conn.in_transaction:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("ROLLBACK")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        """Reads outside a write transaction; driver errors become BackendError."""
+        """Reads outside a write transaction; driver errors are mapped as by
+        :meth:`transaction`."""
         with self._lock:
             try:
                 yield self.conn
             except sqlite3.Error as exc:
-                raise BackendError(f"SQLite {self.path}: {exc}") from exc
+                raise driver_error(exc, f"SQLite {self.path}") from exc
 
     def close(self) -> None:
         if not getattr(self, "_closed", True):

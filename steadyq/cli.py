@@ -258,6 +258,13 @@ def worker(
     artifacts: Annotated[
         str | None, typer.Option(help="Folder where handlers write their outputs (./artifacts).")
     ] = None,
+    backend_outage: Annotated[
+        str | None,
+        typer.Option(
+            help="How long the queue or store may stay down (full disk, read-only file,"
+            " locked) before the execution gives up with exit code 3 (5m)."
+        ),
+    ] = None,
     log_format: Annotated[
         str,
         typer.Option(help="Events on stdout: 'json' (Cloud Logging lines), 'none'."),
@@ -294,6 +301,7 @@ def worker(
                 "retry_max_s": retry_max,
                 "lease_s": lease,
                 "artifacts_dir": artifacts,
+                "backend_outage_s": backend_outage,
             },
             store=store_url,
         )
@@ -332,6 +340,7 @@ def worker(
             allow_unknown_fields=ws.allow_unknown_fields,
             max_bytes=ws.max_bytes,
             artifacts_dir=ws.artifacts_dir,
+            backend_outage_s=ws.backend_outage_s,
         )
         queue = open_queue(settings.url)
         sink = JsonLinesSink() if log_format == "json" else None

@@ -66,9 +66,17 @@ class WorkerSettings(BaseModel):
     allow_unknown_fields: bool = False
     drain: bool = False
     artifacts_dir: str = "artifacts"
+    # how long the queue or store may stay down before the execution gives up (exit 3)
+    backend_outage_s: float = Field(default=300.0, gt=0)
 
     @field_validator(
-        "deadline_s", "max_runtime_s", "retry_min_s", "retry_max_s", "lease_s", mode="before"
+        "deadline_s",
+        "max_runtime_s",
+        "retry_min_s",
+        "retry_max_s",
+        "lease_s",
+        "backend_outage_s",
+        mode="before",
     )
     @classmethod
     def _duration(cls, value: object) -> object:

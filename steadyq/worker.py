@@ -58,6 +58,13 @@ from steadyq.telemetry.store import (
 )
 
 MAX_ATTEMPTS_EXCEEDED = "max_attempts_exceeded"
+MAX_DELIVERIES_EXCEEDED = "max_deliveries_exceeded"
+
+
+def _runs(n: int) -> str:
+    return "1 run" if n == 1 else f"{n} runs"
+
+
 DEFAULT_BATCH = 64  # messages per pull unless the queue or the options say otherwise
 # settlements that may wait while the committer thread is busy before the loop waits too
 MAX_UNCOMMITTED = 1000
@@ -148,6 +155,16 @@ class WorkerOptions:
     max_bytes: int = 10 * 1024 * 1024
     backend_outage_s: float = 300.0
     artifacts_dir: str = "artifacts"
+    # deliveries without an outcome before a message is given up; None: see below
+    max_deliveries: int | None = None
+
+    @property
+    def effective_max_deliveries(self) -> int:
+        """A generous cap on deliveries (at least 10, three per allowed run): it only
+        catches messages whose worker keeps dying before their handler reports."""
+        if self.max_deliveries is not None:
+            return self.max_deliveries
+        return max(10, 3 * self.retry.max_attempts)
 
     @property
     def effective_lease_s(self) -> float:
@@ -611,16 +628,9 @@ class Worker:
                 self._parked.append(item)  # another execution runs it: wait for its outcome
                 busy = True
                 continue
-            if d.attempt > opts.retry.max_attempts:
-                # the previous attempt never reported: its worker died mid-handler
-                self._dead_letter(
-                    d,
-                    request_id,
-                    MAX_ATTEMPTS_EXCEEDED,
-                    d.last_error
-                    or f"attempt {d.attempt} of {opts.retry.max_attempts}: an earlier attempt"
-                    " never finished (its worker was lost)",
-                )  # its event releases the claim just taken
+            given_up = self._given_up(d)
+            if given_up is not None:
+                self._dead_letter(d, request_id, *given_up)  # its event releases the claim
                 continue
             call = Call(
                 call_id=next(self._call_ids),
@@ -648,6 +658,27 @@ class Worker:
             self._claim_retry_s = min(CLAIM_RETRY_MAX_S, self._claim_retry_s * 2)
         else:
             self._claim_retry_s = CLAIM_RETRY_S
+
+    def _given_up(self, d: Delivery) -> tuple[str, str] | None:
+        """(reason, detail) when a delivery must not run again: its handler ran and
+        failed ``max_attempts`` times, or it was delivered ``max_deliveries`` times
+        without an outcome (each time its worker died first, or around the handler)."""
+        opts = self.options
+        if opts.retry.exhausted(d.runs) and d.runs > 0:
+            last = f"; last error: {d.last_error}" if d.last_error else ""
+            return MAX_ATTEMPTS_EXCEEDED, f"gave up after {_runs(d.runs)}{last}"
+        if d.attempt > opts.effective_max_deliveries:
+            lost = d.attempt - 1 - d.runs
+            detail = (
+                f"delivered {d.attempt} times: the handler ran and failed {_runs(d.runs)},"
+                f" and {lost} deliveries ended with no outcome (the worker holding the"
+                " message died: a handler that kills its worker, the OOM killer, or kills"
+                " from outside)"
+            )
+            if d.last_error:
+                detail += f"; last handler error: {d.last_error}"
+            return MAX_DELIVERIES_EXCEEDED, detail
+        return None
 
     def _start_by(self, leased_until: float, claimed_until: float) -> float:
         """The last moment a call may start: a little before its lease or its claim
@@ -788,9 +819,13 @@ class Worker:
                 "ERROR", f"Handler attempt {d.attempt} failed: {error}", reason=reason, **labels
             ),
         ]
-        if self.options.retry.exhausted(d.attempt):
+        run = d.runs + 1  # this run, counted durably by the nack below
+        if self.options.retry.exhausted(run):
             self.counts["dead_lettered"] += 1
-            detail = f"gave up after {d.attempt} attempts; last error: {error}"
+            detail = f"gave up after {_runs(run)}"
+            if d.attempt > run:
+                detail += f" ({d.attempt} deliveries)"
+            detail += f"; last error: {error}"
             if outcome.traceback:
                 detail += "\n\n" + outcome.traceback
             events.append(
@@ -808,8 +843,8 @@ class Worker:
             )
         else:
             self.counts["retried"] += 1
-            delay = self.options.retry.delay_s(d.attempt, self._rng)
-            self._settle.append(Settlement.nack(d, delay, error=error, events=events))
+            delay = self.options.retry.delay_s(run, self._rng)
+            self._settle.append(Settlement.nack(d, delay, error=error, events=events, ran=True))
 
     def _revalidate(self, item: _InFlight) -> None:
         """A call the runner refused to start: its lease or claim had run out while it

@@ -145,22 +145,55 @@ def test_handler_warnings_are_stored_with_labels(queue: Queue) -> None:
     assert (log.severity, log.message, log.request_id) == ("WARNING", "careful with warn", rid)
 
 
-def test_delivery_past_max_attempts_is_dead_lettered_without_running(
+def test_deliveries_whose_workers_died_do_not_count_as_handler_runs(
+    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("STEADYQ_TEST_CALLS", str(calls))
+    queue = MemoryQueue(clock=clock)
+    queue.publish(request("fractions"))
+    for _ in range(3):  # three workers died holding it, before its handler ran
+        queue.pull(1, 5)
+        clock.advance(6)
+    w = Worker(queue, store_for(queue), options(), clock=clock)
+    w.run()
+    assert len(calls.read_text().splitlines()) == 1, "it ran: it had never run"
+    assert w.counts["succeeded"] == 1
+
+
+def test_delivery_past_max_deliveries_is_dead_lettered_without_running(
     clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = tmp_path / "calls.txt"
     monkeypatch.setenv("STEADYQ_TEST_CALLS", str(calls))
     queue = MemoryQueue(clock=clock)
     mid = queue.publish(request("fractions"))
-    for _ in range(3):  # three workers died holding it
+    [d] = queue.pull(1, 5)
+    queue.nack(d, 0, error="ValueError: the one run that reported")  # not counted: no ran=True
+    for _ in range(9):  # then nine workers died holding it
         queue.pull(1, 5)
         clock.advance(6)
-    w = Worker(queue, store_for(queue), options(), clock=clock)
+    w = Worker(queue, store_for(queue), options(), clock=clock)  # 3 attempts: 10 deliveries
     w.run()
     assert not calls.exists()
     letter = queue.dlq_get(mid)
-    assert letter.reason == "max_attempts_exceeded" and letter.attempts == 4
-    assert "never finished" in letter.detail
+    assert letter.reason == "max_deliveries_exceeded" and letter.attempts == 11
+    assert "delivered 11 times" in letter.detail and "the one run that reported" in letter.detail
+
+
+def test_handler_runs_are_counted_apart_from_deliveries(clock: FakeClock) -> None:
+    queue = MemoryQueue(clock=clock)
+    mid = queue.publish(request("broken"))
+    opts = options(retry=RetryPolicy(10, 10, 2))
+    Worker(queue, store_for(queue), opts, clock=clock).run()  # run 1 fails: retried in 10 s
+    clock.advance(11)
+    [d] = queue.pull(1, 5)  # a worker died holding it: a delivery, not a run
+    assert (d.attempt, d.runs) == (2, 1)
+    clock.advance(6)
+    Worker(queue, store_for(queue), opts, clock=clock).run()  # run 2 fails: given up
+    letter = queue.dlq_get(mid)
+    assert letter.reason == "max_attempts_exceeded"
+    assert letter.detail.startswith("gave up after 2 runs (3 deliveries); last error: ValueError")
 
 
 def test_execution_is_recorded(queue: Queue) -> None:

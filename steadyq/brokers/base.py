@@ -47,8 +47,11 @@ Attributes = Mapping[str, str]
 class Delivery:
     """One leased delivery of a message.
 
-    ``attempt`` is 1 on the first delivery. ``replays`` counts how often the message
-    was replayed out of the DLQ. ``lease_token`` identifies this lease; settle with
+    ``attempt`` is 1 on the first delivery: it counts deliveries. ``runs`` counts the
+    handler runs that ended in a retryable failure (a nack with ``ran``); a delivery
+    that never reported (its worker died before or while running it) raises
+    ``attempt`` and not ``runs``. ``replays`` counts how often the message was
+    replayed out of the DLQ. ``lease_token`` identifies this lease; settle with
     the same object you pulled.
     """
 
@@ -61,6 +64,7 @@ class Delivery:
     leased_until: float
     replays: int = 0
     last_error: str | None = None
+    runs: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,8 @@ class Settlement:
     """How to settle one delivery: ``ack``, ``nack`` (with ``delay_s``) or ``dead_letter``.
 
     ``reason`` and ``detail`` are required for ``dead_letter``; ``detail`` on a nack is
-    kept as the message's last error. ``events`` are written with the settlement
+    kept as the message's last error, and ``ran`` on a nack counts one handler run
+    (``Delivery.runs``). ``events`` are written with the settlement
     when the queue has a colocated store.
     """
 
@@ -79,6 +84,7 @@ class Settlement:
     detail: str | None = None
     events: Sequence[Event] = ()
     request_id: str | None = None
+    ran: bool = False
 
     @classmethod
     def ack(cls, delivery: Delivery, events: Sequence[Event] = ()) -> Settlement:
@@ -92,8 +98,9 @@ class Settlement:
         *,
         error: str | None = None,
         events: Sequence[Event] = (),
+        ran: bool = False,
     ) -> Settlement:
-        return cls(delivery, "nack", delay_s=delay_s, detail=error, events=events)
+        return cls(delivery, "nack", delay_s=delay_s, detail=error, events=events, ran=ran)
 
     @classmethod
     def dead_letter(

@@ -58,6 +58,7 @@ class _Message:
     lease_token: str | None = None
     replays: int = 0
     last_error: str | None = None
+    runs: int = 0
 
 
 class MemoryStore(EventStore):
@@ -225,11 +226,20 @@ class MemoryStore(EventStore):
         with self._lock:
             return {k: self._attempts[k].attempts for k in keys if k in self._attempts}
 
-    def settle_attempts(self, errors: Mapping[str, str | None], forget: Sequence[str] = ()) -> None:
+    def settle_attempts(
+        self,
+        errors: Mapping[str, str | None],
+        forget: Sequence[str] = (),
+        ran: Sequence[str] = (),
+    ) -> None:
         with self._lock:
             for key, error in errors.items():
                 if error is not None and key in self._attempts:
                     self._attempts[key] = self._attempts[key]._replace(last_error=error)
+            for key in ran:
+                if key in self._attempts:
+                    seen = self._attempts[key]
+                    self._attempts[key] = seen._replace(runs=seen.runs + 1)
             for key in forget:
                 self._attempts.pop(key, None)
                 self._attempted_at.pop(key, None)
@@ -303,6 +313,7 @@ class MemoryQueue(Queue):
                         until,
                         m.replays,
                         m.last_error,
+                        m.runs,
                     )
                 )
             return out
@@ -333,6 +344,7 @@ class MemoryQueue(Queue):
                     self._schedule(m, now + max(0.0, item.delay_s))
                     if item.detail is not None:
                         m.last_error = item.detail
+                    m.runs += item.ran
                 else:
                     del self._messages[m.seq]
                     self._dead[str(m.seq)] = DeadLetter(

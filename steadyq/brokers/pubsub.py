@@ -560,6 +560,7 @@ class PubSubQueue(Queue):
                     until,
                     replays,
                     counted.last_error,
+                    counted.runs,
                 )
             )
         return out
@@ -664,16 +665,19 @@ class PubSubQueue(Queue):
             for s in applied
             if s.action == "nack" and s.detail is not None
         }
+        ran = [self._key(s.delivery.message_id) for s in applied if s.action == "nack" and s.ran]
         self._forget.extend(self._key(s.delivery.message_id) for s in applied if s.action != "nack")
         # settled counts are dropped in bulk: one write per many settles, not one each
-        if errors or len(self._forget) >= FORGET_BATCH:
-            self._forget_settled(errors)
+        if errors or ran or len(self._forget) >= FORGET_BATCH:
+            self._forget_settled(errors, ran)
         return SettleResult(tuple(applied), tuple(lost))
 
-    def _forget_settled(self, errors: Mapping[str, str | None] | None = None) -> None:
+    def _forget_settled(
+        self, errors: Mapping[str, str | None] | None = None, ran: Sequence[str] = ()
+    ) -> None:
         forget, self._forget = self._forget, []
         try:
-            self._attempt_store().settle_attempts(errors or {}, forget)
+            self._attempt_store().settle_attempts(errors or {}, forget, ran)
         except BaseException:
             self._forget[:0] = forget
             raise

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from steadyq._sqlite import SqliteDatabase, busy_timeout_ms, sqlite_path
+from steadyq._sqlite import SqliteDatabase, busy_timeout_ms, max_page_count, sqlite_path
 from steadyq.brokers.base import (
     Attributes,
     DeadLetter,
@@ -108,6 +108,9 @@ class SqliteQueue(Queue):
     @classmethod
     def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteQueue:
         db = SqliteDatabase(sqlite_path(url), busy_timeout_ms=busy_timeout_ms(url))
+        pages = max_page_count(url)
+        if pages is not None:
+            db.limit_pages(pages)
         return cls(db, clock=clock, owns_db=True)
 
     @property
@@ -144,7 +147,8 @@ class SqliteQueue(Queue):
                 "UPDATE messages SET attempts = attempts + 1, lease_token = ?, visible_at = ?"
                 " WHERE seq IN (SELECT seq FROM messages WHERE visible_at <= ?"
                 " ORDER BY visible_at LIMIT ?)"
-                " RETURNING seq, body, attributes, attempts, published_at, replays, last_error",
+                " RETURNING seq, body, attributes, attempts, published_at, replays, last_error,"
+                " runs",
                 (token, until, now, max_messages),
             ).fetchall()
         rows.sort(key=lambda r: r[0])
@@ -159,6 +163,7 @@ class SqliteQueue(Queue):
                 leased_until=until,
                 replays=r[5],
                 last_error=r[6],
+                runs=r[7],
             )
             for r in rows
         ]
@@ -215,8 +220,9 @@ class SqliteQueue(Queue):
         if item.action == "nack":
             cur = conn.execute(
                 "UPDATE messages SET lease_token = NULL, visible_at = ?,"
-                " last_error = COALESCE(?, last_error) WHERE seq = ? AND lease_token = ?",
-                (now + max(0.0, item.delay_s), item.detail, *key),
+                " last_error = COALESCE(?, last_error), runs = runs + ?"
+                " WHERE seq = ? AND lease_token = ?",
+                (now + max(0.0, item.delay_s), item.detail, int(item.ran), *key),
             )
             return cur.rowcount == 1
         row = conn.execute(

@@ -45,6 +45,7 @@ class AttemptCount(NamedTuple):
 
     attempts: int
     last_error: str | None = None
+    runs: int = 0  # handler runs that ended in a retryable failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +203,14 @@ class EventStore(abc.ABC):
         """The current attempt count of each key that has one (counted, not forgotten)."""
 
     @abc.abstractmethod
-    def settle_attempts(self, errors: Mapping[str, str | None], forget: Sequence[str] = ()) -> None:
-        """Note the last error of retried keys and drop the counts of settled ones."""
+    def settle_attempts(
+        self,
+        errors: Mapping[str, str | None],
+        forget: Sequence[str] = (),
+        ran: Sequence[str] = (),
+    ) -> None:
+        """Note the last error of retried keys, count one more handler run for the keys
+        in ``ran``, and drop the counts of settled ones."""
 
     @abc.abstractmethod
     def prune_attempts(self, older_than_s: float, *, now: float | None = None) -> int:

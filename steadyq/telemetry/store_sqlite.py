@@ -459,10 +459,10 @@ class SqliteStore(EventStore):
                     "INSERT INTO broker_attempts (key, attempts, updated_at) VALUES"
                     + ",".join(["(?,1,?)"] * len(chunk))
                     + " ON CONFLICT (key) DO UPDATE SET attempts = attempts + 1,"
-                    " updated_at = excluded.updated_at RETURNING key, attempts, last_error",
+                    " updated_at = excluded.updated_at RETURNING key, attempts, last_error, runs",
                     [value for key in chunk for value in (key, now)],
                 ).fetchall()
-                counted.update((r[0], AttemptCount(r[1], r[2])) for r in rows)
+                counted.update((r[0], AttemptCount(r[1], r[2], r[3])) for r in rows)
         return counted
 
     def attempts_of(self, keys: Sequence[str]) -> dict[str, int]:
@@ -479,12 +479,20 @@ class SqliteStore(EventStore):
                 found.update((r[0], r[1]) for r in rows)
         return found
 
-    def settle_attempts(self, errors: Mapping[str, str | None], forget: Sequence[str] = ()) -> None:
+    def settle_attempts(
+        self,
+        errors: Mapping[str, str | None],
+        forget: Sequence[str] = (),
+        ran: Sequence[str] = (),
+    ) -> None:
         noted = [(error, key) for key, error in errors.items() if error is not None]
-        if not noted and not forget:
+        if not noted and not forget and not ran:
             return
         with self.db.transaction() as conn:
             conn.executemany("UPDATE broker_attempts SET last_error = ? WHERE key = ?", noted)
+            conn.executemany(
+                "UPDATE broker_attempts SET runs = runs + 1 WHERE key = ?", [(k,) for k in ran]
+            )
             conn.executemany("DELETE FROM broker_attempts WHERE key = ?", [(k,) for k in forget])
 
     def prune_attempts(self, older_than_s: float, *, now: float | None = None) -> int:

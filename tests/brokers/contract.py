@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import pytest
 
-from steadyq.brokers.base import DlqFilter, Queue, Settlement
+from steadyq.brokers.base import Delivery, DlqFilter, Queue, Settlement
 from steadyq.errors import LeaseLost, NotFound
 from steadyq.telemetry.events import MESSAGE_SUCCEEDED, Event
 from steadyq.telemetry.store import EventFilter
@@ -133,6 +133,25 @@ class QueueContract:
         [again] = q.pull(1, 30)
         assert again.attempt == 2
         assert again.last_error == "boom"
+
+    def test_runs_count_only_nacks_of_a_handler_run(self, q: Queue, clock: FakeClock) -> None:
+        def next_delivery(lease_s: float) -> Delivery:
+            for _ in range(80):  # a network queue redelivers a nack within moments
+                got = q.pull(1, lease_s)
+                if got:
+                    return got[0]
+                self.wait(q, clock, 0.5)
+            raise AssertionError("not delivered again")
+
+        q.publish(b"x")
+        [d] = q.pull(1, 30)
+        assert d.runs == 0
+        q.settle([Settlement.nack(d, 0, error="ValueError: boom", ran=True)])
+        d = next_delivery(30)
+        assert (d.attempt, d.runs, d.last_error) == (2, 1, "ValueError: boom")
+        q.settle([Settlement.nack(d, 0)])  # given back without a run
+        d = next_delivery(30)
+        assert (d.attempt, d.runs) == (3, 1)
 
     def test_settling_after_someone_else_leased_raises_lease_lost(
         self, q: Queue, clock: FakeClock
