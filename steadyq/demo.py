@@ -188,12 +188,20 @@ def legacy_worker(url: str, artifacts: str, budget_s: float) -> None:
             queue.settle([Settlement.ack(d, [done])])
 
 
+CONTENT_SCHEMA = "steadyq.content:ContentRequest"
+
+
 def hanging_handle(request: Any, ctx: HandlerContext) -> dict[str, Any] | None:
-    """The content handler with a fault: one request in four hangs forever."""
+    """The content handler with a fault: one request in four hangs forever.
+
+    Its worker runs with ``--schema steadyq.content:ContentRequest``.
+    """
+    from steadyq.content import handle
+
     if int(request.request_id[:2], 16) % 4 == 0:
         ctx.logger.info("fault injected: this call hangs")
         time.sleep(3600)
-    return _content(request.model_dump(), ctx)
+    return handle(request, ctx)
 
 
 def _content(data: dict[str, Any], ctx: HandlerContext) -> dict[str, Any] | None:
@@ -436,6 +444,12 @@ def run_demo(
         from steadyq.errors import ConfigError
 
         raise ConfigError(f"--fault {fault!r}: expected one of {', '.join(FAULTS)}")
+    try:
+        import steadyq.content  # noqa: F401  (the demo's workers run it)
+    except ImportError as exc:
+        from steadyq.errors import ConfigError
+
+        raise ConfigError(f"steadyq demo runs the content workload; {exc}") from None
     t = timings or Timings()
     console = console or Console()
     directory = directory.resolve()
@@ -471,9 +485,14 @@ def run_demo(
         before_end = time.time()
 
         # -- after the fix ----------------------------------------------------------
-        handler = "steadyq.demo:hanging_handle" if fault == "hang" else "steadyq.content:handle"
+        # the content handler brings its own schema; the faulty one borrows it
+        handler = (
+            ["--handler", "steadyq.demo:hanging_handle", "--schema", CONTENT_SCHEMA]
+            if fault == "hang"
+            else ["--handler", "steadyq.content:handle"]
+        )
         fixed_args = [
-            "--handler", handler,
+            *handler,
             "--drain",
             "--deadline", f"{t.deadline_s:g}s",
             "--retry-min", "0.5s",
