@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from steadyq.brokers import open_queue, store_for
+from steadyq.content.schema import ContentRequest
 from steadyq.gate import (
     PAYLOAD_NOT_JSON,
     PAYLOAD_NOT_OBJECT,
@@ -137,6 +138,7 @@ def run(messages: int, seed: int, batch_size: int) -> dict[str, Any]:
                 store_for(queue),
                 WorkerOptions(
                     handler="steadyq.handlers:noop",
+                    schema=ContentRequest,  # the schema_invalid mix is the content shape's
                     runner="inline",
                     drain=True,
                     batch_size=batch_size,

@@ -130,9 +130,11 @@ def run_raw(n: int, seed: int) -> float:
 def _drain_noop(queue: Any, store: Any) -> tuple[Any, float]:
     """One draining execution of the inline no-op worker: its result and wall seconds."""
     from steadyq import RetryPolicy, Worker, WorkerOptions
+    from steadyq.content.schema import ContentRequest
 
     options = WorkerOptions(
         handler="steadyq.handlers:noop",
+        schema=ContentRequest,  # the sample traffic, validated as the figures always were
         runner="inline",
         drain=True,
         retry=RetryPolicy(0, 0, 5),

@@ -138,6 +138,7 @@ def child_run_steadyq(db: str, messages: int, runner: str, concurrency: int) -> 
     import multiprocessing
 
     from steadyq.brokers import open_queue, store_for
+    from steadyq.content.schema import ContentRequest
     from steadyq.worker import ExitCode, Worker, WorkerOptions
 
     children: list[dict[str, Any]] = []
@@ -165,7 +166,12 @@ def child_run_steadyq(db: str, messages: int, runner: str, concurrency: int) -> 
     queue = open_queue(f"sqlite:///{db}")
     try:
         options = WorkerOptions(
-            handler="steadyq.handlers:noop", runner=runner, concurrency=concurrency, drain=True
+            handler="steadyq.handlers:noop",
+            # the sample traffic validated as content requests, as the figures always were
+            schema=ContentRequest,
+            runner=runner,
+            concurrency=concurrency,
+            drain=True,
         )
         worker = MeasuredWorker(queue, store_for(queue), options, sink=None)
         t = time.perf_counter()

@@ -5,6 +5,9 @@ The public API::
     import steadyq
     q = steadyq.open_queue("sqlite:///steadyq.db")
     mid = q.publish(b'{"request_id": "...", "topic": "fractions"}', attributes={"source": "smoke"})
+
+The content workload is not part of it: ``steadyq.content`` (the ``steadyq[content]``
+extra) plugs in as any handler does.
 """
 
 from steadyq.brokers import open_queue, store_for
@@ -17,7 +20,6 @@ from steadyq.brokers.base import (
     Settlement,
     SettleResult,
 )
-from steadyq.content.schema import ContentRequest
 from steadyq.errors import (
     BackendError,
     BackendUnavailable,
@@ -29,7 +31,7 @@ from steadyq.errors import (
     ReplayRefused,
     SteadyqError,
 )
-from steadyq.gate import Gate, Rejection
+from steadyq.gate import Gate, Rejection, Request
 from steadyq.policy import RetryPolicy
 from steadyq.runner import HandlerContext
 from steadyq.telemetry.events import Event
@@ -42,7 +44,6 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "ConfigError",
-    "ContentRequest",
     "DeadLetter",
     "Delivery",
     "DlqFilter",
@@ -62,6 +63,7 @@ __all__ = [
     "QueueStats",
     "Rejection",
     "ReplayRefused",
+    "Request",
     "RetryPolicy",
     "SettleResult",
     "Settlement",

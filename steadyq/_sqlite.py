@@ -18,16 +18,20 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from steadyq.errors import BackendError, BackendUnavailable, ConfigError
+from steadyq.telemetry.events import SEVERITY_RANK
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+# The partial index's condition, WARNING and above. SQLite uses a partial index only
+# for a query whose WHERE contains this very term: queries build theirs from it.
+WARNINGS_ONLY = f"sev_rank >= {SEVERITY_RANK['WARNING']}"
 
 # Columns added after a table first shipped: (table, column, type). A file made by
 # an older steadyq gets them on open; nothing is ever dropped or renamed.
 ADDED_COLUMNS = (
     ("requests", "attempts", "INTEGER"),
-    ("requests", "modalities", "TEXT"),
     ("requests", "duration_s", "REAL"),
-    ("requests", "artifacts", "TEXT"),
+    ("requests", "fields", "TEXT"),
     ("requests", "error", "TEXT"),
     ("requests", "created_at", "REAL"),
     ("requests", "started_at", "REAL"),
@@ -43,7 +47,7 @@ OUTCOME_KINDS_SQL = (
     " 'message.dead_lettered')"
 )
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS steadyq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS messages (
@@ -91,13 +95,13 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts);
--- WARNING and above only (3 = SEVERITY_RANK["WARNING"]): the watch counts and mines
--- them per checkpoint without reading the INFO bulk, and INFO inserts skip it.
-CREATE INDEX IF NOT EXISTS events_warn_ts ON events (ts) WHERE sev_rank >= 3;
+-- WARNING and above only: the watch counts and mines them per checkpoint without
+-- reading the INFO bulk, and INFO inserts skip it.
+CREATE INDEX IF NOT EXISTS events_warn_ts ON events (ts) WHERE {WARNINGS_ONLY};
 -- the outcome recorded for a message, looked up when a queue without this store
 -- redelivers it (the ack after the record was lost): one entry per settled message
 CREATE INDEX IF NOT EXISTS events_outcome_message ON events (message_id)
-    WHERE {OUTCOME_KINDS};
+    WHERE {OUTCOME_KINDS_SQL};
 
 CREATE TABLE IF NOT EXISTS executions (
     execution_id TEXT PRIMARY KEY,
@@ -117,9 +121,8 @@ CREATE TABLE IF NOT EXISTS requests (
     updated_at   REAL NOT NULL,
     completed_at REAL,
     attempts     INTEGER,
-    modalities   TEXT,
+    fields       TEXT,  -- JSON object: what the workload shows (RequestRecord.fields)
     duration_s   REAL,
-    artifacts    TEXT,
     error        TEXT,
     created_at   REAL,
     started_at   REAL,
@@ -143,7 +146,19 @@ CREATE TABLE IF NOT EXISTS broker_attempts (
     updated_at REAL NOT NULL,
     runs       INTEGER NOT NULL DEFAULT 0
 );
-""".replace("{OUTCOME_KINDS}", OUTCOME_KINDS_SQL)
+"""
+
+
+def _migrate(conn: sqlite3.Connection, version: int, request_columns: set[str]) -> None:
+    """Bring the rows of a file written at schema ``version`` up to date."""
+    if version < 3 and {"modalities", "artifacts"} <= request_columns:
+        # schema 2 kept the content workload's ledger fields in columns of their own;
+        # they move into `fields`, and the old columns stay, unread, as they were
+        conn.execute(
+            "UPDATE requests SET fields = json_patch(COALESCE(fields, '{}'),"
+            " json_object('modalities', json(modalities), 'artifacts', json(artifacts)))"
+            " WHERE modalities IS NOT NULL OR artifacts IS NOT NULL"
+        )
 
 
 def sqlite_path(url: str) -> str:
@@ -317,6 +332,7 @@ class SqliteDatabase:
 
     def _create_schema(self) -> None:
         with self.transaction() as conn:
+            legacy = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
             for table, column, kind in ADDED_COLUMNS:
                 have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
                 if have and column not in have:
@@ -337,6 +353,7 @@ class SqliteDatabase:
                     f"{self.path} was written by a newer steadyq (schema {row[0]}); upgrade"
                 )
             elif int(row[0]) < SCHEMA_VERSION:
+                _migrate(conn, int(row[0]), legacy)
                 conn.execute(
                     "UPDATE steadyq_meta SET value = ? WHERE key = 'schema_version'",
                     (str(SCHEMA_VERSION),),

@@ -24,6 +24,7 @@ from steadyq._terminal import safe
 from steadyq.brokers import open_queue, store_for
 from steadyq.brokers.base import DlqFilter, Queue
 from steadyq.cli_pubsub import pubsub_app
+from steadyq.cli_schema import schema_command
 from steadyq.config import Settings, load_settings, unknown_variables
 from steadyq.durations import format_duration, parse_duration, parse_time_or_age, rfc3339
 from steadyq.errors import (
@@ -281,14 +282,17 @@ def worker(
     store_url: StoreOpt = None,
     handler: Annotated[
         str | None,
-        typer.Option(help="Handler as module:callable, called as handler(request, ctx)."),
+        typer.Option(
+            help="Handler as module:callable, called as handler(request, ctx); required"
+            " (the content workload: steadyq.content:handle).",
+        ),
     ] = None,
     request_schema: Annotated[
         str | None,
         typer.Option(
             "--schema",
             help="Request model as module:Class (a pydantic model with a request_id field);"
-            " default steadyq.content:ContentRequest.",
+            " default: the handler's own request_schema, else steadyq.Request.",
         ),
     ] = None,
     allow_unknown_fields: Annotated[
@@ -404,6 +408,11 @@ def worker(
             store=store_url,
         )
         ws = settings.worker
+        if ws.handler is None:
+            raise ConfigError(
+                "no handler: name one with --handler module:function, or `handler` under"
+                " [worker] in steadyq.toml (the content workload: steadyq.content:handle)"
+            )
         if ws.max_runtime_s is not None and ws.max_runtime_s <= ws.deadline_s:
             raise ConfigError(
                 f"--max-runtime {format_duration(ws.max_runtime_s)} is not longer than"
@@ -573,8 +582,8 @@ def requests(
     limit: LimitOpt = 50,
     json_out: JsonOpt = False,
 ) -> None:
-    """Requests in the ledger, most recently updated first: status, modalities, duration,
-    artifacts (file names; --json gives full paths)."""
+    """Requests in the ledger, most recently updated first: status, duration, and the
+    workload's ledger fields (file paths shortened to names; --json gives them whole)."""
 
     def run() -> int:
         if status is not None and status not in REQUEST_STATUSES:
@@ -589,24 +598,38 @@ def requests(
             return 0
         grid = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         grid.add_column("request", no_wrap=True, min_width=36)
-        for name in ("status", "modalities", "duration"):
+        for name in ("status", "duration"):
             grid.add_column(name, no_wrap=True)
-        grid.add_column("artifacts / error", overflow="fold", min_width=22)
+        grid.add_column("fields / error", overflow="fold", min_width=22)
         colours = {"completed": "green", "failed": "red", "processing": "cyan"}
         for r in rows:
             grid.add_row(
                 safe(r.request_id),
                 Text(r.status, style=colours.get(r.status, "yellow")),
-                safe("+".join(r.modalities)) if r.modalities else "—",
                 "—" if r.duration_s is None else format_duration(r.duration_s),
-                safe(" ".join(sorted(Path(str(v)).name for v in r.artifacts.values())), None)
-                if r.artifacts
-                else safe(r.error or "—"),
+                safe(r.error if r.status != "completed" and r.error else _fields_text(r.fields)),
             )
         _show(grid if rows else "no requests")
         return 0
 
     _guard(run)
+
+
+def _fields_text(fields: dict[str, Any] | None) -> str:
+    """``key=value`` pairs on one line: lists joined with +, an object by its values,
+    paths by their file names."""
+    if not fields:
+        return "—"
+
+    def one(value: Any) -> str:
+        if isinstance(value, list):
+            return "+".join(one(v) for v in value)
+        if isinstance(value, dict):
+            return " ".join(sorted(one(v) for v in value.values()))
+        text = str(value)
+        return Path(text).name if "/" in text else text
+
+    return " ".join(f"{key}={one(value)}" for key, value in fields.items())
 
 
 @app.command()
@@ -984,6 +1007,7 @@ def dlq_export(
 # -- watch ----------------------------------------------------------------------
 
 app.command("watch")(watch_command)
+app.command("schema")(schema_command)
 
 
 # -- dashboard ------------------------------------------------------------------

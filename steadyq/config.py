@@ -35,7 +35,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from steadyq.durations import parse_duration
 from steadyq.errors import ConfigError
 from steadyq.gate import DEFAULT_MAX_BYTES
-from steadyq.runner import DEFAULT_HANDLER
 
 DEFAULT_URL = "sqlite:///steadyq.db"
 CONFIG_FILE = "steadyq.toml"
@@ -51,7 +50,7 @@ class WorkerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    handler: str = DEFAULT_HANDLER
+    handler: str | None = None  # required to run a worker: there is no default workload
     request_schema: str | None = Field(default=None, alias="schema")
     runner: Literal["process", "inline"] = "process"
     concurrency: int = Field(default_factory=_cores, ge=1, le=256)

@@ -188,12 +188,20 @@ def legacy_worker(url: str, artifacts: str, budget_s: float) -> None:
             queue.settle([Settlement.ack(d, [done])])
 
 
+CONTENT_SCHEMA = "steadyq.content:ContentRequest"
+
+
 def hanging_handle(request: Any, ctx: HandlerContext) -> dict[str, Any] | None:
-    """The content handler with a fault: one request in four hangs forever."""
+    """The content handler with a fault: one request in four hangs forever.
+
+    Its worker runs with ``--schema steadyq.content:ContentRequest``.
+    """
+    from steadyq.content import handle
+
     if int(request.request_id[:2], 16) % 4 == 0:
         ctx.logger.info("fault injected: this call hangs")
         time.sleep(3600)
-    return _content(request.model_dump(), ctx)
+    return handle(request, ctx)
 
 
 def _content(data: dict[str, Any], ctx: HandlerContext) -> dict[str, Any] | None:
@@ -396,6 +404,23 @@ def demo_plan(*, start: float, baseline: tuple[float, float], timings: Timings, 
 # -- the whole story ---------------------------------------------------------------------
 
 
+def _clean_up(url: str, command: list[str], log: IO[str], say: Callable[[str], None]) -> None:
+    """Run draining executions until nothing is ready, in flight or waiting out a retry
+    delay (a drain leaves delayed retries to the next execution)."""
+    end = time.time() + CLEANUP_TIMEOUT_S
+    with open_queue(url) as queue:
+        while time.time() < end:
+            run = run_execution(command, log, end - time.time(), "cleanup", threading.Event())
+            if run.code != 0:
+                say(f"    a cleanup execution ended with {run.code or 'a kill'}")
+                return
+            stats = queue.stats()
+            if not (stats.ready or stats.in_flight or stats.delayed):
+                return
+            time.sleep(0.5)  # a retry delay runs out (the demo's are 2 s at most)
+        say(f"    the queue was not empty after {CLEANUP_TIMEOUT_S:g} s of cleanup")
+
+
 def _fresh(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name in ("steadyq.db", "steadyq.db-wal", "steadyq.db-shm", "plan.toml"):
@@ -419,6 +444,12 @@ def run_demo(
         from steadyq.errors import ConfigError
 
         raise ConfigError(f"--fault {fault!r}: expected one of {', '.join(FAULTS)}")
+    try:
+        import steadyq.content  # noqa: F401  (the demo's workers run it)
+    except ImportError as exc:
+        from steadyq.errors import ConfigError
+
+        raise ConfigError(f"steadyq demo runs the content workload; {exc}") from None
     t = timings or Timings()
     console = console or Console()
     directory = directory.resolve()
@@ -454,9 +485,14 @@ def run_demo(
         before_end = time.time()
 
         # -- after the fix ----------------------------------------------------------
-        handler = "steadyq.demo:hanging_handle" if fault == "hang" else "steadyq.content:handle"
+        # the content handler brings its own schema; the faulty one borrows it
+        handler = (
+            ["--handler", "steadyq.demo:hanging_handle", "--schema", CONTENT_SCHEMA]
+            if fault == "hang"
+            else ["--handler", "steadyq.content:handle"]
+        )
         fixed_args = [
-            "--handler", handler,
+            *handler,
             "--drain",
             "--deadline", f"{t.deadline_s:g}s",
             "--retry-min", "0.5s",
@@ -503,11 +539,9 @@ def run_demo(
         if scheduler is not None:
             # what the window left behind (messages still queued, a request whose
             # execution the task timeout killed) is worked off, so the store ends clean
-            say("cleaning up: one last execution drains what is left")
+            say("cleaning up: draining executions work off what is left")
             tidy = _worker_command(url, artifacts, [*fixed_args, "--concurrency", "4"])
-            last = run_execution(tidy, log, CLEANUP_TIMEOUT_S, "cleanup", threading.Event())
-            if last.code != 0:
-                say(f"    the cleanup execution ended with {last.code or 'a kill'}")
+            _clean_up(url, tidy, log, say)
         log.close()
     if traffic.error is not None:
         say(f"traffic stopped early: {traffic.error}")

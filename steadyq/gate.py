@@ -8,7 +8,13 @@ Checks run cheapest first, so a poison message costs microseconds:
 4. an object at the top (``payload_not_object``)
 5. ``request_id`` present (``request_id_missing``) and a canonical UUID
    (``request_id_invalid``): 8-4-4-4-12 ASCII hex digits, either case, nothing around it
-6. the configured pydantic model (``schema_invalid``, naming the failing fields)
+6. the request model (``schema_invalid``, naming the failing fields): by default
+   :class:`Request`, a ``request_id`` and whatever else the body holds; a handler
+   brings its own (``request_schema``, see ``docs/handlers.md``) or ``--schema`` names one.
+
+Every model must have a ``request_id`` field: the worker keys its ledger (duplicates,
+attempts, the ``requests`` table) on it, so a model without one is refused when the
+gate is made, not discovered when every request turns out to share one key.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+
+from steadyq.errors import ConfigError
 
 PAYLOAD_TOO_LARGE: Final = "payload_too_large"
 PAYLOAD_NOT_UTF8: Final = "payload_not_utf8"
@@ -52,9 +60,10 @@ LOG_TEXT: Final = {
 DEFAULT_MAX_BYTES: Final = 10 * 1024 * 1024
 
 # [0-9a-fA-F] rather than \d or str.isdigit: both accept non-ASCII digits.
-_CANONICAL_UUID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+UUID_PATTERN: Final = (
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
+_CANONICAL_UUID = re.compile(UUID_PATTERN[1:-1])
 _SHOW_LIMIT = 120
 
 
@@ -104,6 +113,55 @@ def _refuse_constant(name: str) -> Any:
 _decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
 
 
+class Request(BaseModel):
+    """The core's request: a ``request_id`` and whatever else the body holds.
+
+    The other fields are kept as they came (``request.topic``, ``request.model_extra``).
+    A workload with a shape of its own subclasses this (the validator below comes
+    along) or writes any pydantic model with a ``request_id`` field.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+        frozen=True,
+        json_schema_extra={
+            "description": "A steadyq request: a request_id, and any other fields, kept as sent."
+        },
+    )
+
+    request_id: StrictStr = Field(
+        pattern=UUID_PATTERN,
+        description="A UUID in canonical 8-4-4-4-12 form, either case; stored lower-case."
+        " The key of the request ledger: a redelivered request that completed is acked"
+        " as a duplicate.",
+    )
+
+    @field_validator("request_id")
+    @classmethod
+    def _canonical_id(cls, value: str) -> str:
+        canonical = canonical_request_id(value)
+        if canonical is None:
+            raise ValueError("request_id must be a UUID in canonical 8-4-4-4-12 form")
+        return canonical
+
+
+def check_schema(schema: object) -> type[BaseModel]:
+    """``schema`` itself, if the gate can validate requests with it.
+
+    Raises:
+        ConfigError: it is not a pydantic model, or it has no ``request_id`` field.
+    """
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise ConfigError(f"request schema {schema!r} is not a pydantic model class")
+    if "request_id" not in schema.model_fields:
+        raise ConfigError(
+            f"request schema {schema.__module__}.{schema.__qualname__} has no request_id"
+            " field: the ledger keys every request on it (give the model"
+            " `request_id: str`, or subclass steadyq.Request)"
+        )
+    return schema
+
+
 def _ignoring_unknown_fields(schema: type[BaseModel]) -> type[BaseModel]:
     """A subclass of ``schema`` that drops unknown fields instead of refusing them."""
     config = ConfigDict(**{**schema.model_config, "extra": "ignore"})
@@ -112,10 +170,13 @@ def _ignoring_unknown_fields(schema: type[BaseModel]) -> type[BaseModel]:
 
 
 class Gate:
-    """Validates raw message bodies against a pydantic model.
+    """Validates raw message bodies against a pydantic model (default :class:`Request`).
 
-    The model must accept a ``request_id`` field; the gate checks it first so that
-    a malformed id gets its own reason code whatever else is wrong.
+    The model must have a ``request_id`` field (:func:`check_schema`); the gate checks
+    it first so that a malformed id gets its own reason code whatever else is wrong.
+
+    Raises:
+        ConfigError: ``schema`` is not a pydantic model or has no ``request_id`` field.
     """
 
     def __init__(
@@ -125,11 +186,9 @@ class Gate:
         max_bytes: int = DEFAULT_MAX_BYTES,
         allow_unknown_fields: bool = False,
     ) -> None:
-        if schema is None:
-            from steadyq.content.schema import ContentRequest
-
-            schema = ContentRequest
-        if allow_unknown_fields and schema.model_config.get("extra") != "ignore":
+        schema = Request if schema is None else check_schema(schema)
+        # a model that refuses unknown fields is relaxed; one that keeps them stays so
+        if allow_unknown_fields and schema.model_config.get("extra") == "forbid":
             schema = _ignoring_unknown_fields(schema)
         self.schema = schema
         self.max_bytes = max_bytes

@@ -46,8 +46,6 @@ from steadyq.telemetry.logs import EventLogHandler
 Handler = Callable[[Any, "HandlerContext"], object]
 Status = Literal["ok", "permanent", "error", "timeout", "crashed", "stale"]
 
-DEFAULT_HANDLER = "steadyq.content:handle"
-
 
 @dataclass(slots=True)
 class HandlerContext:

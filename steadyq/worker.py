@@ -36,9 +36,9 @@ from steadyq.gate import (
     Rejection,
     request_id_of,
 )
+from steadyq.handlers import worker_schema
 from steadyq.policy import RetryPolicy
 from steadyq.runner import (
-    DEFAULT_HANDLER,
     Call,
     Handler,
     InlineRunner,
@@ -133,9 +133,13 @@ class ExitCode(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
-    """How one execution behaves. Durations are seconds."""
+    """How one execution behaves. Durations are seconds.
 
-    handler: str | Handler = DEFAULT_HANDLER
+    ``handler`` is required to run (there is no default workload); ``schema``, when
+    set, wins over the handler's own ``request_schema``.
+    """
+
+    handler: str | Handler | None = None
     runner: str = "process"
     concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
     deadline_s: float = 600.0
@@ -325,8 +329,9 @@ class Worker:
                 )
             ]
         )
-        runner = self._make_runner()
         try:
+            runner = self._make_runner()
+            self._adopt_handler_schema()
             runner.start()
         except HandlerLoadError as exc:
             return self._finish(
@@ -364,18 +369,39 @@ class Worker:
                 runner.close()
         return self._finish(started, ready, status, code, detail)
 
+    def _adopt_handler_schema(self) -> None:
+        """Validate with the handler's own ``request_schema`` unless the options name
+        a schema.
+
+        Raises:
+            HandlerLoadError: the handler cannot be imported, or its schema is unusable.
+        """
+        opts = self.options
+        if opts.schema is None:
+            self.gate = Gate(
+                worker_schema(None, opts.handler),
+                max_bytes=opts.max_bytes,
+                allow_unknown_fields=opts.allow_unknown_fields,
+            )
+
     def _make_runner(self) -> Runner:
         opts = self.options
+        handler = opts.handler
+        if handler is None:
+            raise HandlerLoadError(
+                "no handler: name one with --handler module:function"
+                " (the content workload: --handler steadyq.content:handle)"
+            )
         if opts.runner == "inline":
             return InlineRunner(
-                opts.handler,
+                handler,
                 execution_id=self.execution_id,
                 emit=self._emit,
                 log_level=opts.log_level,
             )
         if opts.runner == "process":
             return ProcessRunner(
-                opts.handler,
+                handler,
                 concurrency=opts.concurrency,
                 execution_id=self.execution_id,
                 emit=self._emit,

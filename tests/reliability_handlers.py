@@ -15,8 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steadyq import PermanentError
+from pydantic import Field, StrictInt, StrictStr
+
+from steadyq import PermanentError, Request
+from steadyq.handlers import with_schema
 from steadyq.runner import HandlerContext
+
+
+class Job(Request):
+    """What ``mixed`` accepts: a topic, and a grade if any (so schema_invalid can happen)."""
+
+    topic: StrictStr = Field(min_length=1)
+    grade_level: StrictInt | None = Field(default=None, ge=1, le=12)
+
 
 BARRIER_TIMEOUT_S = 20.0
 
@@ -128,6 +139,7 @@ def record_overlap(request: Any, ctx: HandlerContext) -> None:
 # -- test 5: 10,000 mixed messages -----------------------------------------------------
 
 
+@with_schema(Job)
 def mixed(request: Any, ctx: HandlerContext) -> None:
     """Behaviour by topic.
 

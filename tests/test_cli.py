@@ -11,6 +11,7 @@ from steadyq.cli import app
 from steadyq.samples import INCIDENT_POISON_IDS
 
 runner = CliRunner()
+CONTENT = ("--handler", "steadyq.content:handle")
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def write_requests(path: Path, valid: int = 3) -> Path:
 def publish_and_drain(url: str, tmp_path: Path) -> None:
     code, out, _ = invoke("publish", str(write_requests(tmp_path / "r.jsonl")), "--url", url)
     assert code == 0 and "published 8 messages" in out
-    code, out, err = invoke("worker", "--url", url, "--drain", "--runner", "inline")
+    code, out, err = invoke("worker", "--url", url, "--drain", "--runner", "inline", *CONTENT)
     assert code == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     assert any(x["message"].startswith("Invalid request_id format") for x in lines)
@@ -113,9 +114,9 @@ def test_full_cycle(url: str, tmp_path: Path) -> None:
     # the poison ids are not request ids: only the three valid requests have a row
     assert code == 0 and [r["status"] for r in rows] == ["completed"] * 3
     done = rows
-    assert all(r["modalities"] == ["video"] for r in done)
-    assert all(Path(r["artifacts"]["video"]).is_file() for r in done)
-    assert {"request_id", "status", "modalities", "duration_s", "artifacts"} <= set(rows[0])
+    assert all(r["fields"]["modalities"] == ["video"] for r in done)
+    assert all(Path(r["fields"]["artifacts"]["video"]).is_file() for r in done)
+    assert {"request_id", "status", "fields", "duration_s"} <= set(rows[0])
     code, out, _ = invoke("requests", "--url", url, "--status", "completed")
     assert code == 0 and out.count("completed") == 3
     code, out, _ = invoke("requests", "--url", url, "--status", "failed")
@@ -179,7 +180,15 @@ def test_replay_loop_guard_and_purge(url: str, tmp_path: Path) -> None:
         code, out, _ = invoke("dlq", "replay", "--url", url, "--reason", "payload_not_json")
         assert code == 0 and "replayed 2" in out
         code, _, _ = invoke(
-            "worker", "--url", url, "--drain", "--runner", "inline", "--log-format", "none"
+            "worker",
+            "--url",
+            url,
+            "--drain",
+            "--runner",
+            "inline",
+            "--log-format",
+            "none",
+            *CONTENT,
         )
         assert code == 0
     code, out, _ = invoke("dlq", "replay", "--url", url, "--reason", "payload_not_json", "--json")
@@ -209,6 +218,8 @@ def test_readable_errors_without_tracebacks(url: str, tmp_path: Path) -> None:
     assert code == 2 and "unknown queue URL" in err
     code, _, err = invoke("worker", "--url", url, "--handler", "nope:fn", "--drain")
     assert code == 4 and "cannot import handler module" in err
+    code, _, err = invoke("worker", "--url", url, "--drain")
+    assert code == 2 and "no handler: name one with --handler" in err
     code, _, err = invoke("dlq", "show", "404", "--url", url)
     assert code == 2 and "no dead letter" in err
     (tmp_path / "steadyq.toml").write_text("[worker]\ntypo = 1\n")
@@ -238,3 +249,11 @@ def test_payload_preview_escapes_control_bytes() -> None:
     assert "\x1b" not in shown and "\n" not in shown and "\u202e" not in shown
     assert shown.startswith("\\x1b[31mred")
     assert preview("ok ü".encode()) == "ok ü"
+
+
+def test_ledger_fields_print_on_one_line_with_file_names() -> None:
+    from steadyq.cli import _fields_text
+
+    fields = {"modalities": ["text", "video"], "artifacts": {"text": "/a/r/lesson.md"}, "n": 3}
+    assert _fields_text(fields) == "modalities=text+video artifacts=lesson.md n=3"
+    assert _fields_text(None) == "—"

@@ -9,10 +9,11 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from steadyq.content import ContentRequest
-from steadyq.gate import REASONS, Gate, Rejection, canonical_request_id
+from steadyq.errors import ConfigError
+from steadyq.gate import REASONS, Gate, Rejection, Request, canonical_request_id
 
 GOOD = "6f9619ff-8b86-d011-b42d-00c04fc964ff"
-gate = Gate()
+gate = Gate(ContentRequest)  # the content workload's model: the richest checks
 
 
 def body(**fields: object) -> bytes:
@@ -174,12 +175,53 @@ def test_never_raises_on_any_json_object(fields: dict[str, object]) -> None:
 
 def test_unknown_fields_are_refused_unless_the_configuration_allows_them() -> None:
     data = body(request_id=GOOD, topic="fractions", campaign="spring")
-    refused = Gate().check(data)
+    refused = Gate(ContentRequest).check(data)
     assert isinstance(refused, Rejection) and refused.reason == "schema_invalid"
     assert refused.fields == ("campaign",)
-    accepted = Gate(allow_unknown_fields=True).check(data)
+    accepted = Gate(ContentRequest, allow_unknown_fields=True).check(data)
     assert not isinstance(accepted, Rejection)
     assert accepted.model_dump()["topic"] == "fractions" and "campaign" not in accepted.model_dump()
     # everything else is still checked
-    bad = Gate(allow_unknown_fields=True).check(body(request_id=GOOD, topic="", campaign="x"))
+    bad = Gate(ContentRequest, allow_unknown_fields=True).check(
+        body(request_id=GOOD, topic="", campaign="x")
+    )
     assert isinstance(bad, Rejection) and bad.fields == ("topic",)
+
+
+# -- the core's default request ---------------------------------------------------------
+
+
+def test_the_default_request_is_an_id_and_whatever_else_the_body_holds() -> None:
+    default = Gate()
+    assert default.schema is Request
+    result = default.check(body(request_id=GOOD.upper(), topic="fractions", n=[1, 2]))
+    assert isinstance(result, Request) and not isinstance(result, ContentRequest)
+    assert result.request_id == GOOD
+    assert result.topic == "fractions"  # type: ignore[attr-defined]
+    assert result.model_extra == {"topic": "fractions", "n": [1, 2]}
+    # what the content model refuses is the content workload's business, not the core's
+    assert isinstance(default.check(body(request_id=GOOD, modalities=["audio"])), Request)
+    assert reason(body(request_id="test-smoke-001"), default) == "request_id_invalid"
+    assert reason(body(topic="x"), default) == "request_id_missing"
+
+
+def test_allowing_unknown_fields_keeps_them_on_a_model_that_keeps_them() -> None:
+    kept = Gate(allow_unknown_fields=True).check(body(request_id=GOOD, campaign="spring"))
+    assert isinstance(kept, Request) and kept.model_extra == {"campaign": "spring"}
+
+
+def test_the_core_request_id_is_checked_by_the_model_too() -> None:
+    # a caller that builds requests without the gate gets the same rule
+    assert Request(request_id=GOOD.upper()).request_id == GOOD
+    with pytest.raises(ValueError, match="request_id"):
+        Request(request_id="test-smoke-001")
+
+
+def test_a_schema_without_request_id_is_refused_when_the_gate_is_made() -> None:
+    class Ping(BaseModel):
+        n: int
+
+    with pytest.raises(ConfigError, match=r"Ping has no request_id field"):
+        Gate(Ping)
+    with pytest.raises(ConfigError, match="not a pydantic model"):
+        Gate(dict)  # type: ignore[arg-type]

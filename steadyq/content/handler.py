@@ -44,7 +44,8 @@ def handle(
     """Produce the requested modalities; return the manifest plus ``artifacts``.
 
     ``artifacts`` maps each produced file (``text``, ``video``, ``manifest``) to its
-    path; the worker records it, with ``modalities``, in the request ledger.
+    path; ``ledger`` (``modalities`` produced and ``artifacts``) is what the request
+    ledger shows for the completed request.
 
     Raises:
         PermanentError: the text generator refuses the topic (``topic_refused``).
@@ -93,4 +94,5 @@ def handle(
     )
     artifacts = {kind: str(folder / entry["path"]) for kind, entry in files.items()}
     artifacts["manifest"] = str(folder / "manifest.json")
-    return {**manifest, "artifacts": artifacts}
+    ledger = {"modalities": list(request.modalities), "artifacts": artifacts}
+    return {**manifest, "artifacts": artifacts, "ledger": ledger}

@@ -1,4 +1,4 @@
-"""The content request: the gate's default schema.
+"""The content request: the schema the content handler brings to the gate.
 
 Three shapes the incident team tested must all validate: no ``modalities`` (the
 behaviour before modalities existed: video), text only, and explicit video.
@@ -8,33 +8,53 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import ConfigDict, Field, StrictInt, StrictStr, field_validator
 
-from steadyq.gate import canonical_request_id
+from steadyq.gate import Request
 
 Modality = Literal["text", "video"]
 Interest = Annotated[StrictStr, Field(min_length=1, max_length=60)]
 
 
-class ContentRequest(BaseModel):
-    """A request for a personalised lesson, as text, video or both."""
+class ContentRequest(Request):
+    """A request for a personalised lesson, as text, video or both.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    ``request_id`` and its check come from :class:`steadyq.gate.Request`.
+    """
 
-    request_id: StrictStr
-    topic: StrictStr = Field(min_length=1, max_length=200)
-    student_id: StrictStr | None = Field(default=None, min_length=1, max_length=200)
-    interests: tuple[Interest, ...] | None = Field(default=None, max_length=20)
-    grade_level: StrictInt | None = Field(default=None, ge=1, le=12)
-    modalities: tuple[Modality, ...] = Field(default=("video",), min_length=1)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="ContentRequest",
+        json_schema_extra={
+            "description": "A request for a personalised lesson as text, video or both"
+            " (steadyq.content). Unknown fields are refused unless the worker allows them."
+        },
+    )
 
-    @field_validator("request_id")
-    @classmethod
-    def _canonical_id(cls, value: str) -> str:
-        canonical = canonical_request_id(value)
-        if canonical is None:
-            raise ValueError("request_id must be a UUID in canonical 8-4-4-4-12 form")
-        return canonical
+    topic: StrictStr = Field(
+        min_length=1, max_length=200, description="What the lesson teaches, e.g. 'fractions'."
+    )
+    student_id: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Who the lesson is for; kept in the manifest, not used to write it.",
+    )
+    interests: tuple[Interest, ...] | None = Field(
+        default=None,
+        max_length=20,
+        description="Up to 20 interests (1-60 characters each) the examples draw on.",
+    )
+    grade_level: StrictInt | None = Field(
+        default=None, ge=1, le=12, description="School grade 1-12: sets the reading level."
+    )
+    modalities: tuple[Modality, ...] = Field(
+        default=("video",),
+        min_length=1,
+        description="What to produce: 'text' (lesson.md), 'video' (lesson.mp4), or both."
+        " Absent or null means ['video'] (an 18 s video), as before modalities existed.",
+    )
 
     @field_validator("modalities", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ write*, so they can never drift from the events:
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -282,10 +283,11 @@ REQUEST_STATUSES = (PENDING, PROCESSING, COMPLETED, REQUEST_FAILED)
 class RequestRecord:
     """One request in the ledger. Times are epoch seconds.
 
-    ``modalities`` are what was asked for while the request is open and what was
-    produced once it completed; ``artifacts`` name the files a handler reported
-    (the ``artifacts`` of its returned manifest); ``duration_s`` is the handler
-    time of the attempt that completed it.
+    ``fields`` is what the workload wants shown for the request, a JSON object: the
+    request model's ``ledger_fields()`` when it is published or received, merged with
+    the ``ledger`` object of the handler's result when it completes (the content
+    workload: ``modalities`` asked, then produced, and the ``artifacts`` it wrote).
+    ``duration_s`` is the handler time of the attempt that completed it.
     """
 
     request_id: str
@@ -294,9 +296,8 @@ class RequestRecord:
     message_id: str | None = None
     execution_id: str | None = None
     attempts: int | None = None
-    modalities: tuple[str, ...] | None = None
+    fields: dict[str, Any] | None = None
     duration_s: float | None = None
-    artifacts: dict[str, Any] | None = None
     error: str | None = None
     created_at: float | None = None
     started_at: float | None = None
@@ -307,9 +308,8 @@ class RequestRecord:
         return {
             "request_id": self.request_id,
             "status": self.status,
-            "modalities": list(self.modalities) if self.modalities is not None else None,
+            "fields": self.fields,
             "duration_s": _round(self.duration_s),
-            "artifacts": self.artifacts,
             "attempts": self.attempts,
             "message_id": self.message_id,
             "execution_id": self.execution_id,
@@ -332,10 +332,69 @@ class LedgerChange:
     message_id: str | None = None
     execution_id: str | None = None
     attempts: int | None = None
-    modalities: tuple[str, ...] | None = None
+    fields: dict[str, Any] | None = None  # merged into the row's (merge_fields)
     duration_s: float | None = None
-    artifacts: dict[str, Any] | None = None
     error: str | None = None
+
+
+def merge_fields(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``new`` merged into ``old`` key by key, nested objects too.
+
+    SQLite's ``json_patch`` (RFC 7396) does the same in the upsert; the changes carry
+    no nulls (:func:`ledger_fields_of` drops them), so nothing is ever deleted and
+    merging changes one by one or composed first gives the same row.
+    """
+    if new is None:
+        return old
+    if old is None:
+        return new
+    merged = dict(old)
+    for key, value in new.items():
+        before = merged.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            merged[key] = merge_fields(before, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+_NO_FIELD = object()
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` as the store keeps it (tuples as lists, unknown types as text), or
+    ``_NO_FIELD`` for what JSON cannot hold (NaN, a key that is not text)."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NO_FIELD
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return _NO_FIELD
+            if item is None:
+                continue  # a null keeps the earlier value: never stored
+            kept = _json_value(item)
+            if kept is _NO_FIELD:
+                return _NO_FIELD
+            out[key] = kept
+        return out
+    if isinstance(value, list | tuple):
+        items = [_json_value(item) for item in value]
+        return _NO_FIELD if any(i is _NO_FIELD for i in items) else items
+    return str(value)
+
+
+def ledger_fields_of(value: object) -> dict[str, Any] | None:
+    """``value`` as ledger fields: a JSON object as the store keeps it, nulls left
+    out (a null keeps the earlier value), or None when it is not an object, is empty,
+    or holds what JSON cannot (NaN, keys that are not text).
+    """
+    if not isinstance(value, dict) or not value:
+        return None
+    fields = _json_value(value)
+    return fields if isinstance(fields, dict) and fields else None
 
 
 def apply_ledger_change(row: RequestRecord | None, c: LedgerChange) -> RequestRecord | None:
@@ -355,9 +414,8 @@ def apply_ledger_change(row: RequestRecord | None, c: LedgerChange) -> RequestRe
             message_id=c.message_id,
             execution_id=c.execution_id,
             attempts=c.attempts,
-            modalities=c.modalities,
+            fields=c.fields,
             duration_s=c.duration_s,
-            artifacts=c.artifacts,
             error=c.error,
             created_at=c.at,
             **stamps,
@@ -373,18 +431,11 @@ def apply_ledger_change(row: RequestRecord | None, c: LedgerChange) -> RequestRe
         message_id=keep(c.message_id, row.message_id),
         execution_id=keep(c.execution_id, row.execution_id),
         attempts=keep(c.attempts, row.attempts),
-        modalities=keep(c.modalities, row.modalities),
+        fields=merge_fields(row.fields, c.fields),
         duration_s=keep(c.duration_s, row.duration_s),
-        artifacts=keep(c.artifacts, row.artifacts),
         error=keep(c.error, row.error),
         **{k: keep(v, getattr(row, k)) for k, v in stamps.items()},
     )
-
-
-def _modalities(value: object) -> tuple[str, ...] | None:
-    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    return None
 
 
 def ledger_update(event: Event) -> LedgerChange | None:
@@ -394,8 +445,7 @@ def ledger_update(event: Event) -> LedgerChange | None:
         return None
     kind = event.kind
     if kind == ev.MESSAGE_RECEIVED or kind == ev.MESSAGE_PUBLISHED:
-        request = event.data.get("request")
-        asked = _modalities(request.get("modalities")) if isinstance(request, dict) else None
+        asked = ledger_fields_of(event.data.get("request"))
         status = PROCESSING if kind == ev.MESSAGE_RECEIVED else PENDING
         return LedgerChange(
             request_id,
@@ -404,14 +454,11 @@ def ledger_update(event: Event) -> LedgerChange | None:
             event.message_id,
             event.execution_id,
             event.attempt,
-            modalities=asked,
+            fields=asked,
         )
     if kind == ev.MESSAGE_SUCCEEDED:
         result = event.data.get("result")
-        produced = files = None
-        if isinstance(result, dict):
-            produced = _modalities(result.get("modalities"))
-            files = result.get("artifacts")
+        produced = ledger_fields_of(result.get("ledger")) if isinstance(result, dict) else None
         return LedgerChange(
             request_id,
             COMPLETED,
@@ -419,9 +466,8 @@ def ledger_update(event: Event) -> LedgerChange | None:
             event.message_id,
             event.execution_id,
             event.attempt,
-            modalities=produced,
+            fields=produced,
             duration_s=None if event.duration_ms is None else event.duration_ms / 1000,
-            artifacts=files if isinstance(files, dict) else None,
         )
     if kind == ev.MESSAGE_FAILED or kind == ev.MESSAGE_TIMED_OUT:
         # the attempt failed and will be retried, unless a dead-letter event follows

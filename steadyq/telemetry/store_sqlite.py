@@ -28,6 +28,7 @@ from steadyq.telemetry.store import (
     claim_releases,
     execution_updates,
     ledger_update,
+    merge_fields,
 )
 
 _INSERT_EVENT = (
@@ -77,17 +78,6 @@ _LEDGER_KINDS = frozenset(
         ev.MESSAGE_REJECTED,
     )
 )
-# the JSON of the few modality lists there are, made once
-_MODALITIES_JSON: dict[tuple[str, ...], str] = {}
-
-
-def _modalities_text(modalities: tuple[str, ...]) -> str:
-    text = _MODALITIES_JSON.get(modalities)
-    if text is None:
-        text = json.dumps(list(modalities))
-        if len(_MODALITIES_JSON) < 256:
-            _MODALITIES_JSON[modalities] = text
-    return text
 
 
 class _Prepared(NamedTuple):
@@ -146,17 +136,17 @@ def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
 
 
 # A composed ledger change, as a list indexed like _LEDGER_UPSERT's parameters
-# (request_id, status, message_id, execution_id, updated_at, attempts, modalities,
-# duration_s, artifacts, error, created_at, started_at, completed_at, failed_at).
-_KEEP = ((2, "message_id"), (3, "execution_id"), (5, "attempts"), (7, "duration_s"), (9, "error"))
-_STAMP = {PROCESSING: 11, COMPLETED: 12, REQUEST_FAILED: 13}
+# (request_id, status, message_id, execution_id, updated_at, attempts, fields,
+# duration_s, error, created_at, started_at, completed_at, failed_at).
+_KEEP = ((2, "message_id"), (3, "execution_id"), (5, "attempts"), (7, "duration_s"), (8, "error"))
+_STAMP = {PROCESSING: 10, COMPLETED: 11, REQUEST_FAILED: 12}
 
 
 def _compose(ledger: dict[str, list[Any]], c: LedgerChange) -> None:
     """Apply ``c`` on top of the changes already composed for its request."""
     row = ledger.get(c.request_id)
     if row is None:
-        row = [c.request_id, None, None, None, None, None, None, None, None, None, c.at]
+        row = [c.request_id, None, None, None, None, None, None, None, None, c.at]
         row += [None, None, None]
         ledger[c.request_id] = row
     elif row[1] == COMPLETED:
@@ -167,19 +157,14 @@ def _compose(ledger: dict[str, list[Any]], c: LedgerChange) -> None:
         value = getattr(c, name)
         if value is not None:
             row[index] = value
-    if c.modalities is not None:
-        row[6] = c.modalities
-    if c.artifacts is not None:
-        row[8] = c.artifacts
+    row[6] = merge_fields(row[6], c.fields)
     stamp = _STAMP.get(c.status)
     if stamp is not None:
         row[stamp] = c.at
 
 
 def _ledger_params(row: list[Any]) -> tuple[Any, ...]:
-    modalities, artifacts = row[6], row[8]
-    row[6] = None if modalities is None else _modalities_text(modalities)
-    row[8] = None if artifacts is None else _dumps(artifacts)
+    row[6] = None if row[6] is None else _dumps(row[6])
     return tuple(row)
 
 
@@ -217,17 +202,17 @@ _RELEASE_CLAIM = "DELETE FROM request_claims WHERE request_id = ? AND owner = ?"
 # change's missing fields keep the row's values.
 _LEDGER_UPSERT = """
 INSERT INTO requests (request_id, status, message_id, execution_id, updated_at, attempts,
-    modalities, duration_s, artifacts, error, created_at, started_at, completed_at, failed_at)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+    fields, duration_s, error, created_at, started_at, completed_at, failed_at)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT (request_id) DO UPDATE SET
     status = excluded.status,
     message_id = COALESCE(excluded.message_id, requests.message_id),
     execution_id = COALESCE(excluded.execution_id, requests.execution_id),
     updated_at = excluded.updated_at,
     attempts = COALESCE(excluded.attempts, requests.attempts),
-    modalities = COALESCE(excluded.modalities, requests.modalities),
+    fields = CASE WHEN excluded.fields IS NULL THEN requests.fields
+        ELSE json_patch(COALESCE(requests.fields, '{}'), excluded.fields) END,
     duration_s = COALESCE(excluded.duration_s, requests.duration_s),
-    artifacts = COALESCE(excluded.artifacts, requests.artifacts),
     error = COALESCE(excluded.error, requests.error),
     created_at = COALESCE(requests.created_at, excluded.created_at),
     started_at = COALESCE(excluded.started_at, requests.started_at),
@@ -236,13 +221,12 @@ ON CONFLICT (request_id) DO UPDATE SET
 WHERE requests.status != 'completed'
 """
 _REQUEST_COLUMNS = (
-    "request_id, status, updated_at, message_id, execution_id, attempts, modalities,"
-    " duration_s, artifacts, error, created_at, started_at, completed_at, failed_at"
+    "request_id, status, updated_at, message_id, execution_id, attempts, fields,"
+    " duration_s, error, created_at, started_at, completed_at, failed_at"
 )
 
 
 def _row_to_request(row: tuple[Any, ...]) -> RequestRecord:
-    modalities = json.loads(row[6]) if row[6] else None
     return RequestRecord(
         request_id=row[0],
         status=row[1],
@@ -250,14 +234,13 @@ def _row_to_request(row: tuple[Any, ...]) -> RequestRecord:
         message_id=row[3],
         execution_id=row[4],
         attempts=row[5],
-        modalities=tuple(modalities) if modalities is not None else None,
+        fields=json.loads(row[6]) if row[6] else None,
         duration_s=row[7],
-        artifacts=json.loads(row[8]) if row[8] else None,
-        error=row[9],
-        created_at=row[10],
-        started_at=row[11],
-        completed_at=row[12],
-        failed_at=row[13],
+        error=row[8],
+        created_at=row[9],
+        started_at=row[10],
+        completed_at=row[11],
+        failed_at=row[12],
     )
 
 

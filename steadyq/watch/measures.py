@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from steadyq._sqlite import WARNINGS_ONLY
 from steadyq.brokers.base import Queue
 from steadyq.gate import REASONS
 from steadyq.telemetry import events as ev
@@ -466,10 +467,8 @@ class _SqliteReader(_Reader):
         return {str(kind): int(n) for kind, n in self._query(sql, (a, b))}
 
     def warnings(self, a: float, b: float) -> int:
-        # the literal predicate is what lets SQLite use the partial index
-        sql = (
-            f"SELECT count(*) FROM events WHERE sev_rank >= {_WARNING_RANK} AND ts >= ? AND ts < ?"
-        )
+        # the index's own predicate is what lets SQLite use the partial index
+        sql = f"SELECT count(*) FROM events WHERE {WARNINGS_ONLY} AND ts >= ? AND ts < ?"
         return int(self._query(sql, (a, b)).fetchone()[0])
 
     def rejections(
@@ -493,7 +492,7 @@ class _SqliteReader(_Reader):
     def texts(self, a: float, b: float) -> Iterator[tuple[str, int]]:
         sql = (
             "SELECT message, count(*), min(ts) FROM events"
-            f" WHERE sev_rank >= {_WARNING_RANK} AND ts >= ? AND ts < ?"
+            f" WHERE {WARNINGS_ONLY} AND ts >= ? AND ts < ?"
             f" AND kind IN ({_PATTERN_KIND_SQL})"
             f" AND NOT (kind = '{ev.LOG}' AND coalesce(reason, '') IN ({_REASON_SQL}))"
             " AND message IS NOT NULL AND message != ''"

@@ -21,6 +21,7 @@ from steadyq.telemetry import events as ev
 from steadyq.telemetry.store import EventFilter, EventStore
 from tests.brokers.conftest import PROJECT
 from tests.pubsub_emulator import Emulator
+from tests.reliability_handlers import Job
 from tests.test_reliability import Processes, body, wait_for
 
 TERMINAL = (ev.MESSAGE_SUCCEEDED, ev.MESSAGE_REJECTED, ev.MESSAGE_DEAD_LETTERED)
@@ -58,7 +59,7 @@ def test_two_thousand_mixed_messages_each_end_in_exactly_one_outcome(
         json.dumps({"request_id": rid, "topic": 5}).encode(),
         json.dumps({"request_id": str(uuid.uuid4()), "topic": "ok", "pad": "x" * 5000}).encode(),
     ]
-    gate = Gate(None, max_bytes=4096)
+    gate = Gate(Job, max_bytes=4096)  # the schema `mixed` brings
     expected_reasons = [r.reason for r in map(gate.check, invalid) if isinstance(r, Rejection)]
     assert sorted(expected_reasons) == sorted(REASONS), "one body per rejection reason"
     plan = (

@@ -84,3 +84,33 @@ def test_leftover_temp_files_of_a_killed_attempt_are_swept(tmp_path: Path) -> No
     manifest = handle(request, ctx)
     assert manifest["attempt"] == 2
     assert sorted(p.name for p in folder.iterdir()) == ["lesson.md", "manifest.json"]
+
+
+def test_naming_the_handler_is_all_it_takes(tmp_path: Path) -> None:
+    """`steadyq worker --handler steadyq.content:handle`: the handler brings ContentRequest,
+    a legacy request (no modalities) still means video, and the ledger shows both."""
+    from typer.testing import CliRunner
+
+    from steadyq.cli import app
+
+    url = f"sqlite:///{tmp_path}/only.db"
+    legacy_id, legacy = body("fractions")
+    audio_id, audio = body("fractions", ["audio"])
+    with open_queue(url) as queue:
+        queue.publish_batch([(legacy, None), (audio, None)])
+    result = CliRunner().invoke(
+        app,
+        [
+            *("worker", "--url", url, "--handler", "steadyq.content:handle", "--drain"),
+            *("--runner", "inline", "--log-format", "none", "--artifacts", str(tmp_path / "a")),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with open_queue(url) as queue:
+        rows = {r.request_id: r for r in store_for(queue).requests()}
+        [letter] = queue.dlq_list()
+    row = rows[legacy_id]
+    assert row.status == "completed" and rows[audio_id].status == "failed"
+    assert row.fields is not None and row.fields["modalities"] == ["video"]
+    assert Path(row.fields["artifacts"]["video"]).name == "lesson.mp4"
+    assert letter.reason == "schema_invalid" and "modalities" in letter.detail
