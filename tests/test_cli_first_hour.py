@@ -17,6 +17,7 @@ from steadyq.cli import app
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
+RECORD = "steadyq.handlers:record"
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -106,8 +107,9 @@ def test_a_handler_without_a_colon_is_told_what_is_missing(url: str) -> None:
 
 def test_a_budget_shorter_than_a_deadline_is_refused_at_start(url: str) -> None:
     code, _, err = invoke(
-        "worker", "--url", url, "--max-runtime", "5m", "--deadline", "10m", "--drain"
-    )
+        "worker", "--url", url, "--handler", RECORD, "--drain", "--max-runtime", "5m",
+        "--deadline", "10m",
+    )  # fmt: skip
     text = " ".join(err.split())
     assert code == 2 and "--max-runtime 5m is not longer than --deadline 10m" in text
     assert not Path(url.removeprefix("sqlite:///")).exists(), "refused before opening anything"
@@ -273,7 +275,9 @@ def test_replaying_everything_must_be_asked_for(url: str) -> None:
     with queue:
         for _ in range(2):
             queue.publish(b"not json")
-        Worker(queue, queue.colocated_store, WorkerOptions(runner="inline", drain=True)).run()
+        Worker(
+            queue, queue.colocated_store, WorkerOptions(handler=RECORD, runner="inline", drain=True)
+        ).run()
     code, _, err = invoke("dlq", "replay", "--url", url)
     assert code == 2 and "say what to replay" in err and "--all" in err
     code, out, _ = invoke("dlq", "replay", "--url", url, "--all", "--dry-run")
@@ -282,7 +286,9 @@ def test_replaying_everything_must_be_asked_for(url: str) -> None:
     assert code == 0 and "replayed 2" in out
     queue = open_queue(url)
     with queue:
-        Worker(queue, queue.colocated_store, WorkerOptions(runner="inline", drain=True)).run()
+        Worker(
+            queue, queue.colocated_store, WorkerOptions(handler=RECORD, runner="inline", drain=True)
+        ).run()
     code, out, _ = invoke("dlq", "replay", "--url", url, "--all", "--max-replays", "1")
     assert code == 1 and "already replayed 1+ times" in out, "the guard says its own figure"
 
@@ -338,7 +344,9 @@ def test_tables_piped_keep_their_natural_width_and_cut_nothing(url: str, tmp_pat
     queue = open_queue(url)
     with queue:
         queue.publish(json.dumps({"request_id": long_id, "topic": "t"}).encode())
-        Worker(queue, queue.colocated_store, WorkerOptions(runner="inline", drain=True)).run()
+        Worker(
+            queue, queue.colocated_store, WorkerOptions(handler=RECORD, runner="inline", drain=True)
+        ).run()
     for command in (("logs",), ("events",), ("dlq", "ls"), ("executions",)):
         code, out, _ = invoke(*command, "--url", url)
         assert code == 0 and "…" not in out, command

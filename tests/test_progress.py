@@ -128,7 +128,18 @@ def test_progress_output_has_no_json_lines(url: str, tmp_path: Path) -> None:
     _publish(url, tmp_path, 3)
     result = CliRunner().invoke(
         app,
-        ["worker", "--url", url, "--drain", "--runner", "inline", "--log-format", "progress"],
+        [
+            "worker",
+            "--url",
+            url,
+            "--drain",
+            "--runner",
+            "inline",
+            "--log-format",
+            "progress",
+            "--handler",
+            "steadyq.handlers:record",
+        ],
     )
     assert result.exit_code == 0, result.stderr
     assert "{" not in result.stdout and "succeeded 3" in result.stderr
