@@ -110,6 +110,13 @@ class PlainView(WatchObserver):
                     + _safe(r.reason)
                 )
 
+    def source_failed(self, watch: Watch, error: Exception, retry_in_s: float) -> None:
+        self.console.print(
+            Text("source unavailable, retrying in ", style="yellow")
+            + Text(format_duration(retry_in_s) + ": ")
+            + _safe(error, 400)
+        )
+
     def alert(
         self, watch: Watch, alert: Mapping[str, Any], deliveries: list[dict[str, Any]]
     ) -> None:
