@@ -131,6 +131,13 @@ def apply_prepared(conn: sqlite3.Connection, prepared: _Prepared) -> None:
         conn.executemany(_LEDGER_UPSERT, prepared.ledger)
 
 
+def insert_events_only(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
+    """Insert events without touching the derived views (a bulk import that derives
+    them afterwards, in time order), inside the caller's transaction."""
+    if events:
+        conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+
+
 def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
     """Insert events and update the derived views, inside the caller's transaction."""
     if events:

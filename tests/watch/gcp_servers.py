@@ -10,6 +10,7 @@ a method answers with before it works again.
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 from collections import defaultdict
@@ -48,6 +49,7 @@ class FakeGoogle:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # asked before every call: a status code to answer with (an outage), or None
     outage: Callable[[str], grpc.StatusCode | None] | None = None
+    _times: list[float] = field(default_factory=list)
 
     def fail(self, method: str, code: grpc.StatusCode, *, times: int = 1, on_page: int = 0) -> None:
         """Answer ``code`` to the next ``times`` calls of ``method`` (``on_page``: only
@@ -56,7 +58,10 @@ class FakeGoogle:
             self.failures[method].append((code, on_page))
 
     def add_entry(self, entry: LogEntry) -> None:
-        self.entries.append(LogEntry.pb(entry))
+        """Add an entry; entries must be added in time order."""
+        pb = LogEntry.pb(entry)
+        self.entries.append(pb)
+        self._times.append(pb.timestamp.seconds + pb.timestamp.nanos / 1e9)
 
     def _maybe_fail(self, method: str, page: int, context: grpc.ServicerContext) -> None:
         down = None if self.outage is None else self.outage(method)
@@ -94,14 +99,11 @@ class FakeGoogle:
                 since = _epoch(text)
             else:
                 until = _epoch(text)
-        chosen = [
-            e
-            for e in self.entries
-            if since <= e.timestamp.seconds + e.timestamp.nanos / 1e9 < until
-        ]
+        first = bisect.bisect_left(self._times, since)
+        last = bisect.bisect_left(self._times, until)
         size = request.page_size or 50
-        chunk = chosen[start : start + size]
-        token = str(start + size) if start + size < len(chosen) else ""
+        chunk = self.entries[first + start : min(last, first + start + size)]
+        token = str(start + size) if first + start + size < last else ""
         response = ListLogEntriesResponse.pb()(next_page_token=token)
         response.entries.extend(chunk)
         return response

@@ -42,6 +42,7 @@ from steadyq.telemetry.store import FAILED, SUCCEEDED, TIMED_OUT
 from steadyq.telemetry.store_sqlite import (
     SqliteStore,
     apply_prepared,
+    insert_events_only,
     prepare_events,
     write_events,
 )
@@ -63,6 +64,8 @@ EXECUTION_LABEL: Final = "run.googleapis.com/execution_name"
 SOURCE: Final = "cloudrun"
 _TIMEOUT_TEXT: Final = re.compile(r"timeout was reached|deadline exceeded", re.IGNORECASE)
 _WARNING_RANK: Final = severity_rank("WARNING")
+# what a worker's line may be; message.published is the publisher's, never a worker's
+_EVENT_KINDS: Final = frozenset(ev.KINDS) - {ev.MESSAGE_PUBLISHED}
 
 IMPORT_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS gcloud_entries (key TEXT PRIMARY KEY) WITHOUT ROWID;
@@ -86,17 +89,20 @@ CREATE TABLE IF NOT EXISTS gcloud_cursors (
 def parse_time(value: Any) -> float | None:
     """Epoch seconds of an RFC 3339 string (nanoseconds are cut to microseconds), of a
     datetime or of epoch seconds; None when there is nothing usable."""
+    kind = type(value)
+    if kind is float:  # epoch seconds, from the live source
+        return value if value > 0 else None
+    if kind is str:
+        try:
+            return datetime.fromisoformat(value).timestamp() if value else None
+        except ValueError:
+            return None
     if isinstance(value, datetime):
         stamp = value.timestamp()
         return stamp if stamp > 0 else None
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        return float(value) if value > 0 else None  # epoch seconds, from the live source
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value) if value > 0 else None
+    return None
 
 
 def _number(value: Any) -> float | None:
@@ -372,7 +378,7 @@ class EntryConverter:
             if isinstance(inner, Mapping):
                 labels = {**inner, **labels}
             kind = labels.get("kind")
-            if kind in ev.KINDS and kind != ev.MESSAGE_PUBLISHED:
+            if kind in _EVENT_KINDS:
                 return self._steadyq_event(str(kind), ts, entry, payload, labels)
             message = payload.get("message")
             text = message if isinstance(message, str) else json.dumps(payload, default=str)
@@ -410,7 +416,8 @@ class EntryConverter:
         payload: Mapping[str, Any],
         labels: Mapping[str, Any],
     ) -> Event:
-        own = parse_time(payload.get("timestamp"))  # present when Cloud Run did not lift it
+        own = payload.get("timestamp")  # present when Cloud Run did not lift it
+        own = None if own is None else parse_time(own)
         message = payload.get("message")
         text = message if isinstance(message, str) and message != kind else ""
         severity = entry.get("severity") or payload.get("severity") or "INFO"
@@ -762,12 +769,14 @@ class Importer:
                     worker_run = _label(labels, EXECUTION_LABEL)
             pending.append((entry_key(entry), event, worker_run))
             if len(pending) >= self.batch:
-                self._write_entries(pending, counts)
+                # views are derived as events are written only while they come in order;
+                # after that the events go in alone and the views are derived once, at the end
+                self._write_entries(pending, counts, views=in_order)
                 if progress is not None:
                     progress(len(pending))
                 pending = []
         if pending:
-            self._write_entries(pending, counts)
+            self._write_entries(pending, counts, views=in_order)
             if progress is not None:
                 progress(len(pending))
         if not in_order:
@@ -798,33 +807,52 @@ class Importer:
                 apply_prepared(conn, prepared._replace(rows=[]))
 
     def _write_entries(
-        self, pending: list[tuple[str, Event | None, str | None]], counts: ImportCounts
+        self,
+        pending: list[tuple[str, Event | None, str | None]],
+        counts: ImportCounts,
+        *,
+        views: bool,
     ) -> None:
         fresh: list[Event] = []
+        new_keys: list[tuple[str]] = []
+        worker_runs: list[str] = []
         with self.store.db.transaction() as conn:
-            insert = conn.execute
+            keys = [p[0] for p in pending]
+            known: set[str] = set()
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT key FROM gcloud_entries WHERE key IN ({marks})"
+                known.update(row[0] for row in conn.execute(sql, chunk))
             for key, event, worker_run in pending:
-                if (
-                    worker_run is not None
-                    and insert(
-                        "INSERT OR IGNORE INTO gcloud_worker_runs (name) VALUES (?)", (worker_run,)
-                    ).rowcount
-                ):
-                    # a steadyq worker ran this execution: its own events replace the platform's
-                    _forget_platform_execution(conn, worker_run)
-                if insert("INSERT OR IGNORE INTO gcloud_entries (key) VALUES (?)", (key,)).rowcount:
-                    counts.entries_new += 1
-                    if event is None:
-                        counts.entries_not_stored += 1
-                        continue
-                    fresh.append(event)
-                    if event.kind == ev.MESSAGE_REJECTED:
-                        counts.rejections += 1
-                    if event.kind != ev.LOG and event.kind != ev.MESSAGE_REJECTED:
-                        counts.steadyq_events += 1
-                else:
+                if key in known:
                     counts.entries_duplicate += 1
-            write_events(conn, fresh)
+                    continue
+                known.add(key)
+                new_keys.append((key,))
+                counts.entries_new += 1
+                if event is None:
+                    counts.entries_not_stored += 1
+                    continue
+                fresh.append(event)
+                if worker_run is not None:
+                    worker_runs.append(worker_run)
+                if event.kind == ev.MESSAGE_REJECTED:
+                    counts.rejections += 1
+                elif event.kind != ev.LOG:
+                    counts.steadyq_events += 1
+            conn.executemany("INSERT INTO gcloud_entries (key) VALUES (?)", new_keys)
+            for name in worker_runs:
+                added = conn.execute(
+                    "INSERT OR IGNORE INTO gcloud_worker_runs (name) VALUES (?)", (name,)
+                ).rowcount
+                if added:
+                    # a steadyq worker ran this execution: its own events replace the platform's
+                    _forget_platform_execution(conn, name)
+            if views:
+                write_events(conn, fresh)
+            else:
+                insert_events_only(conn, fresh)
 
     def subscription(self, doc: Mapping[str, Any]) -> ImportCounts:
         """Keep a subscription's description (its dead-letter policy, for reports).
