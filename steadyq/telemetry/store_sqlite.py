@@ -94,13 +94,14 @@ class _Prepared(NamedTuple):
     ledger: list[tuple[Any, ...]]
 
 
-def prepare_events(events: Sequence[Event]) -> _Prepared:
+def prepare_events(events: Sequence[Event], *, rows: bool = True) -> _Prepared:
     """The rows, execution changes and ledger upserts of ``events``.
 
     Several ledger changes of one request in one call become one upsert: they are
     composed here in event order, as :func:`~steadyq.telemetry.store.apply_ledger_change`
     would apply them one by one (``completed`` stays final), and the composed change
-    is upserted onto the stored row with the same rules.
+    is upserted onto the stored row with the same rules. ``rows=False`` leaves the
+    event rows out (views derived again from events already stored).
     """
     executions: list[tuple[Event, str, dict[str, Any]]] = []
     ledger: dict[str, list[Any]] = {}
@@ -115,7 +116,7 @@ def prepare_events(events: Sequence[Event]) -> _Prepared:
             if moved is not None:
                 _compose(ledger, moved)
     return _Prepared(
-        [_event_row(e) for e in events],
+        [_event_row(e) for e in events] if rows else [],
         executions,
         [_ledger_params(row) for row in ledger.values()],
     )

@@ -417,3 +417,11 @@ def test_a_workers_stdout_wrapped_as_cloud_run_logs_imports_as_its_own_store(
     assert len(theirs) >= len(topics) and ledger(back) == [near(r) for r in theirs]
     own.close()
     back.close()
+
+
+@pytest.mark.parametrize(
+    "command", [["import"], ["import", "gcloud"], ["watch"], ["watch", "run"], ["watch", "init"]]
+)
+def test_the_new_commands_have_help(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.stdout
