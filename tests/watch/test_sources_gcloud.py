@@ -425,3 +425,11 @@ def test_a_workers_stdout_wrapped_as_cloud_run_logs_imports_as_its_own_store(
 def test_the_new_commands_have_help(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.stdout
+
+
+def test_the_incident_exports_are_what_make_exports_writes(tmp_path: Path) -> None:
+    import runpy
+
+    runpy.run_path(str(INCIDENT / "make_exports.py"), run_name="make")["main"](tmp_path)
+    for name in ("executions.json", "logs.json", "subscription.json", "plan.toml"):
+        assert (tmp_path / name).read_bytes() == (INCIDENT / name).read_bytes(), name
