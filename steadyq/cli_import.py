@@ -123,11 +123,15 @@ def import_gcloud(
 
                 stream = _Counted(path, advance)
                 try:
-                    counts = importer.stream(stream)
+                    counts = importer.stream(stream, derive=False)
                 finally:
                     stream.close()
                 per_file[str(path)] = counts.to_dict()
                 total.merge(counts)
+            # gcloud prints newest first: the views are derived once, for every file
+            task = progress.add_task("deriving executions and ledger", total=None)
+            importer.finish()
+            progress.remove_task(task)
     except ConfigError as exc:
         fail(f"{path}: {exc}", 2)
     except SteadyqError as exc:

@@ -415,6 +415,20 @@ def test_a_workers_stdout_wrapped_as_cloud_run_logs_imports_as_its_own_store(
 
     theirs = ledger(own)
     assert len(theirs) >= len(topics) and ledger(back) == [near(r) for r in theirs]
+
+    # two overlapping exports, newest first, in either order: the same story once
+    half = len(entries) // 2
+    newer, older = tmp_path / "newer.json", tmp_path / "older.json"
+    newer.write_text(json.dumps(entries[: half + 5]))
+    older.write_text(json.dumps(entries[half - 5 :]))
+    split_url = f"sqlite:///{tmp_path / 'split.db'}"
+    split = runner.invoke(app, ["import", "gcloud", str(newer), str(older), "--url", split_url])
+    assert split.exit_code == 0, split.stderr
+    twice = open_store(split_url)
+    assert ledger(twice) == [near(r) for r in theirs]
+    assert story(twice.events()) == mine
+    assert [x.to_dict() for x in twice.executions()] == [execution.to_dict()]
+    twice.close()
     own.close()
     back.close()
 

@@ -711,6 +711,7 @@ class Importer:
         self.store = store
         self.converter = converter or EntryConverter()
         self.batch = max(1, batch)
+        self._stale = False  # events went in out of time order: the views need deriving
         with store.db.transaction() as conn:
             for statement in IMPORT_SCHEMA.split(";"):
                 if statement.strip():
@@ -758,8 +759,10 @@ class Importer:
         items: Iterable[Mapping[str, Any]],
         *,
         progress: Callable[[int], None] | None = None,
+        derive: bool = True,
     ) -> ImportCounts:
-        """Store log entries not seen before, in batches of ``batch``."""
+        """Store log entries not seen before, in batches of ``batch``. With
+        ``derive=False`` the views are left for :meth:`finish` (several files, one pass)."""
         counts = ImportCounts()
         pending: list[tuple[str, Event | None, str | None]] = []
         convert = self.converter.convert
@@ -784,17 +787,25 @@ class Importer:
             if len(pending) >= self.batch:
                 # views are derived as events are written only while they come in order;
                 # after that the events go in alone and the views are derived once, at the end
-                self._write_entries(pending, counts, views=in_order)
+                self._write_entries(pending, counts, views=in_order and not self._stale)
                 if progress is not None:
                     progress(len(pending))
                 pending = []
         if pending:
-            self._write_entries(pending, counts, views=in_order)
+            self._write_entries(pending, counts, views=in_order and not self._stale)
             if progress is not None:
                 progress(len(pending))
         if not in_order:
-            self.rebuild_views()
+            self._stale = True
+        if derive:
+            self.finish()
         return counts
+
+    def finish(self) -> None:
+        """Derive the views once, if an import brought events out of time order."""
+        if self._stale:
+            self.rebuild_views()
+            self._stale = False
 
     def rebuild_views(self) -> None:
         """Derive the executions and ledger views again from the events, in time order.
@@ -895,7 +906,11 @@ class Importer:
             )
 
     def stream(
-        self, stream: TextStream, *, progress: Callable[[int], None] | None = None
+        self,
+        stream: TextStream,
+        *,
+        progress: Callable[[int], None] | None = None,
+        derive: bool = True,
     ) -> ImportCounts:
         """Import one gcloud export of any of the three kinds (mixed is fine).
 
@@ -922,7 +937,7 @@ class Importer:
                 else:
                     counts.skipped += 1
 
-        counts.merge(self.entries(entries(), progress=progress))
+        counts.merge(self.entries(entries(), progress=progress, derive=derive))
         if executions:
             counts.merge(self.executions(executions))
         return counts
