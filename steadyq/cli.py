@@ -23,6 +23,7 @@ from steadyq._options import ConfigOpt, StoreOpt, UrlOpt
 from steadyq._terminal import safe
 from steadyq.brokers import open_queue, store_for
 from steadyq.brokers.base import DlqFilter, Queue
+from steadyq.cli_import import import_app
 from steadyq.cli_pubsub import pubsub_app
 from steadyq.cli_schema import schema_command
 from steadyq.config import Settings, load_settings, unknown_variables
@@ -37,7 +38,7 @@ from steadyq.errors import (
 from steadyq.publishing import publish_recorded
 from steadyq.telemetry.events import KINDS, LOG, SEVERITIES, Event
 from steadyq.telemetry.store import REQUEST_STATUSES, EventFilter, EventStore
-from steadyq.watch.cli import watch_command
+from steadyq.watch.cli import watch_app
 from steadyq.worker import ExitCode
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ queue_app = typer.Typer(
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(queue_app, name="queue")
 app.add_typer(pubsub_app, name="pubsub")
+app.add_typer(import_app, name="import")
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -1006,7 +1008,7 @@ def dlq_export(
 
 # -- watch ----------------------------------------------------------------------
 
-app.command("watch")(watch_command)
+app.add_typer(watch_app, name="watch")
 app.command("schema")(schema_command)
 
 

@@ -89,13 +89,14 @@ class _Prepared(NamedTuple):
     releases: list[tuple[str, str]]
 
 
-def prepare_events(events: Sequence[Event]) -> _Prepared:
+def prepare_events(events: Sequence[Event], *, rows: bool = True) -> _Prepared:
     """The rows, execution changes and ledger upserts of ``events``.
 
     Several ledger changes of one request in one call become one upsert: they are
     composed here in event order, as :func:`~steadyq.telemetry.store.apply_ledger_change`
     would apply them one by one (``completed`` stays final), and the composed change
-    is upserted onto the stored row with the same rules.
+    is upserted onto the stored row with the same rules. ``rows=False`` leaves the
+    event rows out (views derived again from events already stored).
     """
     executions: list[tuple[Event, str, dict[str, Any]]] = []
     ledger: dict[str, list[Any]] = {}
@@ -110,7 +111,7 @@ def prepare_events(events: Sequence[Event]) -> _Prepared:
             if moved is not None:
                 _compose(ledger, moved)
     return _Prepared(
-        [_event_row(e) for e in events],
+        [_event_row(e) for e in events] if rows else [],
         executions,
         [_ledger_params(row) for row in ledger.values()],
         claim_releases(events),
@@ -127,6 +128,13 @@ def apply_prepared(conn: sqlite3.Connection, prepared: _Prepared) -> None:
         conn.executemany(_LEDGER_UPSERT, prepared.ledger)
     if prepared.releases:
         conn.executemany(_RELEASE_CLAIM, prepared.releases)
+
+
+def insert_events_only(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
+    """Insert events without touching the derived views (a bulk import that derives
+    them afterwards, in time order), inside the caller's transaction."""
+    if events:
+        conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
 
 
 def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:

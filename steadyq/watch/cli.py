@@ -1,9 +1,8 @@
-"""``steadyq watch PLAN``: the command, and the terminal views of a running watch.
+"""``steadyq watch PLAN`` and ``steadyq watch init``: the commands of the watch.
 
-On a terminal the watch shows a live view (time to the next checkpoint, every
-criterion's state, the latest figures); otherwise it prints one plain line per
-checkpoint, alert and verdict. Exit codes: 0 PASSED, 1 FAILED, 2 INCONCLUSIVE,
-3 the plan or the source is unusable, 130 interrupted (start it again to resume).
+The terminal views of a running watch live in :mod:`steadyq.watch.views`. Exit codes
+of ``steadyq watch PLAN``: 0 PASSED, 1 FAILED, 2 INCONCLUSIVE, 3 the plan or the
+source is unusable, 130 interrupted (start it again to resume).
 """
 
 from __future__ import annotations
@@ -11,209 +10,57 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console, Group, RenderableType
-from rich.table import Table
+from rich.console import Console
 from rich.text import Text
+from typer.core import TyperGroup
 
 from steadyq._options import ConfigOpt, StoreOpt, UrlOpt
 from steadyq._terminal import safe
-from steadyq.durations import format_duration, rfc3339
-from steadyq.watch.run import WatchObserver
+from steadyq.cli_import import RejectionOpt
+from steadyq.watch.views import LiveView, PlainView, view_for
 
-if TYPE_CHECKING:
-    from rich.live import Live
 
-    from steadyq.watch.run import CheckpointRecord, Watch, WatchResult
+class _PlanFirst(TyperGroup):
+    """``steadyq watch PLAN …`` runs a plan; ``steadyq watch init …`` writes one."""
 
-_STYLE = {"pass": "green", "fail": "bold red", "no_data": "yellow", "pending": "dim"}
-_VERDICT_STYLE = {"PASSED": "bold green", "FAILED": "bold red", "INCONCLUSIVE": "bold yellow"}
-_SHOWN = (
-    ("executions", "executions.total"),
-    ("succeeded", "executions.succeeded"),
-    ("timed out", "executions.timed_out"),
-    ("other failures", "executions.failed"),
-    ("longest run", "executions.duration_s.max"),
-    ("messages ok", "messages.succeeded"),
-    ("rejected", "messages.rejected"),
-    ("dead-lettered", "messages.dead_lettered"),
-    ("queue ready", "queue.ready"),
-    ("oldest unacked", "queue.oldest_unacked_age_s"),
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's own click
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+watch_app = typer.Typer(
+    cls=_PlanFirst,
+    help="Watch a fix for a window and end with a verdict: `steadyq watch PLAN`,"
+    " or `steadyq watch init` to write the incident's plan.",
+    no_args_is_help=True,
 )
+
+SourceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--source",
+        help="Watch a platform instead of steadyq's own store: cloudrun://PROJECT/REGION/JOB"
+        " (imported into --url at each checkpoint; needs steadyq[gcp]).",
+        show_default=False,
+    ),
+]
+SubscriptionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--subscription",
+        help="pubsub://PROJECT/SUBSCRIPTION whose backlog Cloud Monitoring reports.",
+        show_default=False,
+    ),
+]
 
 
 def _safe(value: object, limit: int | None = 160) -> Text:
-    """:func:`steadyq._terminal.safe`, cut shorter for the live view."""
     return safe(value, limit)
-
-
-def _value(values: Mapping[str, Any], name: str) -> str:
-    from steadyq.watch.judge import unit_of
-    from steadyq.watch.reports import _num
-
-    return _num(values.get(name), unit_of(name))
-
-
-def _when(epoch: float) -> str:
-    return rfc3339(epoch)[:19].replace("T", " ") + "Z"
-
-
-class PlainView(WatchObserver):
-    """One line per event of the run; for logs, pipes and CI."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self._announced: int | None = None
-
-    def started(self, watch: Watch) -> None:
-        run = watch.state
-        how = "resumed" if watch.resumed else ("replay" if watch.replay else "new")
-        self.console.print(
-            Text("watch ")
-            + _safe(watch.plan.name)
-            + Text(
-                f": run {run.run_id} ({how}), window {_when(run.window_start)} →"
-                f" {_when(run.window_end)}, {len(run.checkpoints)}/{len(watch.times)}"
-                f" checkpoints taken; reports in {watch.report_dir}"
-            )
-        )
-
-    def waiting(self, watch: Watch, next_at: float, now: float) -> None:
-        index = len(watch.state.checkpoints)
-        if self._announced != index:
-            self._announced = index
-            self.console.print(
-                f"next checkpoint {index + 1}/{len(watch.times)} at {_when(next_at)}"
-                f" (in {format_duration(max(0.0, next_at - now))})"
-            )
-
-    def checkpoint(self, watch: Watch, record: CheckpointRecord) -> None:
-        from steadyq.watch.reports import checkpoint_status
-
-        status = checkpoint_status(record.criteria)
-        counts: dict[str, int] = {}
-        for r in record.criteria:
-            counts[r.status] = counts.get(r.status, 0) + 1
-        summary = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items()))
-        line = Text(f"checkpoint {record.index + 1}/{len(watch.times)} at {_when(record.at)}: ")
-        line += Text(status.replace("_", " "), style=_STYLE.get(status, ""))
-        line += Text(f" (criteria: {summary})")
-        self.console.print(line)
-        for r in record.criteria:
-            if r.observed == "fail":
-                tag = " [dry run]" if r.dry_run else (" [critical]" if r.critical else "")
-                self.console.print(
-                    Text("  ✗ ", style="red")
-                    + _safe(r.name)
-                    + Text(tag)
-                    + Text(": ")
-                    + _safe(r.reason)
-                )
-
-    def alert(
-        self, watch: Watch, alert: Mapping[str, Any], deliveries: list[dict[str, Any]]
-    ) -> None:
-        self.console.print(Text("ALERT ", style="bold red") + _safe(alert.get("message"), 400))
-        for d in deliveries:
-            style = "green" if d.get("ok") else "red"
-            self.console.print(
-                Text(f"  {d.get('channel')}: ", style=style) + _safe(d.get("detail"))
-            )
-
-    def finished(self, watch: Watch, result: WatchResult) -> None:
-        if result.verdict is None:
-            self.console.print(Text("stopped: ", style="yellow") + _safe(result.reason, None))
-        else:
-            self.console.print(
-                Text("verdict: ")
-                + Text(result.verdict.value, style=_VERDICT_STYLE[result.verdict.value])
-                + Text(f" ({result.verdict.decision}): ")
-                + _safe(result.reason, 600)
-            )
-        where = ", ".join(str(p) for p in result.report_paths.values())
-        self.console.print(f"reports: {where}")
-
-
-class LiveView(PlainView):
-    """A live, redrawn view on a terminal; events also scroll above it."""
-
-    def __init__(self, console: Console) -> None:
-        super().__init__(console)
-        self._live: Live | None = None
-        self._watch: Watch | None = None
-        self._now = time.time()
-
-    def _render(self) -> RenderableType:
-        watch = self._watch
-        if watch is None:
-            return Text("")
-        run = watch.state
-        head = Text("watch ", style="bold") + _safe(watch.plan.name)
-        done = len(run.checkpoints)
-        if run.verdict is None and done < len(watch.times):
-            next_at = watch.times[done]
-            head += Text(
-                f"  checkpoint {done + 1}/{len(watch.times)} at {_when(next_at)},"
-                f" in {format_duration(max(0.0, next_at - self._now))}"
-            )
-        elif run.verdict is not None:
-            head += Text("  ") + Text(run.verdict.value, style=_VERDICT_STYLE[run.verdict.value])
-        criteria = Table(expand=False, show_edge=False)
-        for column in ("criterion", "status", "value", "reason"):
-            criteria.add_column(column, overflow="fold" if column == "reason" else "ellipsis")
-        results = run.checkpoints[-1].criteria if run.checkpoints else []
-        from steadyq.watch.judge import fmt, pending, unit_of
-
-        for r in results or pending(watch.plan):
-            criteria.add_row(
-                _safe(r.name, 40),
-                Text(r.status.replace("_", " "), style=_STYLE.get(r.status, "")),
-                fmt(r.value, unit_of(r.measure)),
-                _safe(r.reason, 120),
-            )
-        figures = Table(show_header=False, show_edge=False, box=None)
-        if run.checkpoints:
-            values = run.checkpoints[-1].values()
-            for label, name in _SHOWN:
-                figures.add_row(label, _value(values, name))
-        return Group(head, criteria, figures)
-
-    def started(self, watch: Watch) -> None:
-        from rich.live import Live
-
-        super().started(watch)
-        self._watch = watch
-        self._now = watch.clock()
-        # redrawn when the watch wakes up, not by a thread: the watch's clock is injected
-        self._live = Live(self._render(), console=self.console, auto_refresh=False, transient=True)
-        self._live.start(refresh=True)
-
-    def waiting(self, watch: Watch, next_at: float, now: float) -> None:
-        self._now = now
-        if self._live is not None:
-            self._live.update(self._render(), refresh=True)
-
-    def checkpoint(self, watch: Watch, record: CheckpointRecord) -> None:
-        super().checkpoint(watch, record)
-        self._now = watch.clock()
-        if self._live is not None:
-            self._live.update(self._render(), refresh=True)
-
-    def finished(self, watch: Watch, result: WatchResult) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
-        self.console.print(self._render())
-        super().finished(watch, result)
-
-
-def view_for(console: Console) -> WatchObserver:
-    """The live view on a terminal, plain lines otherwise."""
-    return LiveView(console) if console.is_terminal else PlainView(console)
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -229,6 +76,7 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+@watch_app.command("run")
 def watch_command(
     plan: Annotated[Path, typer.Argument(help="The watch plan (TOML).", show_default=False)],
     url: UrlOpt = None,
@@ -252,8 +100,15 @@ def watch_command(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print report.json on stdout at the end.")
     ] = False,
+    source_url: SourceOpt = None,
+    subscription: SubscriptionOpt = None,
+    rejection_pattern: RejectionOpt = None,
 ) -> None:
     """Watch a fix for a window, checkpoint by checkpoint, and end with a verdict.
+
+    With --source, each checkpoint first imports what the platform recorded since
+    the last one into the --url store (a transient API failure is retried, and the
+    checkpoint taken late rather than judged on part of its data).
 
     Exit codes: 0 PASSED (proceed), 1 FAILED (investigate), 2 INCONCLUSIVE,
     3 the plan or the store is unusable, 130 interrupted (run it again to resume).
@@ -265,9 +120,26 @@ def watch_command(
     from steadyq.watch.run import run_watch
 
     out = Console(stderr=True, highlight=False) if json_out else Console(highlight=False)
+    if source_url is None and (subscription or rejection_pattern):
+        _fail("--subscription and --rejection-pattern go with --source", 3)
     try:
         the_plan = load_plan(plan)
         settings = load_settings(config, overrides={"url": url, "store": store_url})
+        if source_url is not None:
+            result = _watch_source(
+                the_plan,
+                settings.url,
+                source_url,
+                subscription,
+                rejection_pattern or [],
+                report_dir,
+                replay=replay,
+                fresh=fresh,
+                out=out,
+            )
+            if json_out:
+                sys.stdout.write(json.dumps(result.report, indent=2, ensure_ascii=True) + "\n")
+            raise typer.Exit(result.exit_code)
         # a replay only reads the telemetry: its run state is kept in memory
         queue = open_queue(settings.url, read_only=replay)
         with queue:
@@ -294,4 +166,79 @@ def watch_command(
     raise typer.Exit(result.exit_code)
 
 
-__all__ = ["LiveView", "PlainView", "view_for", "watch_command"]
+def _watch_source(
+    plan: Any,
+    url: str,
+    source_url: str,
+    subscription: str | None,
+    patterns: list[str],
+    report_dir: Path,
+    *,
+    replay: bool,
+    fresh: bool,
+    out: Console,
+) -> Any:
+    from steadyq.brokers import open_store
+    from steadyq.errors import ConfigError
+    from steadyq.telemetry.store_sqlite import SqliteStore
+    from steadyq.watch.run import run_watch
+    from steadyq.watch.sources.cloudrun import open_source
+    from steadyq.watch.sources.gcloud import EntryConverter
+
+    converter = EntryConverter.compile(patterns)
+    store = open_store(url)
+    try:
+        if not isinstance(store, SqliteStore):  # pragma: no cover - only SQLite stores exist
+            raise ConfigError("--source imports into a SQLite store: --url sqlite:///PATH")
+        source = open_source(source_url, store, subscription=subscription, converter=converter)
+        try:
+            return run_watch(
+                plan, store, None, report_dir, replay=replay, fresh=fresh, out=out, source=source
+            )
+        finally:
+            source.close()
+    finally:
+        store.close()
+
+
+@watch_app.command("init")
+def init_command(
+    source_url: Annotated[
+        str,
+        typer.Option(
+            "--source", help="The job: cloudrun://PROJECT/REGION/JOB.", show_default=False
+        ),
+    ],
+    subscription: SubscriptionOpt = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="When the fix was deployed (RFC 3339); the window starts there and the"
+            " baseline is the 24 hours before. Default: now, to the minute.",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        str, typer.Option(help="The job's task timeout: a run past it was killed.")
+    ] = "30m",
+) -> None:
+    """Print the incident's plan for a Cloud Run Job: seven criteria, four risks,
+    24 h with a checkpoint every 4 h, judged against the day before. Edit, then run
+    `steadyq watch plan.toml --source … --subscription …`."""
+    from steadyq.durations import parse_duration
+    from steadyq.errors import ConfigError
+    from steadyq.watch.init import plan_for
+    from steadyq.watch.sources.gcloud import parse_time
+
+    try:
+        at = time.time() if start is None else parse_time(start)
+        if at is None:
+            raise ConfigError(f"--start {start!r} is not an RFC 3339 time")
+        text = plan_for(source_url, subscription, start=at, timeout_s=parse_duration(timeout))
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc), 2)
+        return
+    sys.stdout.write(text)
+
+
+__all__ = ["LiveView", "PlainView", "init_command", "view_for", "watch_app", "watch_command"]

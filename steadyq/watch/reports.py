@@ -147,6 +147,8 @@ def _notes(record: CheckpointRecord) -> str:
         parts.append(f"{len(patterns)} new error pattern(s)")
     if record.queue_note and record.queue is None:
         parts.append("queue not sampled")
+    if record.source_note:
+        parts.append("taken late: the source was unavailable")
     if record.decision is not None:
         parts.append(
             f"{record.decision.verdict.value}" + (" (early)" if record.decision.early else "")
@@ -190,6 +192,7 @@ def build_report(
                 "figures": {"interval": record.interval, "cumulative": record.cumulative},
                 "queue": record.queue,
                 "queue_note": record.queue_note,
+                "source_note": record.source_note,
                 "criteria": [r.to_dict() for r in record.criteria],
                 "risks": record.risks,
                 "anomalies": _anomalies(record),
@@ -528,6 +531,9 @@ def _checkpoint_md(cp: Mapping[str, Any], add: Any) -> None:
     add("")
     add(f"Status: {_STATUS_MARK.get(cp['status'], cp['status'])}. Taken at {_t(cp['taken_at'])}.")
     add("")
+    if cp.get("source_note"):
+        add(f"Source: {md(cp['source_note'])}.")
+        add("")
     add("| Figure | This interval | Window so far |")
     add("|---|---:|---:|")
     for label, name in CHECKPOINT_FIGURES:

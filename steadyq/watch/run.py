@@ -45,12 +45,14 @@ from steadyq.telemetry.store import EventStore
 from steadyq.watch import judge as jd
 from steadyq.watch.judge import CriterionResult, Decision, Verdict
 from steadyq.watch.measures import QUEUE_MEASURES, Figures, Snapshotter, sample_queue
+from steadyq.watch.observer import WatchObserver
 from steadyq.watch.plan import Alerts, Plan, load_plan
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from steadyq.brokers.base import Queue
+    from steadyq.watch.sources.base import PlatformSource
 
 STATE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS watch_runs (
@@ -128,6 +130,7 @@ class CheckpointRecord:
     criteria: list[CriterionResult]
     risks: list[dict[str, Any]]
     decision: Decision | None = None
+    source_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -141,6 +144,7 @@ class CheckpointRecord:
             "criteria": [r.to_dict() for r in self.criteria],
             "risks": self.risks,
             "decision": None if self.decision is None else self.decision.to_dict(),
+            "source_note": self.source_note,
         }
 
     @classmethod
@@ -159,6 +163,7 @@ class CheckpointRecord:
             decision=None
             if not decision
             else Decision(Verdict(decision["verdict"]), decision["reason"], decision["early"]),
+            source_note=data.get("source_note"),
         )
 
     def values(self, which: str = "cumulative") -> dict[str, Any]:
@@ -532,27 +537,6 @@ def deliver(alert: Mapping[str, Any], config: Alerts) -> list[dict[str, Any]]:
 # -- observing a run -------------------------------------------------------------------------
 
 
-class WatchObserver:
-    """What a view of the run hears about; every method is optional."""
-
-    def started(self, watch: Watch) -> None:
-        """The run is set up (new or resumed); ``watch.state`` holds what is done."""
-
-    def waiting(self, watch: Watch, next_at: float, now: float) -> None:
-        """Sleeping until the next checkpoint; called at every wake-up."""
-
-    def checkpoint(self, watch: Watch, record: CheckpointRecord) -> None:
-        """A checkpoint was taken, judged and stored."""
-
-    def alert(
-        self, watch: Watch, alert: Mapping[str, Any], deliveries: list[dict[str, Any]]
-    ) -> None:
-        """An alert was raised (and sent to the configured channels)."""
-
-    def finished(self, watch: Watch, result: WatchResult) -> None:
-        """The run ended, or was interrupted."""
-
-
 @dataclass(frozen=True, slots=True)
 class WatchResult:
     """How a run ended. ``verdict`` is None when it was interrupted (it can be resumed)."""
@@ -587,6 +571,9 @@ class Watch:
         tick_s: how often a live run wakes while waiting (view refresh, signals).
         settle_s: how long after a checkpoint's instant a live run waits before reading,
             so that events written just before it are committed.
+        source: a platform source synced into ``store`` before every checkpoint (see
+            :mod:`steadyq.watch.sources.base`); its queue figures replace ``queue``'s.
+        backoff_s: (first, longest) wait between tries of a source that is unavailable.
     """
 
     def __init__(
@@ -604,8 +591,14 @@ class Watch:
         observer: WatchObserver | None = None,
         tick_s: float = 1.0,
         settle_s: float = 1.0,
+        source: PlatformSource | None = None,
+        backoff_s: tuple[float, float] = (5.0, 300.0),
     ) -> None:
         self.plan = plan
+        self.source = source
+        self.backoff_s = backoff_s
+        if source is not None:
+            settle_s = max(settle_s, source.settle_s)
         self.store = store
         self.queue = queue
         self.report_dir = Path(report_dir)
@@ -721,6 +714,9 @@ class Watch:
         run = self._begin()
         snap = self._snapshotter(run)
         if not self.resumed:
+            if self.source is not None and self.plan.baseline is not None:
+                self.run_state = run  # the baseline's data must be in before it is measured
+                self._from_source(self.plan.baseline.end)
             figures = snap.baseline_figures()
             run.baseline = None if figures is None else _figures_doc(figures, None)
             self.state_db.create(run, self.plan)
@@ -765,14 +761,57 @@ class Watch:
             self.observer.waiting(self, at, now)
             self.sleep(min(self.tick_s, wake_at - now))
 
+    def _from_source(self, at: float) -> tuple[dict[str, Any] | None, str | None]:
+        """Sync the source up to ``at`` and sample its queue, trying until it works.
+
+        A checkpoint is never judged on part of its data: while the platform is
+        unavailable the watch waits (backing off) and the checkpoint is taken late.
+        """
+        from steadyq.watch.sources.base import SourceUnavailable
+
+        source = self.source
+        assert source is not None and self.run_state is not None
+        earliest = self.run_state.window_start
+        if self.plan.baseline is not None:
+            earliest = min(earliest, self.plan.baseline.start)
+        wait, longest = self.backoff_s
+        failures: list[str] = []
+        while True:
+            try:
+                source.sync(at, earliest=earliest)
+                sample = source.queue_sample(at)
+                break
+            except SourceUnavailable as exc:
+                failures.append(str(exc))
+                self.observer.source_failed(self, exc, wait)
+                retry_at = self.clock() + wait
+                while self.clock() < retry_at:
+                    if self._stop.is_set():
+                        raise _Stop from exc
+                    self.sleep(min(self.tick_s, retry_at - self.clock()))
+                wait = min(longest, wait * 2)
+        note = None
+        if failures:
+            note = (
+                f"taken late, after {len(failures)} failed tries of {source.url}"
+                f" (last: {failures[-1]})"
+            )
+        return (None if sample is None else dict(sample)), note
+
     def _take(self, snap: Snapshotter, index: int, at: float) -> Decision | None:
         run = self.state
         plan = self.plan
-        interval_fig, cumulative_fig = snap.advance(at)
-        now = self.clock()
         sample: dict[str, Any] | None = None
         note: str | None = None
-        if self.queue is None:
+        source_note: str | None = None
+        if self.source is not None:
+            sample, source_note = self._from_source(at)
+        interval_fig, cumulative_fig = snap.advance(at)
+        now = self.clock()
+        if self.source is not None:
+            if sample is None:
+                note = f"{self.source.url} has no queue figures for this time"
+        elif self.queue is None:
             note = "no queue to sample"
         elif self.replay:
             note = "replayed: the queue was not sampled then, queue measures have no data"
@@ -805,6 +844,7 @@ class Watch:
             criteria=results,
             risks=risks,
             decision=decision,
+            source_note=source_note,
         )
         alerts = self._alerts(record, decision, previous)
         ids = self.state_db.record(run, record, alerts, decision, now)
@@ -959,6 +999,7 @@ def run_watch(
     tick_s: float | None = None,
     settle_s: float = 1.0,
     handle_signals: bool = True,
+    source: PlatformSource | None = None,
 ) -> WatchResult:
     """Run a watch to its verdict and write its reports; the one call the demo needs.
 
@@ -974,7 +1015,7 @@ def run_watch(
     if not isinstance(plan, Plan):
         plan = load_plan(plan)
     if observer is None and out is not None:
-        from steadyq.watch.cli import view_for
+        from steadyq.watch.views import view_for
 
         observer = view_for(out)
     if tick_s is None:
@@ -991,6 +1032,7 @@ def run_watch(
         observer=observer,
         tick_s=tick_s,
         settle_s=settle_s,
+        source=source,
     )
     if handle_signals and not replay:
         with stop_on_signals(watch):

@@ -32,7 +32,7 @@ def test_a_taken_metrics_port_is_a_readable_error(view: Any, db_url: str) -> Non
         result = CliRunner().invoke(
             app,
             ["worker", "--url", db_url, "--drain", "--runner", "inline",
-             "--handler", "steadyq.handlers:record",
+             "--handler", "tests.worker_handlers:by_topic",
              "--metrics-port", str(taken.getsockname()[1])],
         )  # fmt: skip
     finally:
