@@ -6,6 +6,7 @@ import io
 import json
 import sqlite3
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +227,9 @@ def test_import_is_idempotent_and_a_later_state_replaces_an_earlier(tmp_path: Pa
     assert (first.executions_new, first.entries_new, first.rejections) == (1, 7, 7)
     again = importer.stream(io.StringIO(export))
     assert (again.executions_unchanged, again.entries_new, again.entries_duplicate) == (1, 0, 7)
-    [row] = store.executions()
+    # still running just after its start (past its task timeout it would read timed_out)
+    just_after = datetime(2026, 11, 30, 10, 0, 10, tzinfo=UTC).timestamp()
+    [row] = store.executions(now=just_after)
     assert row.status == "running"
     later = importer.stream(io.StringIO(json.dumps([done])))
     assert later.executions_updated == 1
