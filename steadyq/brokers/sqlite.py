@@ -62,7 +62,9 @@ def _letter(row: Sequence[Any]) -> DeadLetter:
     )
 
 
-def _where(where: DlqFilter) -> tuple[str, list[Any]]:
+def dlq_conditions(where: DlqFilter) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (or nothing) of the dead letters ``where`` selects, and its
+    parameters; its ``limit`` is not applied."""
     clauses: list[str] = []
     params: list[Any] = []
     if where.reason is not None:
@@ -80,7 +82,11 @@ def _where(where: DlqFilter) -> tuple[str, list[Any]]:
         else:
             clauses.append(f"message_id IN ({','.join('?' * len(where.message_ids))})")
             params.extend(where.message_ids)
-    sql = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _where(where: DlqFilter) -> tuple[str, list[Any]]:
+    sql, params = dlq_conditions(where)
     sql += " ORDER BY dead_lettered_at, message_id"
     if where.limit is not None:
         sql += " LIMIT ?"

@@ -20,12 +20,13 @@ from typing import Any
 
 from steadyq._sqlite import SqliteDatabase
 from steadyq.brokers.base import DeadLetter, DlqFilter, Queue, QueueStats
+from steadyq.brokers.sqlite import dlq_conditions
 from steadyq.dlq import stats as dlq_stats
 from steadyq.errors import BackendError, ConfigError
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventFilter, EventStore, ExecutionRecord, RequestRecord
-from steadyq.telemetry.store_sqlite import _EVENT_COLUMNS, SqliteStore, _row_to_event
+from steadyq.telemetry.store_sqlite import EVENT_COLUMNS, SqliteStore, row_to_event
 
 #: Windows the overview offers, in seconds.
 WINDOWS = {"1h": 3600.0, "4h": 4 * 3600.0, "24h": 24 * 3600.0}
@@ -164,9 +165,9 @@ class StoreView:
                 for r in rows
             ]
             timeouts = [
-                _row_to_event(r)
+                row_to_event(r)
                 for r in conn.execute(
-                    f"SELECT {_EVENT_COLUMNS} FROM events INDEXED BY events_kind_ts"
+                    f"SELECT {EVENT_COLUMNS} FROM events INDEXED BY events_kind_ts"
                     " WHERE kind = ? AND ts >= ? AND ts < ? ORDER BY ts DESC LIMIT 50",
                     (ev.MESSAGE_TIMED_OUT, start, end),
                 )
@@ -259,13 +260,13 @@ class StoreView:
         """
         with self.db.reading() as conn:
             rows = conn.execute(
-                f"SELECT id, {_EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                f"SELECT id, {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",
                 (event_id, limit * 5),
             ).fetchall()
         if not rows:
             return event_id, []
         wanted = set(LIVE_KINDS)
-        chosen = [_row_to_event(r[1:]) for r in rows if r[2] in wanted][:limit]
+        chosen = [row_to_event(r[1:]) for r in rows if r[2] in wanted][:limit]
         return int(rows[-1][0]), chosen
 
     # -- dead letters ----------------------------------------------------------------
@@ -288,7 +289,7 @@ class StoreView:
         """How many letters ``where`` selects (its limit ignored)."""
         if not self._dlq_sql:
             return len(self.queue.dlq_list(where))
-        clauses, params = _dlq_where(where)
+        clauses, params = dlq_conditions(where)
         with self.db.reading() as conn:
             return int(
                 conn.execute(f"SELECT count(*) FROM dead_letters{clauses}", params).fetchone()[0]
@@ -314,9 +315,9 @@ class StoreView:
             end = time.time() + 1.0
             with self._read() as conn:
                 found = [
-                    _row_to_event(r)
+                    row_to_event(r)
                     for r in conn.execute(
-                        f"SELECT {_EVENT_COLUMNS} FROM events WHERE sev_rank >= {_WARNING_RANK}"
+                        f"SELECT {EVENT_COLUMNS} FROM events WHERE sev_rank >= {_WARNING_RANK}"
                         " AND ts >= ? AND ts < ? AND request_id = ? ORDER BY ts, id LIMIT ?",
                         (end - 3600.0, end, request_id, limit),
                     )
@@ -408,21 +409,3 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
         ).fetchone()
         is not None
     )
-
-
-def _dlq_where(where: DlqFilter) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if where.reason is not None:
-        clauses.append("reason = ?")
-        params.append(where.reason)
-    if where.since is not None:
-        clauses.append("dead_lettered_at >= ?")
-        params.append(where.since)
-    if where.before is not None:
-        clauses.append("dead_lettered_at < ?")
-        params.append(where.before)
-    if where.message_ids is not None:
-        clauses.append(f"message_id IN ({','.join('?' * len(where.message_ids))})")
-        params.extend(where.message_ids)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params

@@ -35,7 +35,7 @@ _INSERT_EVENT = (
     "INSERT INTO events (ts, kind, severity, sev_rank, message, execution_id, message_id,"
     " request_id, attempt, reason, duration_ms, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_EVENT_COLUMNS = (
+EVENT_COLUMNS = (
     "ts, kind, severity, message, execution_id, message_id, request_id, attempt, reason,"
     " duration_ms, data"
 )
@@ -252,7 +252,7 @@ def _row_to_request(row: tuple[Any, ...]) -> RequestRecord:
     )
 
 
-def _row_to_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
+def row_to_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
     (
         ts,
         kind,
@@ -316,7 +316,7 @@ class SqliteStore(EventStore):
         if where.min_severity is not None:
             clauses.append("sev_rank >= ?")
             params.append(severity_rank(where.min_severity))
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
+        sql = f"SELECT {EVENT_COLUMNS} FROM events"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY ts DESC, id DESC" if where.newest_first else " ORDER BY ts, id"
@@ -324,7 +324,7 @@ class SqliteStore(EventStore):
             sql += " LIMIT ?"
             params.append(where.limit)
         with self.db.reading() as conn:
-            return [_row_to_event(row) for row in conn.execute(sql, params)]
+            return [row_to_event(row) for row in conn.execute(sql, params)]
 
     def executions(
         self, *, since: float | None = None, limit: int | None = None, now: float | None = None
@@ -358,12 +358,12 @@ class SqliteStore(EventStore):
         if not ids:
             return {}
         sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM events INDEXED BY events_outcome_message"
+            f"SELECT {EVENT_COLUMNS} FROM events INDEXED BY events_outcome_message"
             f" WHERE message_id IN ({','.join('?' * len(ids))}) AND {OUTCOME_KINDS_SQL}"
             " ORDER BY ts, id"
         )
         with self.db.reading() as conn:
-            found = [_row_to_event(row) for row in conn.execute(sql, ids)]
+            found = [row_to_event(row) for row in conn.execute(sql, ids)]
         return {e.message_id: e for e in found if e.message_id is not None}
 
     def claim(self, request_ids: Sequence[str], owner: str, until: float) -> dict[str, str]:

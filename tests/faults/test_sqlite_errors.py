@@ -9,7 +9,6 @@ a write that fails inside COMMIT.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from steadyq.brokers.base import Settlement
 from steadyq.brokers.sqlite import SqliteQueue
 from steadyq.errors import BackendError, BackendUnavailable, ConfigError
 from steadyq.telemetry.events import Event
+from tests.faults.files import chattr
 
 ROW = b"x" * 3000  # about a page: a few rows need new pages
 
@@ -118,19 +118,11 @@ def test_an_exception_of_the_caller_rolls_back_and_passes_through(db: SqliteData
         assert conn.execute("SELECT name FROM sqlite_master WHERE name='t'").fetchone() is None
 
 
-def _chattr(flag: str, *paths: Path) -> bool:
-    try:
-        done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
 def test_a_commit_that_fails_reports_its_cause_not_the_rollback(db: SqliteDatabase) -> None:
     with db.transaction() as conn:
         conn.execute("CREATE TABLE t (b BLOB)")
     wal = Path(db.path + "-wal")
-    if not _chattr("+i", wal):
+    if not chattr("+i", wal):
         pytest.skip("chattr +i not permitted here (needs root and ext4/xfs/btrfs/tmpfs)")
     try:
         # the write to the immutable WAL happens inside COMMIT; SQLite then rolls
@@ -143,7 +135,7 @@ def test_a_commit_that_fails_reports_its_cause_not_the_rollback(db: SqliteDataba
         assert info.value.__context__ is None or "rollback" not in str(info.value.__context__)
         assert not db.conn.in_transaction
     finally:
-        _chattr("-i", wal)
+        chattr("-i", wal)
     with db.transaction() as conn:
         conn.execute("INSERT INTO t VALUES (?)", (ROW,))
     assert count(db, "t") == 1

@@ -28,15 +28,16 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import pytest
 
 from steadyq.brokers.sqlite import SqliteQueue
+from tests.faults.files import chattr
+from tests.test_reliability import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = "tests.faults.handlers"
@@ -45,20 +46,8 @@ RECOVERED = "backend available again"
 # more than one pull takes (the runner's capacity): while the fault lasts, a pull
 # always finds ready messages and so has to write
 MESSAGES = 30
-T = TypeVar("T")
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Worker:
@@ -148,14 +137,6 @@ class FrozenLockHolder:
             self.proc = None
 
 
-def _chattr(flag: str, *paths: Path) -> bool:
-    try:
-        done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
 class Immutable:
     """``chattr +i`` on the database file and its WAL: every write fails (EPERM)."""
 
@@ -164,11 +145,11 @@ class Immutable:
 
     def enter(self, db: Path) -> None:
         self.paths = [db, Path(f"{db}-wal")]
-        assert _chattr("+i", *self.paths), "chattr +i failed"
+        assert chattr("+i", *self.paths), "chattr +i failed"
 
     def clear(self) -> None:
         if self.paths:
-            _chattr("-i", *self.paths)
+            chattr("-i", *self.paths)
             self.paths = []
 
 
@@ -234,9 +215,9 @@ def fault(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Faul
         if kind == "immutable":
             probe = tmp_path / "probe"
             probe.touch()
-            if not _chattr("+i", probe):
+            if not chattr("+i", probe):
                 pytest.skip("chattr +i is not permitted here (needs root and ext4/xfs/btrfs)")
-            _chattr("-i", probe)
+            chattr("-i", probe)
             made = Immutable()
         else:
             made = FrozenLockHolder()
@@ -438,7 +419,7 @@ def test_unwritable_file_at_start_exits_3_naming_the_cause(
         ids = publish(db, folder)
         url = f"sqlite:///{db}?busy_timeout_ms=100"
         if how == "immutable":
-            if not _chattr("+i", db):
+            if not chattr("+i", db):
                 pytest.skip("chattr +i is not permitted here (needs root and ext4/xfs/btrfs)")
             worker = Worker(folder, url, "ro", "--backend-outage", "2")
         else:
@@ -449,7 +430,7 @@ def test_unwritable_file_at_start_exits_3_naming_the_cause(
         assert "Traceback" not in text, text
         assert "readonly" in worker.err.read_text() or "unable to open" in text, text
     finally:
-        _chattr("-i", db)
+        chattr("-i", db)
     with SqliteQueue.from_url(f"sqlite:///{db}") as queue:
         assert queue.stats().ready == MESSAGES
     assert {m: {"queue"} for m in ids} == where_is(db, ids)

@@ -40,10 +40,12 @@ from steadyq.telemetry.events import Event, severity_rank
 from steadyq.telemetry.logs import LABELS_KEY
 from steadyq.telemetry.store import FAILED, SUCCEEDED, TIMED_OUT
 from steadyq.telemetry.store_sqlite import (
+    EVENT_COLUMNS,
     SqliteStore,
     apply_prepared,
     insert_events_only,
     prepare_events,
+    row_to_event,
     write_events,
 )
 
@@ -653,27 +655,6 @@ _DERIVED_KINDS: Final = frozenset(
 )
 _DERIVED_SQL: Final = ",".join(f"'{k}'" for k in sorted(_DERIVED_KINDS))
 _EXECUTION_SQL: Final = ",".join(f"'{k}'" for k in _EXECUTION_KINDS)
-_COLUMNS: Final = (
-    "ts, kind, severity, message, execution_id, message_id, request_id, attempt, reason,"
-    " duration_ms, data"
-)
-
-
-def _event_of(row: tuple[Any, ...]) -> Event:
-    ts, kind, severity, message, execution, message_id, request_id, attempt, reason, ms, data = row
-    return Event(
-        kind,
-        ts,
-        severity=severity,
-        message=message or "",
-        execution_id=execution,
-        message_id=message_id,
-        request_id=request_id,
-        attempt=attempt,
-        reason=reason,
-        duration_ms=ms,
-        data=json.loads(data) if data else {},
-    )
 
 
 def _forget_platform_execution(conn: sqlite3.Connection, name: str) -> None:
@@ -821,13 +802,13 @@ class Importer:
             )
             conn.execute("DELETE FROM requests")
             cursor = conn.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE kind IN ({_DERIVED_SQL}) ORDER BY ts, id"
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE kind IN ({_DERIVED_SQL}) ORDER BY ts, id"
             )
             while True:
                 rows = cursor.fetchmany(20000)
                 if not rows:
                     break
-                apply_prepared(conn, prepare_events([_event_of(r) for r in rows], rows=False))
+                apply_prepared(conn, prepare_events([row_to_event(r) for r in rows], rows=False))
 
     def _write_entries(
         self,
