@@ -1,0 +1,224 @@
+"""A fleet on one PostgreSQL database, under faults.
+
+* Four worker processes, kill -9 at random (workers and their handler children) over
+  10,000 mixed messages: valid ones, every kind of poison the gate names, transient
+  failures, and copies of requests. Afterwards nothing is lost, every message has
+  exactly one final outcome, and no handler run started after its request's
+  completion was recorded.
+* The database server restarted under a running worker: the worker reports the
+  outage, resumes, and nothing is lost or acknowledged without its record.
+
+They need the machine's PostgreSQL: skipped with a reason without it, failed under CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from steadyq.brokers import open_queue, store_for
+from steadyq.telemetry import events as ev
+from steadyq.telemetry.store import COMPLETED, FINAL_OUTCOME_KINDS, EventFilter, EventStore
+from tests.conftest import require_service
+from tests.faults.test_kill_run import children_of, ready_pids
+from tests.test_reliability import Processes, log_lines, wait_for
+
+pytestmark = pytest.mark.slow
+
+PG = os.environ.get("STEADYQ_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+HANDLER = "start_then_maybe_fail"
+MESSAGES = 10_000
+WORKERS = 4
+RUN_LIMIT_S = 300.0
+# one body per poison reason the gate can name for the core request
+POISON = (
+    b"\xff\xfe not utf-8",  # payload_not_utf8
+    b"{not json",  # payload_not_json
+    b"[1, 2, 3]",  # payload_not_object
+    b'{"topic": "no id"}',  # request_id_missing
+    b'{"request_id": "test-smoke"}',  # request_id_invalid
+)
+
+
+def _admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A ``postgresql://`` URL on a schema of its own, dropped afterwards."""
+    try:
+        import psycopg  # noqa: F401
+
+        _admin("SELECT 1")
+        reachable, why = True, ""
+    except Exception as exc:
+        reachable, why = False, f"PostgreSQL at {PG} not usable: {exc}"
+    require_service(reachable, why)
+    schema = f"fleet_{uuid.uuid4().hex[:10]}"
+    _admin(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG}?schema={schema}"
+    finally:
+        _admin(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _worker(procs: Processes, url: str, *args: str, name: str) -> subprocess.Popen[bytes]:
+    import tests.test_reliability as rel
+
+    saved = rel.HANDLERS
+    rel.HANDLERS = "tests.faults.fleet_handlers"
+    try:
+        return procs.worker(url, HANDLER, *args, name=name)
+    finally:
+        rel.HANDLERS = saved
+
+
+def _mixed_bodies(rng: random.Random) -> tuple[list[bytes], list[str], int]:
+    """About 10,000 bodies: valid requests (one in twenty flaky), a copy of one request
+    in ten, and poison of every kind, shuffled together."""
+    ids = [str(uuid.uuid4()) for _ in range(MESSAGES * 85 // 100)]
+    flaky = set(rng.sample(ids, len(ids) // 20))
+    bodies = [
+        json.dumps({"request_id": r, "topic": "flaky" if r in flaky else "t"}).encode() for r in ids
+    ]
+    bodies += [
+        json.dumps({"request_id": r, "topic": "t"}).encode()
+        for r in rng.sample(ids, len(ids) // 10)
+    ]
+    poison = [POISON[i % len(POISON)] for i in range(MESSAGES - len(bodies))]
+    bodies += poison
+    rng.shuffle(bodies)
+    return bodies, ids, len(poison)
+
+
+def _check_outcomes(
+    url: str, published: list[str], ids: list[str], poison: int, tmp_path: Path
+) -> None:
+    with open_queue(url) as q:
+        store: EventStore = store_for(q)
+        stats = q.stats()
+        assert (stats.ready, stats.in_flight, stats.delayed) == (0, 0, 0), stats
+        letters = {d.message_id for d in q.dlq_list()}
+        per_message: dict[str, Counter[str]] = {}
+        for e in store.events(EventFilter(kinds=tuple(FINAL_OUTCOME_KINDS))):
+            assert e.message_id is not None
+            per_message.setdefault(e.message_id, Counter())[e.kind] += 1
+        assert set(per_message) == set(published), "a message has no final outcome"
+        doubled = [(m, c) for m, c in per_message.items() if sum(c.values()) != 1]
+        assert doubled == [], doubled[:5]
+        outcomes = sum(per_message.values(), Counter[str]())
+        assert outcomes[ev.MESSAGE_REJECTED] == poison
+        assert {m for m, c in per_message.items() if c[ev.MESSAGE_REJECTED]} <= letters
+        assert outcomes[ev.MESSAGE_DEAD_LETTERED] == 0, "no valid message was dead-lettered"
+        completed_at = {
+            row.request_id: row.completed_at for row in store.requests(status=COMPLETED)
+        }
+        assert set(ids) <= set(completed_at)
+        assert outcomes[ev.MESSAGE_SUCCEEDED] == len(ids)
+    late = [
+        (r, float(t) - completed_at[r])  # type: ignore[operator]
+        for r, t, _pid in log_lines(tmp_path / "starts.log")
+        if float(t) > completed_at[r]  # type: ignore[operator]
+    ]
+    assert late == [], late[:5]
+
+
+def test_four_workers_killed_at_random_lose_nothing(
+    tmp_path: Path, procs: Processes, pg_url: str
+) -> None:
+    rng = random.Random(20261201)
+    bodies, ids, poison = _mixed_bodies(rng)
+    attrs = {"dir": str(tmp_path)}
+    with open_queue(pg_url) as q:
+        published: list[str] = []
+        for start in range(0, len(bodies), 1000):
+            published += q.publish_batch([(b, attrs) for b in bodies[start : start + 1000]])
+
+    args = ["--concurrency", "2", "--deadline", "20s", "--lease", "3s", "--max-attempts", "50",
+            "--retry-min", "0", "--retry-max", "0.1s", "--forever"]  # fmt: skip
+    workers = [_worker(procs, pg_url, *args, name=f"w{i}") for i in range(WORKERS)]
+    kills = Counter[str]()
+    end = time.monotonic() + RUN_LIMIT_S
+    with open_queue(pg_url) as q:
+        while time.monotonic() < end:
+            s = q.stats()
+            if s.ready == 0 and s.in_flight == 0 and s.delayed == 0:
+                break
+            time.sleep(rng.uniform(0.2, 0.6))
+            index = rng.randrange(WORKERS)
+            children = children_of(workers[index].pid)
+            if children and rng.random() < 0.5:
+                os.kill(rng.choice(children), signal.SIGKILL)
+                kills["child"] += 1
+            else:
+                workers[index].kill()
+                workers[index].wait(30)
+                kills["worker"] += 1
+                workers[index] = _worker(procs, pg_url, *args, name=f"w{index}-{kills['worker']}")
+        else:
+            pytest.fail(f"not drained in {RUN_LIMIT_S:g}s: {q.stats()}")
+        pids = {w.pid for w in workers}
+        wait_for(lambda: pids <= ready_pids(store_for(q)), 60, "every worker to be ready")
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+    for w in workers:
+        assert w.wait(60) == 0
+    assert kills["worker"] >= 3, kills
+    _check_outcomes(pg_url, published, ids, poison, tmp_path)
+
+
+def _pg_restart_command() -> list[str] | None:
+    clusters = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    if not clusters or shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
+        return None
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", clusters[-1], "main", "restart"]
+
+
+def test_database_restart_is_an_outage_and_loses_nothing(
+    tmp_path: Path, procs: Processes, pg_url: str
+) -> None:
+    command = _pg_restart_command()
+    require_service(command is not None, "pg_ctlcluster (as root) is needed to restart PostgreSQL")
+    assert command is not None
+    ids = [str(uuid.uuid4()) for _ in range(3000)]
+    bodies = [json.dumps({"request_id": r, "topic": "t"}).encode() for r in ids]
+    attrs = {"dir": str(tmp_path)}
+    with open_queue(pg_url) as q:
+        published = q.publish_batch([(b, attrs) for b in bodies])
+    args = ["--runner", "inline", "--lease", "5s", "--forever"]
+    worker = _worker(procs, pg_url, *args, name="restarted")
+    # restart once the worker is well into the work
+    wait_for(lambda: len(log_lines(tmp_path / "starts.log")) >= 300, 120, "300 handler runs")
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def drained() -> bool:
+        try:
+            with open_queue(pg_url) as q:
+                s = q.stats()
+                return s.ready == 0 and s.in_flight == 0 and s.delayed == 0
+        except Exception:
+            return False
+
+    wait_for(drained, 180, "the queue to drain after the restart", poll_s=0.5)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    with open_queue(pg_url) as q:
+        said = [e.message or "" for e in store_for(q).events(EventFilter(kinds=(ev.LOG,)))]
+    assert any("backend unavailable" in m for m in said), said
+    assert any("available again" in m for m in said), said
+    _check_outcomes(pg_url, published, ids, 0, tmp_path)
