@@ -474,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         v: med([f["cpu_us"] for f in figures[v] if f.get("cpu_us") is not None]) for v in variants
     }
 
+    def whole(value: float | None) -> int | None:
+        return None if value is None or value != value else round(value)
+
     def ratio(a: str, b: str) -> float | None:
         return round(rate[a] / rate[b], 2) if a in rate and b in rate and rate[b] else None
 
@@ -487,18 +490,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{LABELS[v]:32} {rate[v]:>10,.0f} {cpu[v]:>11,.0f}")
     print()
     summary = {
-        "steadyq_per_s": round(rate.get("steadyq", float("nan"))),
-        "steadyq_4_workers_per_s": round(rate.get("steadyq-x4", float("nan"))),
-        "procrastinate_per_s": round(rate.get("procrastinate", float("nan"))),
-        "raw_claim_per_s": round(rate.get("raw-1", float("nan"))),
-        "raw_batch_per_s": round(rate.get("raw-100", float("nan"))),
+        "steadyq_per_s": whole(rate.get("steadyq")),
+        "steadyq_4_workers_per_s": whole(rate.get("steadyq-x4")),
+        "procrastinate_per_s": whole(rate.get("procrastinate")),
+        "raw_claim_per_s": whole(rate.get("raw-1")),
+        "raw_batch_per_s": whole(rate.get("raw-100")),
         "ratio_procrastinate": ratio("steadyq", "procrastinate"),
         "ratio_raw_batch": ratio("steadyq", "raw-100"),
         "ratio_4_workers": ratio("steadyq-x4", "steadyq"),
         "rejection_p50_ms": round(rej["p50_ms"], 2),
         "rejection_p99_ms": round(rej["p99_ms"], 2),
-        "cpu_us_per_msg": round(cpu.get("steadyq", float("nan"))),
-        "procrastinate_cpu_us_per_msg": round(cpu.get("procrastinate", float("nan"))),
+        "cpu_us_per_msg": whole(cpu.get("steadyq")),
+        "procrastinate_cpu_us_per_msg": whole(cpu.get("procrastinate")),
         "synchronous_commit": sync,
         "messages": args.messages,
         "rounds": args.rounds,
