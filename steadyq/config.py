@@ -19,6 +19,11 @@ A queue without a store of its own (``pubsub://``) keeps its telemetry in
 
 Environment: ``STEADYQ_URL``, ``STEADYQ_STORE`` and ``STEADYQ_WORKER_<FIELD>`` (e.g.
 ``STEADYQ_WORKER_DEADLINE_S=120``).
+
+The worker's settings have one source: :data:`WORKER_SETTINGS`, one row per user-facing
+field of :class:`~steadyq.worker.WorkerOptions`, whose defaults are the options' own.
+:class:`WorkerSettings` (the ``[worker]`` table and its variables) is made from it, the
+worker command's flags too, and :func:`worker_options` turns settings into options.
 """
 
 from __future__ import annotations
