@@ -131,7 +131,8 @@ def import_gcloud(
             progress.remove_task(task)
     except ConfigError as exc:
         fail(f"{path}: {exc}", code_for(exc))
-    except (SteadyqError, OSError) as exc:
+    except (SteadyqError, OSError, KeyboardInterrupt) as exc:
+        # interrupted: what was imported stays, and importing again skips it
         fail(message_of(exc), code_for(exc))
     finally:
         store.close()

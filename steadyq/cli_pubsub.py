@@ -10,7 +10,7 @@ from rich.text import Text
 
 from steadyq.durations import parse_duration
 from steadyq.errors import SteadyqError
-from steadyq.exit_codes import code_for, fail
+from steadyq.exit_codes import code_for, fail, message_of
 
 pubsub_app = typer.Typer(
     help="Google Cloud Pub/Sub: create the topic, subscription and dead-letter queue.",
@@ -66,8 +66,8 @@ def pubsub_setup(
             max_backoff_s=parse_duration(max_backoff),
             dlq_topic=dlq_topic,
         )
-    except SteadyqError as exc:
-        fail(str(exc), code_for(exc))
+    except (SteadyqError, KeyboardInterrupt) as exc:
+        fail(message_of(exc), code_for(exc))
     where = emulator_host()
     _out.print(f"Pub/Sub {'emulator at ' + where if where else 'project ' + project}:")
     for step in steps:

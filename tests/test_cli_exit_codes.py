@@ -171,3 +171,18 @@ def test_the_watch_library_does_not_import_its_commands() -> None:
         for node in ast.walk(judge)
     }
     assert not [n for n in names if n and "exit" in n.lower()], "the judge keeps verdicts only"
+
+
+def test_an_interrupted_import_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from steadyq.watch.sources import gcloud
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gcloud.Importer, "stream", interrupted)
+    export = tmp_path / "executions.json"
+    export.write_text("[]")
+    url = f"sqlite:///{tmp_path}/x.db"
+    result = CliRunner().invoke(app, ["import", "gcloud", str(export), "--url", url])
+    assert result.exit_code == ExitCode.CANCELLED, result.output
+    assert result.stderr == "error: interrupted\n"
