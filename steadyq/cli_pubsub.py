@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.text import Text
 
 from steadyq.durations import parse_duration
-from steadyq.errors import BackendUnavailable, ConfigError, SteadyqError
+from steadyq.errors import SteadyqError
+from steadyq.exit_codes import code_for, fail, message_of
 
 pubsub_app = typer.Typer(
     help="Google Cloud Pub/Sub: create the topic, subscription and dead-letter queue.",
@@ -18,7 +19,6 @@ pubsub_app = typer.Typer(
 )
 
 _out = Console(highlight=False, soft_wrap=True)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @pubsub_app.command("setup")
@@ -66,14 +66,8 @@ def pubsub_setup(
             max_backoff_s=parse_duration(max_backoff),
             dlq_topic=dlq_topic,
         )
-    except SteadyqError as exc:
-        code = 1
-        if isinstance(exc, ConfigError):
-            code = 2
-        elif isinstance(exc, BackendUnavailable):
-            code = 3
-        _err.print(Text("error: ", style="bold red") + Text(str(exc)))
-        raise typer.Exit(code) from None
+    except (SteadyqError, KeyboardInterrupt) as exc:
+        fail(message_of(exc), code_for(exc))
     where = emulator_host()
     _out.print(f"Pub/Sub {'emulator at ' + where if where else 'project ' + project}:")
     for step in steps:
