@@ -26,6 +26,7 @@ from steadyq.brokers.base import (
     SettleResult,
     check_publish_args,
     check_pull_args,
+    dlq_cut,
 )
 from steadyq.errors import LeaseLost, NotFound
 from steadyq.telemetry.events import Event
@@ -236,3 +237,7 @@ class MemoryQueue(Queue):
             for letter in doomed:
                 del self._dead[letter.message_id]
         return len(doomed)
+
+    def dlq_expire(self, older_than_s: float, now: float | None = None) -> int:
+        cut = dlq_cut(older_than_s, self.clock() if now is None else now)
+        return 0 if cut is None else self.dlq_purge(DlqFilter(before=cut))

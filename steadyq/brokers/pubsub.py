@@ -64,8 +64,8 @@ from steadyq.errors import (
     LeaseLost,
     NotFound,
 )
-from steadyq.telemetry.events import Event
 from steadyq.telemetry.attempts import AttemptCounter
+from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventStore
 
 # Attributes steadyq writes; user attributes never start with this prefix.

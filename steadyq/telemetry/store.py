@@ -245,7 +245,6 @@ class EventStore(AttemptCounter):
         )
 
 
-
 # What a claim found (EventStore.claim).
 CLAIMED = "claimed"
 CLAIM_COMPLETED = "completed"

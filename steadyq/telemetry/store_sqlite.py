@@ -127,8 +127,9 @@ def apply_prepared(conn: sqlite3.Connection, prepared: _Prepared) -> None:
     for event, what, values in prepared.executions:
         _apply_execution(conn, event, what, values)
     if prepared.ledger:
-        rows = compose_ledger(prepared.ledger, lambda ids: _stored_requests(conn, ids))
-        conn.executemany(_LEDGER_WRITE, [_request_params(r) for r in rows.values()])
+        texts: dict[int, tuple[object, str]] = {}  # id(fields) -> (fields, stored text)
+        rows = compose_ledger(prepared.ledger, lambda ids: _stored_requests(conn, ids, texts))
+        conn.executemany(_LEDGER_WRITE, [_request_params(r, texts) for r in rows.values()])
     if prepared.releases:
         conn.executemany(_RELEASE_CLAIM, prepared.releases)
 
@@ -146,7 +147,11 @@ def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
         apply_prepared(conn, prepare_events(events))
 
 
-def _stored_requests(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, RequestRecord]:
+def _stored_requests(
+    conn: sqlite3.Connection, ids: Sequence[str], texts: dict[int, tuple[object, str]]
+) -> dict[str, RequestRecord]:
+    """The stored rows of ``ids``; ``texts`` notes each decoded ``fields`` object's
+    JSON text, so a row whose fields did not change is written back without encoding."""
     found: dict[str, RequestRecord] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
@@ -155,11 +160,18 @@ def _stored_requests(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, 
             f" WHERE request_id IN ({','.join('?' * len(chunk))})"
         )
         for row in conn.execute(sql, chunk):
-            found[row[0]] = _row_to_request(row)
+            record = found[row[0]] = _row_to_request(row)
+            if record.fields is not None:
+                texts[id(record.fields)] = (record.fields, row[6])  # held: ids stay unique
     return found
 
 
-def _request_params(r: RequestRecord) -> tuple[Any, ...]:
+def _request_params(r: RequestRecord, texts: Mapping[int, tuple[object, str]]) -> tuple[Any, ...]:
+    fields = r.fields
+    text = None
+    if fields is not None:
+        stored = texts.get(id(fields))
+        text = stored[1] if stored is not None and stored[0] is fields else _dumps(fields)
     return (
         r.request_id,
         r.status,
@@ -167,7 +179,7 @@ def _request_params(r: RequestRecord) -> tuple[Any, ...]:
         r.message_id,
         r.execution_id,
         r.attempts,
-        None if r.fields is None else _dumps(r.fields),
+        text,
         r.duration_s,
         r.error,
         r.created_at,
