@@ -572,7 +572,11 @@ def ledger_update(event: Event) -> LedgerChange | None:
             error=event.message or event.reason,
         )
     if kind == ev.MESSAGE_DEAD_LETTERED or kind == ev.MESSAGE_REJECTED:
-        text = f"{event.reason}: {event.message}" if event.reason else event.message
+        text = (
+            f"{event.reason}: {event.message}"
+            if event.reason and event.message
+            else event.reason or event.message
+        )
         return LedgerChange(
             request_id,
             REQUEST_FAILED,
