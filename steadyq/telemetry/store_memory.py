@@ -99,7 +99,9 @@ class MemoryStore(EventStore):
                 and (where.message_id is None or e.message_id == where.message_id)
                 and (where.request_id is None or e.request_id == where.request_id)
             ]
-        found.sort(key=lambda e: e.timestamp, reverse=where.newest_first)
+        found.sort(key=lambda e: e.timestamp)  # stable: ties stay in write order
+        if where.newest_first:
+            found.reverse()  # newest first, ties newest-written first (as SQLite's id DESC)
         return found if where.limit is None else found[: where.limit]
 
     def executions(

@@ -85,7 +85,7 @@ class _Prepared(NamedTuple):
 
     rows: list[tuple[Any, ...]]
     executions: list[tuple[Event, str, dict[str, Any]]]
-    ledger: list[LedgerChange]
+    changes: list[LedgerChange]  # the ledger's moves, in event order (compose_ledger)
     releases: list[tuple[str, str]]
 
 
@@ -126,9 +126,9 @@ def apply_prepared(conn: sqlite3.Connection, prepared: _Prepared) -> None:
         conn.executemany(_INSERT_EVENT, prepared.rows)
     for event, what, values in prepared.executions:
         _apply_execution(conn, event, what, values)
-    if prepared.ledger:
+    if prepared.changes:
         texts: dict[int, tuple[object, str]] = {}  # id(fields) -> (fields, stored text)
-        rows = compose_ledger(prepared.ledger, lambda ids: _stored_requests(conn, ids, texts))
+        rows = compose_ledger(prepared.changes, lambda ids: _stored_requests(conn, ids, texts))
         conn.executemany(_LEDGER_WRITE, [_request_params(r, texts) for r in rows.values()])
     if prepared.releases:
         conn.executemany(_RELEASE_CLAIM, prepared.releases)

@@ -124,6 +124,13 @@ class StoreContract:
         assert at(EventFilter(kinds=(ev.LOG, ev.MESSAGE_FAILED), min_severity="ERROR")) == [3]
         assert at(EventFilter(kinds=())) == []
 
+    def test_events_at_the_same_time_keep_their_write_order(self, store: EventStore) -> None:
+        store.write([e(ev.LOG, 1, message="a"), e(ev.LOG, 1, message="b")])
+        store.write([e(ev.LOG, 1, message="c"), e(ev.LOG, 0, message="first")])
+        assert [x.message for x in store.events()] == ["first", "a", "b", "c"]
+        newest = store.events(EventFilter(newest_first=True))
+        assert [x.message for x in newest] == ["c", "b", "a", "first"]
+
     def test_writes_from_another_store_object_are_seen(self, opener: Open) -> None:
         first, second = opener(), opener()
         first.write([e(ev.LOG, 1, message="from the first")])
