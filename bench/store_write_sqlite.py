@@ -17,6 +17,11 @@ subprocess runs with ``PYTHONPATH`` set to its tree.
 
     python bench/store_write_sqlite.py --anchor /work/main            # 5,000 msgs, 5 runs
     python bench/store_write_sqlite.py --messages 2000 --runs 3
+    python bench/store_write_sqlite.py --anchor /work/main --recorded  # pending rows exist
+
+``--recorded`` publishes through ``publish_recorded``, so every request already has a
+``pending`` ledger row that the worker's writes read and move (the path where the
+stored row matters); without it the worker's writes create the rows.
 
 Prints a table of medians (msgs/s, wall s, CPU ms per message) and the ratio against
 the anchor, then one line of JSON. Progress goes to stderr. Nothing is left on disk.
@@ -39,9 +44,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent.parent
 
 
-def child(db: str, messages: int) -> dict[str, Any]:
+def child(db: str, messages: int, recorded: bool) -> dict[str, Any]:
     from steadyq.brokers import open_queue, store_for
     from steadyq.content.schema import ContentRequest
+    from steadyq.publishing import publish_recorded
     from steadyq.samples import valid_request
     from steadyq.worker import ExitCode, Worker, WorkerOptions
 
@@ -50,7 +56,11 @@ def child(db: str, messages: int) -> dict[str, Any]:
     try:
         for start in range(0, messages, 500):
             n = min(500, messages - start)
-            queue.publish_batch((json.dumps(valid_request(rng)).encode(), None) for _ in range(n))
+            items = [(json.dumps(valid_request(rng)).encode(), None) for _ in range(n)]
+            if recorded:  # each request has a pending ledger row the worker moves
+                publish_recorded(queue, store_for(queue), [(b, {}) for b, _ in items])
+            else:
+                queue.publish_batch(items)
         options = WorkerOptions(
             handler="steadyq.handlers:noop",
             runner="inline",
@@ -69,11 +79,12 @@ def child(db: str, messages: int) -> dict[str, Any]:
     return {"elapsed_s": elapsed, "cpu_s": cpu, "ok": ok}
 
 
-def spawn(tree: Path, messages: int) -> dict[str, Any]:
+def spawn(tree: Path, messages: int, recorded: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="steadyq-store-bench-") as tmp:
         env = {**os.environ, "PYTHONPATH": str(tree)}
         out = subprocess.run(
-            [sys.executable, __file__, "--child", f"{tmp}/q.db", "--messages", str(messages)],
+            [sys.executable, __file__, "--child", f"{tmp}/q.db", "--messages", str(messages)]
+            + (["--recorded"] if recorded else []),
             env=env,
             capture_output=True,
             text=True,
@@ -87,10 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=5000)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--anchor", type=Path, help="a checkout to compare against")
+    p.add_argument(
+        "--recorded",
+        action="store_true",
+        help="publish with publish_recorded: every request starts with a pending ledger row",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.messages)))
+        print(json.dumps(child(args.child, args.messages, args.recorded)))
         return 0
     sides = {"this tree": HERE}
     if args.anchor is not None:
@@ -98,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     for rnd in range(args.runs):
         for name, tree in sides.items():
-            r = spawn(tree, args.messages)
+            r = spawn(tree, args.messages, args.recorded)
             if not r["ok"]:
                 print(f"{name}: the run did not complete every message", file=sys.stderr)
                 return 1
@@ -108,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    summary: dict[str, Any] = {"messages": args.messages, "runs": args.runs}
+    summary: dict[str, Any] = {
+        "messages": args.messages,
+        "runs": args.runs,
+        "recorded": args.recorded,
+    }
     print(f"{'side':<12} {'tree':<28} {'msgs/s':>9} {'wall s':>8} {'CPU ms/msg':>11}")
     for name, tree in sides.items():
         wall = statistics.median(r["elapsed_s"] for r in runs[name])

@@ -12,7 +12,7 @@ write*, so they can never drift from the events:
   worker's duplicate check reads.
 
 How a ledger row moves is written once, here: :func:`ledger_update` (what an event
-changes) and :func:`apply_ledger_change` (the row after a change). Every store
+changes) and :func:`move_ledger_row` (the row after a change). Every store
 composes a write's changes with them, in event order, onto the rows it holds, and
 stores the composed rows; a store's own storage only refuses to overwrite a row that
 is already ``completed`` (a concurrent writer may have completed it meanwhile).
@@ -40,17 +40,21 @@ if TYPE_CHECKING:
     from steadyq.telemetry.store_sqlite import SqliteStore
 
 __all__ = [
+    "LEDGER_COLUMNS",
     "AttemptCount",
     "AttemptCounter",
     "EventFilter",
     "EventStore",
     "ExecutionRecord",
     "LedgerChange",
+    "LedgerRow",
     "PruneCounts",
     "RequestRecord",
     "apply_ledger_change",
     "compose_ledger",
+    "compose_ledger_rows",
     "ledger_update",
+    "move_ledger_row",
 ]
 
 
@@ -420,24 +424,51 @@ def ledger_fields_of(value: object) -> dict[str, Any] | None:
     return fields if isinstance(fields, dict) and fields else None
 
 
-def apply_ledger_change(row: RequestRecord | None, c: LedgerChange) -> RequestRecord | None:
+#: A ledger row's values in the order the rule works on them (RequestRecord's fields).
+LEDGER_COLUMNS = (
+    "request_id",
+    "status",
+    "updated_at",
+    "message_id",
+    "execution_id",
+    "attempts",
+    "fields",
+    "duration_s",
+    "error",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "failed_at",
+)
+# LedgerRow indexes the rule uses
+_STATUS, _UPDATED, _MESSAGE, _EXECUTION, _ATTEMPTS, _FIELDS, _DURATION, _ERROR = range(1, 9)
+_CREATED, _STARTED, _COMPLETED, _FAILED = range(9, 13)
+
+#: A ledger row as the rule works on it: a list of values in :data:`LEDGER_COLUMNS`
+#: order (a store's own form, cheaper to compose than a frozen RequestRecord).
+LedgerRow = list[Any]
+
+
+def move_ledger_row(row: LedgerRow | None, c: LedgerChange) -> LedgerRow | None:
     """The ledger row after ``c``, or ``None`` when ``c`` changes nothing: THE rule.
 
     * a ``completed`` row is final: nothing moves it again;
     * the status and ``updated_at`` are the change's;
     * ``message_id``, ``execution_id``, ``attempts``, ``duration_s`` and ``error`` are
       the change's when it has them, else the row keeps its own;
-    * ``fields`` merge key by key (:func:`merge_fields`);
+    * ``fields`` merge key by key (:func:`merge_fields`: a new object when they change,
+      the row's own object when they do not);
     * ``created_at`` is the first change's time; ``started_at`` / ``completed_at`` /
       ``failed_at`` are stamped by a change to ``processing`` / ``completed`` /
       ``failed`` (the latest such change's time).
 
-    Every store applies it (through :func:`compose_ledger`); none has a copy.
+    ``row`` is changed in place (and returned). Every store applies this rule,
+    through :func:`compose_ledger_rows` or :func:`compose_ledger`; none has a copy.
     """
     status = c.status
     at = c.at
     if row is None:
-        return RequestRecord(
+        return [
             c.request_id,
             status,
             at,
@@ -451,49 +482,79 @@ def apply_ledger_change(row: RequestRecord | None, c: LedgerChange) -> RequestRe
             at if status == PROCESSING else None,
             at if status == COMPLETED else None,
             at if status == REQUEST_FAILED else None,
-        )
-    if row.status == COMPLETED:
+        ]
+    if row[_STATUS] == COMPLETED:
         return None
-    return RequestRecord(
-        row.request_id,
-        status,
-        at,
-        row.message_id if c.message_id is None else c.message_id,
-        row.execution_id if c.execution_id is None else c.execution_id,
-        row.attempts if c.attempts is None else c.attempts,
-        row.fields if c.fields is None else merge_fields(row.fields, c.fields),
-        row.duration_s if c.duration_s is None else c.duration_s,
-        row.error if c.error is None else c.error,
-        at if row.created_at is None else row.created_at,
-        at if status == PROCESSING else row.started_at,
-        at if status == COMPLETED else row.completed_at,
-        at if status == REQUEST_FAILED else row.failed_at,
-    )
+    row[_STATUS] = status
+    row[_UPDATED] = at
+    if c.message_id is not None:
+        row[_MESSAGE] = c.message_id
+    if c.execution_id is not None:
+        row[_EXECUTION] = c.execution_id
+    if c.attempts is not None:
+        row[_ATTEMPTS] = c.attempts
+    if c.fields is not None:
+        row[_FIELDS] = merge_fields(row[_FIELDS], c.fields)
+    if c.duration_s is not None:
+        row[_DURATION] = c.duration_s
+    if c.error is not None:
+        row[_ERROR] = c.error
+    if row[_CREATED] is None:
+        row[_CREATED] = at
+    if status == PROCESSING:
+        row[_STARTED] = at
+    elif status == COMPLETED:
+        row[_COMPLETED] = at
+    elif status == REQUEST_FAILED:
+        row[_FAILED] = at
+    return row
+
+
+def compose_ledger_rows(
+    changes: Iterable[LedgerChange],
+    stored: Callable[[Sequence[str]], Mapping[str, LedgerRow]],
+) -> dict[str, LedgerRow]:
+    """The ledger rows one write leaves, by :func:`move_ledger_row` in event order onto
+    the rows the store holds: the rows that changed, by request id.
+
+    ``stored(ids)`` returns the store's current rows of ``ids`` (those it has), as new
+    lists the composition may change; it is asked once per write. A store then writes
+    the returned rows as they are, refusing only to overwrite a row that is
+    ``completed`` by the time it writes (a concurrent writer completed it meanwhile:
+    completed stays final).
+    """
+    moves = list(changes)
+    if not moves:
+        return {}
+    rows = dict(stored(list(dict.fromkeys(c.request_id for c in moves))))
+    changed: dict[str, LedgerRow] = {}
+    for c in moves:
+        after = move_ledger_row(rows.get(c.request_id), c)
+        if after is not None:
+            rows[c.request_id] = changed[c.request_id] = after
+    return changed
+
+
+def ledger_row(record: RequestRecord) -> LedgerRow:
+    """``record`` as a :data:`LedgerRow` (a new list)."""
+    return [getattr(record, name) for name in LEDGER_COLUMNS]
 
 
 def compose_ledger(
     changes: Iterable[LedgerChange],
     stored: Callable[[Sequence[str]], Mapping[str, RequestRecord]],
 ) -> dict[str, RequestRecord]:
-    """The ledger rows one write leaves, by :func:`apply_ledger_change` in event order
-    onto the rows the store holds: the rows that changed, by request id.
+    """:func:`compose_ledger_rows` for a store that keeps :class:`RequestRecord` s."""
+    rows = compose_ledger_rows(
+        changes, lambda ids: {r: ledger_row(record) for r, record in stored(ids).items()}
+    )
+    return {r: RequestRecord(*row) for r, row in rows.items()}
 
-    ``stored(ids)`` returns the store's current rows of ``ids`` (those it has), asked
-    once per write. A store then writes the returned rows as they are, refusing only
-    to overwrite a row that is ``completed`` by the time it writes (a concurrent
-    writer completed it: completed stays final).
-    """
-    moves = list(changes)
-    if not moves:
-        return {}
-    held = stored(list(dict.fromkeys(c.request_id for c in moves)))
-    rows: dict[str, RequestRecord | None] = dict(held)
-    changed: dict[str, RequestRecord] = {}
-    for c in moves:
-        after = apply_ledger_change(rows.get(c.request_id), c)
-        if after is not None:
-            rows[c.request_id] = changed[c.request_id] = after
-    return changed
+
+def apply_ledger_change(row: RequestRecord | None, c: LedgerChange) -> RequestRecord | None:
+    """The record after ``c`` (``None``: unchanged), by :func:`move_ledger_row`."""
+    after = move_ledger_row(None if row is None else ledger_row(row), c)
+    return None if after is None else RequestRecord(*after)
 
 
 # Ledger statuses that end a request: what retention may drop.

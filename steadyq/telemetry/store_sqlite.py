@@ -17,15 +17,17 @@ from steadyq.telemetry.store import (
     CLAIM_BUSY,
     CLAIM_COMPLETED,
     CLAIMED,
+    LEDGER_COLUMNS,
     RUNNING,
     AttemptCount,
     EventStore,
     ExecutionRecord,
     LedgerChange,
+    LedgerRow,
     PruneCounts,
     RequestRecord,
     claim_releases,
-    compose_ledger,
+    compose_ledger_rows,
     execution_updates,
     ledger_update,
     prune_cut,
@@ -128,7 +130,7 @@ def apply_prepared(conn: sqlite3.Connection, prepared: _Prepared) -> None:
         _apply_execution(conn, event, what, values)
     if prepared.changes:
         texts: dict[int, tuple[object, str]] = {}  # id(fields) -> (fields, stored text)
-        rows = compose_ledger(prepared.changes, lambda ids: _stored_requests(conn, ids, texts))
+        rows = compose_ledger_rows(prepared.changes, lambda ids: _stored_requests(conn, ids, texts))
         conn.executemany(_LEDGER_WRITE, [_request_params(r, texts) for r in rows.values()])
     if prepared.releases:
         conn.executemany(_RELEASE_CLAIM, prepared.releases)
@@ -149,44 +151,33 @@ def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
 
 def _stored_requests(
     conn: sqlite3.Connection, ids: Sequence[str], texts: dict[int, tuple[object, str]]
-) -> dict[str, RequestRecord]:
+) -> dict[str, LedgerRow]:
     """The stored rows of ``ids``; ``texts`` notes each decoded ``fields`` object's
     JSON text, so a row whose fields did not change is written back without encoding."""
-    found: dict[str, RequestRecord] = {}
+    found: dict[str, LedgerRow] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         sql = (
             f"SELECT {_REQUEST_COLUMNS} FROM requests"
             f" WHERE request_id IN ({','.join('?' * len(chunk))})"
         )
-        for row in conn.execute(sql, chunk):
-            record = found[row[0]] = _row_to_request(row)
-            if record.fields is not None:
-                texts[id(record.fields)] = (record.fields, row[6])  # held: ids stay unique
+        for stored in conn.execute(sql, chunk):
+            row = found[stored[0]] = list(stored)
+            text = row[6]
+            if text:
+                row[6] = fields = json.loads(text)
+                texts[id(fields)] = (fields, text)  # held: the id stays unique
+            else:
+                row[6] = None
     return found
 
 
-def _request_params(r: RequestRecord, texts: Mapping[int, tuple[object, str]]) -> tuple[Any, ...]:
-    fields = r.fields
-    text = None
+def _request_params(row: LedgerRow, texts: Mapping[int, tuple[object, str]]) -> LedgerRow:
+    fields = row[6]
     if fields is not None:
         stored = texts.get(id(fields))
-        text = stored[1] if stored is not None and stored[0] is fields else _dumps(fields)
-    return (
-        r.request_id,
-        r.status,
-        r.updated_at,
-        r.message_id,
-        r.execution_id,
-        r.attempts,
-        text,
-        r.duration_s,
-        r.error,
-        r.created_at,
-        r.started_at,
-        r.completed_at,
-        r.failed_at,
-    )
+        row[6] = stored[1] if stored is not None and stored[0] is fields else _dumps(fields)
+    return row
 
 
 def _apply_execution(
@@ -219,16 +210,13 @@ def _apply_execution(
 _RELEASE_CLAIM = "DELETE FROM request_claims WHERE request_id = ? AND owner = ?"
 
 
-_REQUEST_COLUMNS = (
-    "request_id, status, updated_at, message_id, execution_id, attempts, fields,"
-    " duration_s, error, created_at, started_at, completed_at, failed_at"
-)
+_REQUEST_COLUMNS = ", ".join(LEDGER_COLUMNS)
 # The composed row as it is (the rule ran in Python: compose_ledger), unless the stored
 # row is completed: completed is final even against a writer that raced this one.
 _LEDGER_WRITE = (
     f"INSERT INTO requests ({_REQUEST_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
     " ON CONFLICT (request_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _REQUEST_COLUMNS.replace(" ", "").split(",")[1:])
+    + ", ".join(f"{c} = excluded.{c}" for c in LEDGER_COLUMNS[1:])
     + " WHERE requests.status != 'completed'"
 )
 
