@@ -147,7 +147,7 @@ def _drain_noop(queue: Any, store: Any) -> tuple[Any, float]:
 
 def run_steadyq(n: int, seed: int, folder: Path, *, durable: bool = True) -> float:
     from steadyq.brokers import open_queue, store_for
-    from steadyq.brokers.memory import MemoryStore
+    from steadyq.telemetry.store_memory import MemoryStore
 
     with fresh("steadyq") as (topic, sub):
         publish(topic, valid_bodies(n, seed))

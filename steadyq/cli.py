@@ -26,6 +26,7 @@ from steadyq.brokers.base import DlqFilter, Queue
 from steadyq.cli_import import import_app
 from steadyq.cli_pubsub import pubsub_app
 from steadyq.cli_schema import schema_command
+from steadyq.cli_store import store_app
 from steadyq.config import (
     WORKER_SETTINGS,
     Setting,
@@ -66,6 +67,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(queue_app, name="queue")
 app.add_typer(pubsub_app, name="pubsub")
 app.add_typer(import_app, name="import")
+app.add_typer(store_app, name="store")
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -82,7 +82,6 @@ def import_gcloud(
     """
     from steadyq.brokers import open_store
     from steadyq.errors import ConfigError
-    from steadyq.telemetry.store_sqlite import SqliteStore
     from steadyq.watch.sources.gcloud import EntryConverter, ImportCounts, Importer
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -92,12 +91,15 @@ def import_gcloud(
             fail(f"no such file: {path}", ExitCode.USAGE)
     try:
         converter = EntryConverter.compile(rejection_pattern or ())
-        store = open_store(url)
+        opened = open_store(url)
     except SteadyqError as exc:
         fail(str(exc), code_for(exc))
         return
-    if not isinstance(store, SqliteStore):  # pragma: no cover - only SQLite stores exist
-        fail("steadyq import writes into a SQLite store (sqlite:///PATH)", 2)
+    try:
+        store = opened.sqlite_store("steadyq import")
+    except ConfigError as exc:
+        opened.close()
+        fail(str(exc), 2)
         return
     total = ImportCounts()
     per_file: dict[str, dict[str, int]] = {}

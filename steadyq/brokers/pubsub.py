@@ -64,6 +64,7 @@ from steadyq.errors import (
     LeaseLost,
     NotFound,
 )
+from steadyq.telemetry.attempts import AttemptCounter
 from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventStore
 
@@ -216,7 +217,7 @@ class PubSubQueue(Queue):
         project: str,
         name: str,
         *,
-        store: EventStore | None = None,
+        store: AttemptCounter | None = None,
         clock: Callable[[], float] = time.time,
         dlq_topic: str | None = None,
         dlq_subscription: str | None = None,
@@ -251,7 +252,7 @@ class PubSubQueue(Queue):
         url: str,
         *,
         clock: Callable[[], float] = time.time,
-        store: EventStore | None = None,
+        store: AttemptCounter | None = None,
     ) -> PubSubQueue:
         """``pubsub://PROJECT/NAME[?topic=ID&dlq_topic=ID&dlq_subscription=ID]``.
 
@@ -285,7 +286,7 @@ class PubSubQueue(Queue):
         self._store = store
         self._owns_store = True
 
-    def _attempt_store(self) -> EventStore:
+    def _attempt_store(self) -> AttemptCounter:
         if self._store is None:
             raise ConfigError("a pubsub:// queue counts attempts in a telemetry store; none given")
         return self._store

@@ -356,6 +356,17 @@ class SqliteQueue(Queue):
         if self._owns_db:
             self.db.close()
 
+    # added by the store engineer (retention, issue 14 item 7): additive only
+    def dlq_expire(self, older_than_s: float, now: float | None = None) -> int:
+        from steadyq.brokers.base import dlq_cut
+
+        cut = dlq_cut(older_than_s, self.clock() if now is None else now)
+        if cut is None:
+            return 0
+        with self.db.transaction() as conn:  # through the dead_letters_at index
+            sql = "DELETE FROM dead_letters WHERE dead_lettered_at < ?"
+            return conn.execute(sql, (cut,)).rowcount
+
 
 def _replace_lease(delivery: Delivery, until: float) -> Delivery:
     from dataclasses import replace

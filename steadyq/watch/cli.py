@@ -156,8 +156,6 @@ def _watch_source(
     out: Console,
 ) -> Any:
     from steadyq.brokers import open_store
-    from steadyq.errors import ConfigError
-    from steadyq.telemetry.store_sqlite import SqliteStore
     from steadyq.watch.run import run_watch
     from steadyq.watch.sources.cloudrun import open_source
     from steadyq.watch.sources.gcloud import EntryConverter
@@ -165,9 +163,8 @@ def _watch_source(
     converter = EntryConverter.compile(patterns)
     store = open_store(url)
     try:
-        if not isinstance(store, SqliteStore):  # pragma: no cover - only SQLite stores exist
-            raise ConfigError("--source imports into a SQLite store: --url sqlite:///PATH")
-        source = open_source(source_url, store, subscription=subscription, converter=converter)
+        target = store.sqlite_store("--source (imports into the watch's store)")
+        source = open_source(source_url, target, subscription=subscription, converter=converter)
         try:
             return run_watch(
                 plan, store, None, report_dir, replay=replay, fresh=fresh, out=out, source=source

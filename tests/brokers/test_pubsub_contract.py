@@ -9,9 +9,9 @@ import pytest
 
 from steadyq.brokers import open_queue, store_for
 from steadyq.brokers.base import Delivery, DlqFilter, Queue, Settlement
-from steadyq.brokers.memory import MemoryStore
 from steadyq.brokers.pubsub import A_REASON, A_SOURCE, PubSubQueue, setup
 from steadyq.errors import BackendUnavailable, ConfigError
+from steadyq.telemetry.store_memory import MemoryStore
 from tests.brokers.conftest import PROJECT
 from tests.brokers.contract import MakeQueue, QueueContract
 from tests.conftest import FakeClock
