@@ -271,6 +271,7 @@ class PubSubQueue(Queue):
             raise ConfigError(f"pubsub:// needs a project and one name, not {project!r}/{name!r}")
         self.project = project
         self.name = name
+        self._prefix = f"{name}/"  # of the attempt counts' keys: subscription/message_id
         self.clock = clock
         self._store = store
         self._owns_store = False
@@ -414,7 +415,7 @@ class PubSubQueue(Queue):
         return names.subscription
 
     def _key(self, message_id: str) -> str:
-        return f"{self.name}/{message_id}"
+        return self._prefix + message_id
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -569,10 +570,16 @@ class PubSubQueue(Queue):
         if not received:
             return []
         lease = _deadline(lease_s)
-        ack_ids = [m.ack_id for m in received]
+        # one pass over the raw protobuf, in publish order: (message, its id, its ack id)
+        rows = sorted(
+            [(m.message, m.message.message_id, m.ack_id, m.delivery_attempt) for m in received],
+            key=_publish_order,
+        )
+        ack_ids = [row[2] for row in rows]
+        prefix = self._prefix
         now = self.clock()
         try:
-            counts = store.count_attempts([self._key(m.message.message_id) for m in received])
+            counts = store.count_attempts([prefix + row[1] for row in rows])
         except BaseException:
             # without a durable count the delivery must not run: give the messages back
             with contextlib.suppress(BackendError):
@@ -587,10 +594,7 @@ class PubSubQueue(Queue):
                 self._leasing.append(leasing)
         out: list[Delivery] = []
         until = now + lease
-        prefix = f"{self.name}/"
-        for m in sorted(received, key=_publish_order):
-            msg = m.message
-            message_id = msg.message_id
+        for msg, message_id, ack_id, delivery_attempt in rows:
             counted = counts[prefix + message_id]
             replays = 0
             attrs: dict[str, str] = {}
@@ -598,14 +602,16 @@ class PubSubQueue(Queue):
                 attrs = dict(msg.attributes)
                 replays = _int(attrs.pop(A_REPLAYS, "0"))
                 attrs = {k: v for k, v in attrs.items() if not k.startswith(PREFIX)}
+            stamp = msg.publish_time
+            attempts = counted.attempts
             out.append(
                 Delivery(
                     message_id,
-                    bytes(msg.data),
+                    msg.data,  # bytes already: the raw protobuf's
                     attrs,
-                    max(counted.attempts, m.delivery_attempt),
-                    _epoch(msg.publish_time),
-                    f"{counted.attempts} {m.ack_id}",
+                    attempts if attempts >= delivery_attempt else delivery_attempt,
+                    stamp.seconds + stamp.nanos / 1e9,
+                    f"{attempts} {ack_id}",
                     until,
                     replays,
                     counted.last_error,
@@ -707,21 +713,34 @@ class PubSubQueue(Queue):
 
     # -- settle -----------------------------------------------------------------
 
-    def _held(self, deliveries: Sequence[Delivery]) -> set[str]:
-        """Message ids whose lease is still this delivery's: nobody pulled them since
-        (the store's count), and an exactly-once subscription did not refuse its lease."""
-        current = self._attempt_store().attempts_of([self._key(d.message_id) for d in deliveries])
-        held = {
-            d.message_id for d in deliveries if current.get(self._key(d.message_id)) == _token(d)[0]
-        }
+    def _split(
+        self, settlements: Sequence[Settlement]
+    ) -> tuple[list[tuple[Settlement, str]], list[Settlement]]:
+        """(settlements whose lease is still theirs, with their ack ids; the others).
+
+        A lease is still a delivery's when nobody pulled the message since (the
+        store's count is the one it was pulled with) and an exactly-once subscription
+        did not refuse to set it after the pull."""
+        prefix = self._prefix
+        current = self._attempt_store().attempts_of(
+            [prefix + s.delivery.message_id for s in settlements]
+        )
+        held: list[tuple[Settlement, str]] = []
+        lost: list[Settlement] = []
+        for s in settlements:
+            d = s.delivery
+            count, _, ack_id = d.lease_token.partition(" ")
+            if current.get(prefix + d.message_id) == int(count):
+                held.append((s, ack_id))
+            else:
+                lost.append(s)
         if self._refused:
             with self._lease_lock:
-                for d in deliveries:
-                    ack_id = _token(d)[1]
-                    if ack_id in self._refused:
-                        self._refused.discard(ack_id)  # reported lost now, once
-                        held.discard(d.message_id)
-        return held
+                refused = self._refused
+                lost += [s for s, ack_id in held if ack_id in refused]
+                held = [(s, ack_id) for s, ack_id in held if ack_id not in refused]
+                refused.difference_update(_token(s.delivery)[1] for s in lost)  # told once
+        return held, lost
 
     def settle(
         self, settlements: Sequence[Settlement], *, events: Sequence[Event] = ()
@@ -733,38 +752,42 @@ class PubSubQueue(Queue):
             return SettleResult()
         subscription = self._subscription()
         names = self._resolve()
-        held = self._held([s.delivery for s in settlements])
-        applied = [s for s in settlements if s.delivery.message_id in held]
-        lost = [s for s in settlements if s.delivery.message_id not in held]
-        dead = [s for s in applied if s.action == "dead_letter"]
+        held, lost = self._split(settlements)
+        dead = [s for s, _ in held if s.action == "dead_letter"]
         if dead:
             now = self.clock()
             # confirmed before anything is acked: a failure here applies nothing
             self._publish(names.dlq_topic, [self._letter_message(s, now) for s in dead])
-        acks = [_token(s.delivery)[1] for s in applied if s.action != "nack"]
+        acks = [ack_id for s, ack_id in held if s.action != "nack"]
         refused = self._ack(subscription, acks) if acks else set()
         delays: dict[int, list[str]] = {}
-        for s in applied:
+        for s, ack_id in held:
             if s.action == "nack":
-                delays.setdefault(_delay(s.delay_s), []).append(_token(s.delivery)[1])
+                delays.setdefault(_delay(s.delay_s), []).append(ack_id)
         for delay, ack_ids in sorted(delays.items()):
             refused |= self._modify(ack_ids, delay)
         if refused:
             # an exactly-once subscription refused these ack ids: the lease was lost
             # (expired, or the message delivered again), so nothing was applied for them
-            lost += [s for s in applied if _token(s.delivery)[1] in refused]
-            applied = [s for s in applied if _token(s.delivery)[1] not in refused]
-        errors = {
-            self._key(s.delivery.message_id): s.detail
-            for s in applied
-            if s.action == "nack" and s.detail is not None
-        }
-        ran = [self._key(s.delivery.message_id) for s in applied if s.action == "nack" and s.ran]
-        self._forget.extend(self._key(s.delivery.message_id) for s in applied if s.action != "nack")
+            lost += [s for s, ack_id in held if ack_id in refused]
+            held = [(s, ack_id) for s, ack_id in held if ack_id not in refused]
+        prefix = self._prefix
+        errors: dict[str, str | None] = {}
+        ran: list[str] = []
+        forget = self._forget
+        for s, _ in held:
+            key = prefix + s.delivery.message_id
+            if s.action != "nack":
+                forget.append(key)
+                continue
+            if s.detail is not None:
+                errors[key] = s.detail
+            if s.ran:
+                ran.append(key)
         # settled counts are dropped in bulk: one write per many settles, not one each
-        if errors or ran or len(self._forget) >= FORGET_BATCH:
+        if errors or ran or len(forget) >= FORGET_BATCH:
             self._forget_settled(errors, ran)
-        return SettleResult(tuple(applied), tuple(lost))
+        return SettleResult(tuple(s for s, _ in held), tuple(lost))
 
     def _forget_settled(
         self, errors: Mapping[str, str | None] | None = None, ran: Sequence[str] = ()
@@ -798,7 +821,7 @@ class PubSubQueue(Queue):
     def extend(self, delivery: Delivery, lease_s: float) -> Delivery:
         check_pull_args(1, lease_s)
         self._leased()
-        if not self._held([delivery]):
+        if not self._split([Settlement.ack(delivery)])[0]:
             raise LeaseLost(f"message {delivery.message_id} was leased again")
         lease = _deadline(lease_s)
         if self._modify([_token(delivery)[1]], lease):
@@ -1050,10 +1073,11 @@ def _epoch(stamp: Any) -> float:
     return float(stamp.seconds) + float(stamp.nanos) / 1e9
 
 
-def _publish_order(m: Any) -> tuple[float, int, str]:
-    msg = m.message
-    mid = msg.message_id
-    return (_epoch(msg.publish_time), len(mid), mid)
+def _publish_order(row: tuple[Any, str, str, int]) -> tuple[int, int, int, str]:
+    """Publish time, then the message id as a number (Pub/Sub's ids are decimal)."""
+    stamp = row[0].publish_time
+    mid = row[1]
+    return (stamp.seconds, stamp.nanos, len(mid), mid)
 
 
 def _letter_of(msg: Any) -> DeadLetter:
