@@ -28,7 +28,10 @@ responses a second (~2,000 msg/s whatever the flow control or thread count).
 Then ``rejections``: R messages whose ``request_id`` is not a UUID, through the same
 worker. Latency per message: from the moment its pull returned (the gate runs right
 after) to the return of the ``settle`` that published it to the dead-letter topic
-(confirmed) and then acked it.
+(confirmed) and then acked it. Each round, also ``rejections among valid traffic``:
+R / 4 rejections, each after ``--mixed-every`` - 1 valid requests, so that a rejection
+meets the commits of other outcomes, as in production. Per round p50 and p99; the
+medians of those are reported.
 
 Last, unless ``--rtt-ms 0``: ``raw``, ``peer`` and ``steadyq`` again on ``--rtt-messages``
 messages through a loopback proxy that adds ``--rtt-ms`` of round trip
@@ -308,18 +311,18 @@ class _Timed:
         return result
 
 
-def run_rejections(n: int, folder: Path) -> list[float]:
+def run_rejections(n: int, folder: Path, *, valid_between: int = 0) -> list[float]:
+    """Latencies (ms) of n rejections; ``valid_between`` valid requests before each."""
     from steadyq import Worker, WorkerOptions
     from steadyq.brokers import open_queue, store_for
 
+    valid = iter(valid_bodies(n * valid_between, n))
+    bodies: list[bytes] = []
+    for i in range(n):
+        bodies += [next(valid) for _ in range(valid_between)]
+        bodies.append(json.dumps({"request_id": f"test-smoke-{i:05d}", "topic": "x"}).encode())
     with fresh("reject") as (topic, sub):
-        publish(
-            topic,
-            [
-                json.dumps({"request_id": f"test-smoke-{i:05d}", "topic": "x"}).encode()
-                for i in range(n)
-            ],
-        )
+        publish(topic, bodies)
         queue = open_queue(f"pubsub://{PROJECT}/{sub}")
         store = store_for(queue, f"sqlite:///{folder}/reject-{sub}.db")
         timed = _Timed(queue)
@@ -349,6 +352,13 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rejections", type=int, default=2_000)
+    parser.add_argument(
+        "--mixed-every",
+        type=int,
+        default=20,
+        help="also time --rejections / 4 rejections each after this many - 1 valid requests,"
+        " so that a rejection meets commits of other outcomes (0: skip)",
+    )
     parser.add_argument(
         "--warmup", type=int, default=20_000, help="untimed messages per loop first (0: none)"
     )
@@ -382,7 +392,9 @@ def main() -> int:
     in_memory: list[Rate] = []
     ceiling: list[Rate] = []
     streaming: Rate | None = None
-    latencies: list[float] = []
+    rejection_p: list[tuple[float, float]] = []  # (p50, p99) per round
+    mixed_p: list[tuple[float, float]] = []
+    n_mixed = max(1, args.rejections // 4)
     rtt_raw: list[Rate] = []
     rtt_peer: list[Rate] = []
     rtt_ours: list[Rate] = []
@@ -410,7 +422,16 @@ def main() -> int:
             if args.streaming_messages:
                 streaming = run_streaming(args.streaming_messages, 0)
                 log(f"streaming subscriber {streaming.per_s:,.0f}/s (outside every ratio)")
-            latencies = run_rejections(args.rejections, folder)
+            for round_ in range(1, args.rounds + 1):
+                lat = run_rejections(args.rejections, folder)
+                rejection_p.append((p(lat, 0.5), p(lat, 0.99)))
+                log(f"round {round_}: rejections p50 / p99 {rejection_p[-1][0]:.1f} /"
+                    f" {rejection_p[-1][1]:.1f} ms")  # fmt: skip
+                if args.mixed_every > 1:
+                    lat = run_rejections(n_mixed, folder, valid_between=args.mixed_every - 1)
+                    mixed_p.append((p(lat, 0.5), p(lat, 0.99)))
+                    log(f"round {round_}: rejections among valid traffic p50 / p99"
+                        f" {mixed_p[-1][0]:.1f} / {mixed_p[-1][1]:.1f} ms")  # fmt: skip
             if args.rtt_ms > 0:
                 from latency_proxy import LatencyProxy
 
@@ -441,7 +462,8 @@ def main() -> int:
     ceiling_per_s, ceiling_cpu = median_rate(ceiling)
     ratio = steadyq_per_s / raw_per_s
     ratio_peer = steadyq_per_s / peer_per_s
-    p50, p99 = p(latencies, 0.5), p(latencies, 0.99)
+    p50 = statistics.median(x[0] for x in rejection_p)
+    p99 = statistics.median(x[1] for x in rejection_p)
 
     def listed(values: Sequence[Rate]) -> str:
         return ", ".join(f"{x.per_s:,.0f}" for x in values)
@@ -473,10 +495,23 @@ def main() -> int:
              f"{streaming.n:,} messages; the emulator's StreamingPull cap: in no ratio")
         )  # fmt: skip
     rows += [
-        ("rejection latency p50", f"{p50:.1f} ms", "", f"{len(latencies)} rejections"),
+        ("rejection latency p50", f"{p50:.1f} ms", "",
+         f"{args.rejections:,} rejections back to back; per round "
+         + ", ".join(f"{x[0]:.1f}" for x in rejection_p)),
         ("rejection latency p99", f"{p99:.1f} ms", "",
-         "pull returned -> DLQ publish confirmed + ack"),
+         "pull returned -> DLQ publish confirmed + ack; per round "
+         + ", ".join(f"{x[1]:.1f}" for x in rejection_p)),
     ]  # fmt: skip
+    if mixed_p:
+        mixed50 = statistics.median(x[0] for x in mixed_p)
+        mixed99 = statistics.median(x[1] for x in mixed_p)
+        rows += [
+            ("rejection among valid, p50", f"{mixed50:.1f} ms", "",
+             f"{n_mixed:,} rejections, one in {args.mixed_every}; per round "
+             + ", ".join(f"{x[0]:.1f}" for x in mixed_p)),
+            ("rejection among valid, p99", f"{mixed99:.1f} ms", "",
+             "per round " + ", ".join(f"{x[1]:.1f}" for x in mixed_p)),
+        ]  # fmt: skip
     result: dict[str, Any] = {
         "raw_per_s": round(raw_per_s, 1),
         "peer_per_s": round(peer_per_s, 1),
@@ -501,6 +536,9 @@ def main() -> int:
     }
     if streaming is not None:
         result["streaming_per_s"] = round(streaming.per_s, 1)
+    if mixed_p:
+        result["mixed_rejection_p50_ms"] = round(mixed50, 2)
+        result["mixed_rejection_p99_ms"] = round(mixed99, 2)
     if rtt_raw:
         rtt_raw_per_s, rtt_raw_cpu = median_rate(rtt_raw)
         rtt_peer_per_s, _ = median_rate(rtt_peer)

@@ -284,6 +284,7 @@ class PubSubQueue(Queue):
         self._clients: tuple[Any, Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._forget: list[str] = []  # keys of settled messages whose counts can go
+        self._forget_lock = threading.Lock()  # settle may run on more than one thread
         self._leasing: list[Future[None]] = []  # leases being set after pulls
         self._lease_lock = threading.Lock()
         # ack ids whose lease the server refused to set (exactly-once subscriptions)
@@ -449,11 +450,16 @@ class PubSubQueue(Queue):
         return self._publish(self._resolve().topic, checked)
 
     def _publish(self, topic: str, items: Sequence[tuple[bytes, dict[str, str]]]) -> list[str]:
-        """Publish in requests of at most MAX_PUBLISH messages; return once confirmed."""
+        """Publish in requests of at most MAX_PUBLISH messages; return once confirmed.
+
+        Requests are built on the raw protobuf: a proto-plus message costs about 17 µs
+        to build, the raw one 3.5 µs, which is most of a dead-letter batch's CPU."""
         if not items:
             return []
         from google.pubsub_v1 import PubsubMessage
+        from google.pubsub_v1.types import PublishRequest
 
+        message = PubsubMessage.pb()
         publisher, _ = self._api()
         ids: list[str] = []
         chunk: list[Any] = []
@@ -462,7 +468,9 @@ class PubSubQueue(Queue):
         def flush() -> None:
             with mapped(f"publish to {topic.rsplit('/', 1)[-1]}"):
                 response = publisher.publish(
-                    topic=topic, messages=chunk, retry=None, timeout=RPC_TIMEOUT_S
+                    request=_raw(PublishRequest, topic=topic, messages=chunk),
+                    retry=None,
+                    timeout=RPC_TIMEOUT_S,
                 )
             ids.extend(response.message_ids)
             chunk.clear()
@@ -472,7 +480,7 @@ class PubSubQueue(Queue):
             if chunk and (len(chunk) >= MAX_PUBLISH or size + cost > MAX_PUBLISH_BYTES):
                 flush()
                 size = 0
-            chunk.append(PubsubMessage(data=body, attributes=attrs))
+            chunk.append(message(data=body, attributes=attrs))
             size += cost
         flush()
         return ids
@@ -774,7 +782,7 @@ class PubSubQueue(Queue):
         prefix = self._prefix
         errors: dict[str, str | None] = {}
         ran: list[str] = []
-        forget = self._forget
+        forget: list[str] = []
         for s, _ in held:
             key = prefix + s.delivery.message_id
             if s.action != "nack":
@@ -784,19 +792,24 @@ class PubSubQueue(Queue):
                 errors[key] = s.detail
             if s.ran:
                 ran.append(key)
+        with self._forget_lock:
+            self._forget += forget
+            due = len(self._forget) >= FORGET_BATCH
         # settled counts are dropped in bulk: one write per many settles, not one each
-        if errors or ran or len(forget) >= FORGET_BATCH:
+        if errors or ran or due:
             self._forget_settled(errors, ran)
         return SettleResult(tuple(s for s, _ in held), tuple(lost))
 
     def _forget_settled(
         self, errors: Mapping[str, str | None] | None = None, ran: Sequence[str] = ()
     ) -> None:
-        forget, self._forget = self._forget, []
+        with self._forget_lock:
+            forget, self._forget = self._forget, []
         try:
             self._attempt_store().settle_attempts(errors or {}, forget, ran)
         except BaseException:
-            self._forget[:0] = forget
+            with self._forget_lock:
+                self._forget[:0] = forget
             raise
 
     def _letter_message(self, s: Settlement, now: float) -> tuple[bytes, dict[str, str]]:
