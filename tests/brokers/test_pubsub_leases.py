@@ -244,3 +244,45 @@ def _info_without_ids() -> Any:
     from google.rpc.error_details_pb2 import ErrorInfo
 
     return ErrorInfo(reason=EXACTLY_ONCE_REASON, domain="pubsub.googleapis.com")
+
+
+def test_two_threads_settle_one_queue_at_once(
+    pubsub_host: str, unique: Callable[[str], str]
+) -> None:
+    """A worker may settle rejections beside the commit in flight: nothing is lost."""
+    import threading
+
+    from steadyq.brokers import pubsub
+
+    topic, sub = unique("topic"), unique("sub")
+    setup(PROJECT, topic, sub, min_backoff_s=0, max_backoff_s=0)
+    store = MemoryStore()
+    q = PubSubQueue(PROJECT, sub, store=store)
+    ids = q.publish_batch([(f"m{i}".encode(), None) for i in range(200)])
+    got: list[Any] = []
+    deadline = time.monotonic() + 30
+    while len(got) < 200 and time.monotonic() < deadline:
+        got += q.pull(200 - len(got), 60)
+    halves = [got[:100], got[100:]]
+    results: list[Any] = []
+    go = threading.Barrier(2)
+
+    def settle(batch: list[Any], dead: bool) -> None:
+        go.wait()
+        make = (lambda d: Settlement.dead_letter(d, "why")) if dead else Settlement.ack
+        results.append(q.settle([make(d) for d in batch]))
+
+    threads = [threading.Thread(target=settle, args=(h, i == 1)) for i, h in enumerate(halves)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(len(r.applied) for r in results) == [100, 100]
+    assert all(not r.lost for r in results)
+    assert sorted(q._forget) == sorted(f"{sub}/{m}" for m in ids), "every count to drop, once"
+    assert len(q.dlq_list()) == 100
+    assert q.pull(10, 60) == []
+    q._forget_settled()
+    assert store.attempts_of([f"{sub}/{m}" for m in ids]) == {}
+    assert pubsub.FORGET_BATCH > 200  # so the counts above were still waiting in bulk
+    q.close()
