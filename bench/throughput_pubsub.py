@@ -52,7 +52,8 @@ Prints a table, then exactly one line of JSON as the last line of stdout:
 ``ratio_peer`` (steadyq / peer), ``*_cpu_us_per_msg``, ``rejection_p99_ms`` (and
 details, ``rtt_*`` for the proxied runs, ``rtt_ratio`` = steadyq / raw there). Progress
 goes to stderr. The machine this runs on may be shared: quote medians, and CPU/msg,
-which load changes less than rates.
+which load changes less than rates. ``bench/pubsub_parts.py`` splits steadyq's CPU
+per message into its pieces.
 """
 
 from __future__ import annotations

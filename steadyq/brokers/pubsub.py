@@ -22,9 +22,14 @@ What steadyq adds to Pub/Sub, and how:
 * **Leases.** A pull sets each message's ack deadline to the lease asked for (Pub/Sub
   allows 0 to 600 s); a nack with a delay sets it to the delay. The worker extends
   leases only up to its handler's hard deadline.
-* **Lost leases.** Pub/Sub accepts a stale ack id silently. A delivery carries the
-  count it was pulled with; when the store's count is higher, someone pulled the
-  message since, and settling it is reported as lost.
+* **Lost leases.** Pub/Sub accepts a stale ack id silently (without exactly-once
+  delivery). A delivery carries the count it was pulled with; when the store's count
+  is higher, someone pulled the message since, and settling it is reported as lost. On
+  a subscription with exactly-once delivery Pub/Sub refuses such an ack id itself
+  (ErrorInfo ``EXACTLY_ONCE_ACKID_FAILURE``): that is a lost lease too, never an ack
+  believed done.
+* **DLQ reads** lease what they read for 10 s (Pub/Sub's shortest) and give it all back
+  as soon as the scan ends, so a DLQ command blocks no other reader for long.
 
 The driver (``google-cloud-pubsub``, the ``pubsub`` extra) is imported on first use.
 Every driver error becomes a :class:`~steadyq.errors.BackendError`; an unreachable
@@ -238,7 +243,6 @@ class _Names:
     dlq_topic: str
     dlq_subscription: str
     ack_deadline_s: int
-    exactly_once: bool = False
 
 
 @dataclass(slots=True)
@@ -355,7 +359,6 @@ class PubSubQueue(Queue):
         subscription: str | None = sub_path
         ack_deadline = 0  # unknown: every pull sets its lease
         dead_letter_topic = None
-        exactly_once = False
         try:
             if self._topic_id is not None:  # named in the URL: nothing to read
                 raise _Given
@@ -365,7 +368,6 @@ class PubSubQueue(Queue):
                 )
             topic = sub.topic
             ack_deadline = sub.ack_deadline_seconds or 10
-            exactly_once = bool(sub.enable_exactly_once_delivery)
             if sub.dead_letter_policy and sub.dead_letter_policy.dead_letter_topic:
                 dead_letter_topic = sub.dead_letter_policy.dead_letter_topic
         except NotFound as missing:
@@ -403,7 +405,6 @@ class PubSubQueue(Queue):
                 self.project, self._dlq_subscription_id or dlq_sub_id
             ),
             ack_deadline_s=int(ack_deadline),
-            exactly_once=exactly_once,
         )
         return self._names
 
