@@ -121,8 +121,11 @@ def test_setup_defaults_to_the_workers_lease_and_says_what_it_chose(
     calls: list[int] = []
     q._lease = lambda ack_ids, deadline_s: calls.append(deadline_s)  # type: ignore[method-assign]
     q.publish(b"x")
-    [d] = q.pull(100, 630)
-    assert calls == [] and d.leased_until - time.time() > 590
+    from steadyq import WorkerOptions
+
+    [d] = q.pull(100, WorkerOptions().effective_lease_s)
+    assert calls == [], "the worker's default lease is the subscription's ack deadline"
+    assert d.leased_until - time.time() > DEFAULT_ACK_DEADLINE_S - 10
     q.ack(d)
     q.close()
 
