@@ -15,6 +15,7 @@ Run on demand (not a test), e.g. the code before a change against the worktree:
 
     git archive HEAD~3 steadyq | tar -x -C /tmp/before
     python bench/worker_loop.py before=/tmp/before after=. --messages 5000 --rounds 5
+    python bench/worker_loop.py before=/tmp/before after=. --runner process --rounds 5
 
 The machine may be shared: quote medians, and rerun when figures look odd.
 """
@@ -38,12 +39,12 @@ from steadyq.content.schema import ContentRequest
 from steadyq.samples import valid_request
 from steadyq.worker import ExitCode, Worker, WorkerOptions
 
-db, n = sys.argv[1], int(sys.argv[2])
+db, n, runner = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 queue = open_queue(f"sqlite:///{db}")
 rng = random.Random(7)
 queue.publish_batch((json.dumps(valid_request(rng)).encode(), None) for _ in range(n))
 options = WorkerOptions(
-    handler="steadyq.handlers:noop", runner="inline", drain=True, schema=ContentRequest
+    handler="steadyq.handlers:noop", runner=runner, drain=True, schema=ContentRequest
 )
 worker = Worker(queue, store_for(queue), options)
 cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -54,15 +55,15 @@ cpu1 = resource.getrusage(resource.RUSAGE_SELF)
 cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
 ok = result.exit_code == ExitCode.OK and result.counts["succeeded"] == n
 queue.close()
-print(json.dumps({"elapsed_s": elapsed, "cpu_s": cpu, "ok": ok, "file": __import__("steadyq").__file__}))
+print(json.dumps({"elapsed_s": elapsed, "cpu_s": cpu, "ok": ok}))
 """
 
 
-def run_one(path: str, messages: int) -> dict[str, Any]:
+def run_one(path: str, messages: int, runner: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="steadyq-loop-bench-") as tmp:
         env = {**os.environ, "PYTHONPATH": str(Path(path).resolve())}
         done = subprocess.run(
-            [sys.executable, "-c", CHILD, f"{tmp}/q.db", str(messages)],
+            [sys.executable, "-c", CHILD, f"{tmp}/q.db", str(messages), runner],
             env=env,
             capture_output=True,
             text=True,
@@ -81,12 +82,13 @@ def main() -> None:
     parser.add_argument("trees", nargs="+", help="NAME=PATH, the first is the anchor")
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runner", choices=("inline", "process"), default="inline")
     args = parser.parse_args()
     trees = [t.split("=", 1) for t in args.trees]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in trees}
     for round_no in range(args.rounds):
         for name, path in trees:
-            result = run_one(path, args.messages)
+            result = run_one(path, args.messages, args.runner)
             runs[name].append(result)
             print(
                 f"round {round_no + 1}/{args.rounds} {name}: {result['elapsed_s']:.3f} s",
@@ -103,7 +105,10 @@ def main() -> None:
             "cpu_us_per_msg": cpu / args.messages * 1e6,
         }
     anchor = summary[trees[0][0]]
-    print(f"{args.messages} messages, inline runner, median of {args.rounds} runs")
+    print(
+        f"{args.messages} messages, {args.runner} runner, median of {args.rounds} runs"
+        " (CPU: the worker process's own, not its handler children's)"
+    )
     print(f"{'tree':<12}{'median s':>10}{'msg/s':>10}{'CPU µs/msg':>12}{'vs ' + trees[0][0]:>14}")
     for name, figures in summary.items():
         ratio = anchor["median_s"] / figures["median_s"]
@@ -112,7 +117,7 @@ def main() -> None:
             f"{name:<12}{figures['median_s']:>10.3f}{figures['per_s']:>10.0f}"
             f"{figures['cpu_us_per_msg']:>12.0f}{ratio:>13.2f}x"
         )
-    print(json.dumps({"messages": args.messages, "rounds": args.rounds, "trees": summary}))
+    print(json.dumps({"messages": args.messages, "runner": args.runner, "trees": summary}))
 
 
 if __name__ == "__main__":

@@ -391,6 +391,25 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
+def _release_forkserver() -> None:
+    """Let the forkserver exit with the worker.
+
+    A child of the forkserver holds a pipe that keeps the server alive for as long as
+    any of its clients lives: with it, a worker killed by SIGKILL would leave the server
+    waiting for the handler child and the child (whose parent is the server) waiting
+    for the server to die. Closed, the server exits with the worker and its children
+    follow (``PR_SET_PDEATHSIG``).
+    """
+    with contextlib.suppress(Exception):
+        from multiprocessing import forkserver
+
+        server: Any = getattr(forkserver, "_forkserver", None)
+        fd = getattr(server, "_forkserver_alive_fd", None)
+        if isinstance(fd, int):
+            server._forkserver_alive_fd = None
+            os.close(fd)
+
+
 def _child_main(
     conn: Connection,
     handler: str | Handler,
@@ -400,9 +419,16 @@ def _child_main(
     log_level: int = logging.WARNING,
     running: Any = None,
     slot: int = 0,
+    environ: dict[str, str] | None = None,
 ) -> None:
     global _IN_CHILD
     _IN_CHILD = True
+    _release_forkserver()
+    if environ is not None:
+        # a forkserver child inherits the server's environment, set when it started:
+        # see the worker's as it is now
+        os.environ.clear()
+        os.environ.update(environ)
     _die_with_parent()
     # the parent decides when children stop: a signal to the whole process group
     # (Ctrl-C, `timeout`, systemd, a container's init) must drain, not kill calls
@@ -598,6 +624,7 @@ class ProcessRunner:
                 self._log_level,
                 self._running,
                 index,
+                None if self.start_method == "fork" else dict(os.environ),
             ),
             name="steadyq-handler",
             daemon=True,
