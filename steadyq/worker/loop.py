@@ -124,7 +124,9 @@ class Worker:
         self._stop_reason = reason
 
     def _decide(self, decision: Decision) -> None:
-        self.counts.update(decision.counted)
+        counts = self.counts
+        for key in decision.counted:
+            counts[key] += 1
         self.recorder.decide(decision)
 
     # -- one execution --------------------------------------------------------
