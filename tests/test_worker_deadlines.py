@@ -110,3 +110,34 @@ def test_a_hung_call_is_killed_at_its_deadline_while_the_loop_is_blocked(
     assert DEADLINE_S * 1000 <= timed_out.duration_ms < (DEADLINE_S + SLACK_S) * 1000
     queue.close()
     store_queue.close()
+
+
+def test_children_started_by_the_forkserver_see_the_workers_environment_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from steadyq.runner import Call, ProcessRunner
+
+    def run_one() -> list[object]:
+        runner = ProcessRunner(
+            "tests.worker_handlers:environment",
+            concurrency=1,
+            execution_id="x",
+            emit=lambda event: None,
+            start_method="forkserver",
+        )
+        runner.start()
+        try:
+            runner.submit(Call(1, None, 1, "m", None, {}, 30.0))
+            outcomes: list[object] = []
+            give_up = time.monotonic() + 60
+            while not outcomes and time.monotonic() < give_up:
+                outcomes += runner.poll(0.1)
+        finally:
+            runner.close()
+        return [o.result for o in outcomes]  # type: ignore[attr-defined]
+
+    monkeypatch.setenv("STEADYQ_TEST_WHO", "first")
+    assert run_one() == [{"who": "first"}]
+    # the forkserver is running now, started with the environment of then
+    monkeypatch.setenv("STEADYQ_TEST_WHO", "second")
+    assert run_one() == [{"who": "second"}]

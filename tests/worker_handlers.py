@@ -60,3 +60,8 @@ def sleep_then_hang(request: Any, ctx: HandlerContext) -> None:
         time.sleep(0.8)
         return
     hang_noting_start(request, ctx)
+
+
+def environment(request: Any, ctx: HandlerContext) -> dict[str, str | None]:
+    """What this process sees of $STEADYQ_TEST_WHO."""
+    return {"who": os.environ.get("STEADYQ_TEST_WHO")}

@@ -221,7 +221,9 @@ class Worker:
                     if pulled == asked and spare > 0:
                         # more is likely ready and there is room for it: a network
                         # queue fetches it while this batch is recorded and settled
-                        self.queue.read_ahead(min(spare, batch_size))
+                        self.guard.call(
+                            "note", self.queue.read_ahead, min(spare, batch_size), what="read ahead"
+                        )
                 else:
                     found_empty = not self.guard.down
             wait_s = 0.0 if pulled else min(0.2, idle_s) if leases.inflight else 0.0
