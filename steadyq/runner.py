@@ -499,19 +499,26 @@ def _without_main(payload: object) -> Iterator[None]:
     "__main__"`` idiom would run again in every child, and a console script costs its
     imports (the whole CLI) at each child start. A child needs none of it: it runs
     ``_child_main`` and imports its handler by module name. So while the child is
-    started the main module is shown without a file, unless the handler lives there.
+    started the main module is shown without its file and its module name (``python -m
+    pkg.mod``), unless the handler lives there.
     """
     main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
     own = isinstance(payload, str) or getattr(payload, "__module__", None) != "__main__"
-    if main is None or path is None or getattr(main, "__spec__", None) is not None or not own:
+    if main is None or not own:
         yield
         return
-    del main.__file__
+    hidden: dict[str, Any] = {
+        name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__
+    }
+    for name in hidden:
+        if name == "__file__":
+            del main.__file__
+        else:
+            main.__spec__ = None
     try:
         yield
     finally:
-        main.__file__ = path
+        main.__dict__.update(hidden)
 
 
 def _open_pidfd(pid: int | None) -> int | None:
@@ -825,6 +832,7 @@ class ProcessRunner:
 
     def abort(self) -> list[int]:
         """Kill every child now; return the ids of calls that had not finished."""
+        self._watching.set()
         lost = [c.call_id for s in self._slots for c in s.queue] + [
             c.call_id for c in self._pending
         ]
