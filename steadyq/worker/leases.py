@@ -77,9 +77,6 @@ class LeaseKeeper:
         if item.request_id is not None:
             self.running.add(item.request_id)
 
-    def done(self, call_id: int) -> InFlight | None:
-        return self.inflight.pop(call_id, None)
-
     def park(self, items: list[Request], *, retry_in: float | None = None) -> None:
         self.parked.extend(items)
         if retry_in is not None:

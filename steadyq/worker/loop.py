@@ -373,7 +373,7 @@ class Worker:
     # -- outcomes -----------------------------------------------------------------
 
     def _collect(self, outcome: Outcome) -> None:
-        item = self.leases.done(outcome.call_id)
+        item = self.leases.inflight.pop(outcome.call_id, None)
         if item is None:
             return
         if outcome.status == "stale":
