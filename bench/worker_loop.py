@@ -55,7 +55,7 @@ cpu1 = resource.getrusage(resource.RUSAGE_SELF)
 cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
 ok = result.exit_code == ExitCode.OK and result.counts["succeeded"] == n
 queue.close()
-print(json.dumps({"elapsed_s": elapsed, "cpu_s": cpu, "ok": ok}))
+print(json.dumps({"elapsed_s": elapsed, "cpu_s": cpu, "ok": ok, "startup_s": result.startup_s}))
 """
 
 
@@ -100,6 +100,7 @@ def main() -> None:
         wall = statistics.median(r["elapsed_s"] for r in runs[name])
         cpu = statistics.median(r["cpu_s"] for r in runs[name])
         summary[name] = {
+            "startup_ms": statistics.median(r["startup_s"] for r in runs[name]) * 1000,
             "median_s": wall,
             "per_s": args.messages / wall,
             "cpu_us_per_msg": cpu / args.messages * 1e6,
@@ -109,12 +110,16 @@ def main() -> None:
         f"{args.messages} messages, {args.runner} runner, median of {args.rounds} runs"
         " (CPU: the worker process's own, not its handler children's)"
     )
-    print(f"{'tree':<12}{'median s':>10}{'msg/s':>10}{'CPU µs/msg':>12}{'vs ' + trees[0][0]:>14}")
+    print(
+        f"{'tree':<12}{'median s':>10}{'startup ms':>12}{'msg/s':>10}{'CPU µs/msg':>12}"
+        f"{'vs ' + trees[0][0]:>14}"
+    )
     for name, figures in summary.items():
         ratio = anchor["median_s"] / figures["median_s"]
         figures["speed_vs_anchor"] = ratio
         print(
-            f"{name:<12}{figures['median_s']:>10.3f}{figures['per_s']:>10.0f}"
+            f"{name:<12}{figures['median_s']:>10.3f}{figures['startup_ms']:>12.0f}"
+            f"{figures['per_s']:>10.0f}"
             f"{figures['cpu_us_per_msg']:>12.0f}{ratio:>13.2f}x"
         )
     print(json.dumps({"messages": args.messages, "runner": args.runner, "trees": summary}))

@@ -604,16 +604,29 @@ class ProcessRunner:
             if isinstance(self._spec, str):
                 modules.append(self._spec.partition(":")[0].strip())
             self._mp.set_forkserver_preload(modules)
+        # all children load the handler at once: startup is one child's, not the sum
+        launched: list[tuple[BaseProcess, Connection, range]] = []
         try:
             for index in range(self.concurrency):
-                self._slots.append(self._spawn(index))
+                launched.append(self._launch(index))
+            for process, conn, ring in launched:
+                self._slots.append(self._ready(process, conn, ring))
         except BaseException:
             self.abort()
+            for process, conn, _ring in launched[len(self._slots) :]:
+                with contextlib.suppress(Exception):
+                    process.kill()
+                    process.join(5)
+                    conn.close()
             raise
         self._watchdog = threading.Thread(target=self._watch, name="steadyq-deadlines", daemon=True)
         self._watchdog.start()
 
     def _spawn(self, index: int) -> _Slot:
+        return self._ready(*self._launch(index))
+
+    def _launch(self, index: int) -> tuple[BaseProcess, Connection, range]:
+        """Start the child of slot ``index`` (not waiting for it to be ready)."""
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()  # a forked child must not inherit unflushed output
@@ -642,6 +655,14 @@ class ProcessRunner:
             with _without_main(self._payload):
                 process.start()
         child_conn.close()
+        return process, parent_conn, ring
+
+    def _ready(self, process: BaseProcess, parent_conn: Connection, ring: range) -> _Slot:
+        """Wait until a launched child has loaded the handler.
+
+        Raises:
+            HandlerLoadError: it could not, or did not say so within 60 s.
+        """
         deadline = time.monotonic() + 60
         while True:
             left = deadline - time.monotonic()
