@@ -141,3 +141,30 @@ def test_children_started_by_the_forkserver_see_the_workers_environment_now(
     # the forkserver is running now, started with the environment of then
     monkeypatch.setenv("STEADYQ_TEST_WHO", "second")
     assert run_one() == [{"who": "second"}]
+
+
+def test_a_start_that_fails_leaves_no_handler_process_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steadyq import HandlerLoadError
+    from steadyq.runner import ProcessRunner
+
+    monkeypatch.setenv("STEADYQ_TEST_LOADS", str(tmp_path))
+    runner = ProcessRunner(
+        "tests.worker_handler_second_fails:handle",
+        concurrency=2,
+        execution_id="x",
+        emit=lambda event: None,
+        start_method="spawn",  # each child imports the module itself
+    )
+    with pytest.raises(HandlerLoadError, match="second handler process refuses"):
+        runner.start()
+    first = int((tmp_path / "first").read_text())
+    state = Path(f"/proc/{first}/stat")
+    give_up = time.monotonic() + 30
+    while state.exists() and time.monotonic() < give_up:
+        if state.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            break
+        time.sleep(0.05)
+    alive = state.exists() and state.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    assert not alive, "the child that had started is stopped with the failed start"
