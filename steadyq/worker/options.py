@@ -7,10 +7,10 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 from pydantic import BaseModel
 
+from steadyq.exit_codes import ExitCode  # the worker's codes are the commands' (exit_codes.py)
 from steadyq.policy import RetryPolicy
 from steadyq.runner import Handler
 
@@ -22,17 +22,6 @@ MAX_UNCOMMITTED = 1000
 # how soon a copy parked behind another execution's claim asks again (doubling up to the max)
 CLAIM_RETRY_S = 0.1
 CLAIM_RETRY_MAX_S = 2.0
-
-
-class ExitCode(IntEnum):
-    """The worker's exit codes (also ``steadyq worker``'s)."""
-
-    OK = 0  # drained, stopped by a first signal, or reached its time budget
-    ERROR = 1  # an unexpected error ended the execution
-    USAGE = 2  # bad command line or settings
-    BACKEND_UNAVAILABLE = 3  # the queue or store could not be opened or stayed down
-    HANDLER_UNLOADABLE = 4  # the handler could not be imported or started
-    INTERRUPTED = 5  # a second signal: in-flight work was nacked and the worker left
 
 
 @dataclass(frozen=True, slots=True)
