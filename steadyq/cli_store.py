@@ -29,6 +29,7 @@ store_app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
 @store_app.command("prune")
 def prune_command(
     older_than: Annotated[

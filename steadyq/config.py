@@ -190,6 +190,22 @@ WORKER_SETTINGS: tuple[Setting, ...] = (
         limits={"ge": 0},
     ),
     Setting(
+        "dlq_retention_s",
+        "dlq_retention_s",
+        float,
+        "Delete dead letters older than this (7d); 0 keeps them.",
+        duration=True,
+        limits={"ge": 0},
+    ),
+    Setting(
+        "telemetry_retention_s",
+        "telemetry_retention_s",
+        float,
+        "Prune events and finished ledger rows older than this; 0 (default) keeps them.",
+        duration=True,
+        limits={"ge": 0},
+    ),
+    Setting(
         "lease_s",
         "lease_s",
         float | None,

@@ -102,6 +102,8 @@ SAMPLES: dict[str, tuple[str, str, object]] = {
     "max_attempts": ("7", "7", 7),
     "retry_min_s": ("5s", '"5s"', 5.0),
     "retry_max_s": ("2m", '"2m"', 120.0),
+    "dlq_retention_s": ("3d", '"3d"', 259200.0),
+    "telemetry_retention_s": ("30d", '"30d"', 2592000.0),
     "lease_s": ("45", "45", 45.0),
     "batch_size": ("16", "16", 16),
     "prefetch": ("2", "2", 2),

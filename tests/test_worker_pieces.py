@@ -27,7 +27,7 @@ MAX_CLASS_LINES = 400
 CLASS_SIZE_EXCEPTIONS = {
     # owned by the Pub/Sub engineer and being changed in parallel this session; the
     # split (subscription admin, pull/ack transport, attempt counts) is left to them
-    ("steadyq/brokers/pubsub.py", "PubSubQueue"): 700,
+    ("steadyq/brokers/pubsub.py", "PubSubQueue"): 700,  # 688 now
 }
 
 

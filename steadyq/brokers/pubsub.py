@@ -848,113 +848,14 @@ class PubSubQueue(Queue):
     def stats(self) -> QueueStats:
         if emulator_host():
             return QueueStats(None, None, None, None, None, notes=(EMULATOR_NOTE,))
-        return self._monitoring_stats()
-
-    def _monitoring_stats(self) -> QueueStats:
-        """Backlog from Cloud Monitoring (real Pub/Sub only; figures lag ~1-2 min)."""
-        names = self._resolve()
-        unknown = "in flight and delayed are not told apart by Pub/Sub"
-        try:
-            from google.cloud import monitoring_v3
-        except ImportError:
-            return QueueStats(
-                None,
-                None,
-                None,
-                None,
-                None,
-                notes=("backlog figures need google-cloud-monitoring: steadyq[monitoring]",),
-            )
-
-        def latest(metric: str, subscription: str | None) -> float | None:
-            if subscription is None:
-                return None
-            now = time.time()
-            interval = monitoring_v3.TimeInterval(
-                end_time={"seconds": int(now)}, start_time={"seconds": int(now - 600)}
-            )
-            sub_id = subscription.rsplit("/", 1)[-1]
-            with mapped("read Cloud Monitoring"):
-                request = monitoring_v3.ListTimeSeriesRequest(
-                    name=f"projects/{names.project}",
-                    filter=f'metric.type = "pubsub.googleapis.com/subscription/{metric}"'
-                    f' AND resource.labels.subscription_id = "{sub_id}"',
-                    interval=interval,
-                    view=monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL,
-                )
-                series = monitoring_v3.MetricServiceClient().list_time_series(request=request)
-                for item in series:
-                    for point in item.points:  # newest first
-                        value = point.value
-                        return float(value.int64_value or value.double_value)
-            return None
-
-        backlog = latest("num_undelivered_messages", names.subscription)
-        oldest = latest("oldest_unacked_message_age", names.subscription)
-        dead = latest("num_undelivered_messages", names.dlq_subscription)
-        return QueueStats(
-            ready=None if backlog is None else int(backlog),
-            in_flight=None,
-            delayed=None,
-            dead_lettered=None if dead is None else int(dead),
-            oldest_unacked_age_s=oldest,
-            notes=(
-                "from Cloud Monitoring, a minute or two behind; ready counts every"
-                f" undelivered message ({unknown})",
-            ),
-        )
+        return monitoring_stats(self._resolve())
 
     # -- dead letters -----------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _dlq(self, lease_s: int = DLQ_READ_LEASE_S) -> Iterator[list[_Letter]]:
-        """Lease every letter on the DLQ subscription for ``lease_s`` (renewed while the
-        scan runs); give back at once, when the caller is done, those it left in the
-        list (acked ones are removed by the caller).
-
-        There is no way to read a Pub/Sub subscription without leasing what is read:
-        letters given back right after each pull would be pulled again instead of
-        the next ones. So a scan holds what it read until it reaches the end, then
-        gives it all back (ack deadline 0); a reader that dies meanwhile holds the
-        letters for ``lease_s`` at most."""
-        names = self._resolve()
-        held: dict[str, _Letter] = {}
-        seen: set[str] = set()
-        extra: list[str] = []  # ack ids of copies of messages already held
-        leased: list[str] = []  # every ack id held, in the order read
-        renewed = time.monotonic()
-        try:
-            while True:
-                batch = self._pull_once(names.dlq_subscription, MAX_PULL)
-                if not batch:
-                    break
-                if time.monotonic() - renewed > lease_s / 2:
-                    # a long scan: what was read first must not come back before the end
-                    self._modify_on(names.dlq_subscription, leased, lease_s)
-                    renewed = time.monotonic()
-                ack_ids = [m.ack_id for m in batch]
-                self._modify_on(names.dlq_subscription, ack_ids, lease_s)
-                leased += ack_ids
-                for m in batch:
-                    if m.message.message_id in seen:
-                        extra.append(m.ack_id)
-                        continue
-                    seen.add(m.message.message_id)
-                    letter = _letter_of(m.message)
-                    if letter.message_id in held:
-                        held[letter.message_id].ack_ids.append(m.ack_id)
-                    else:
-                        held[letter.message_id] = _Letter(letter, [m.ack_id])
-            letters = sorted(
-                held.values(), key=lambda x: (x.letter.dead_lettered_at, x.letter.message_id)
-            )
-            kept = list(letters)
-            yield kept
-        finally:
-            give_back = [a for x in held.values() for a in x.ack_ids] + extra
-            if give_back:
-                with contextlib.suppress(BackendError):
-                    self._modify_on(names.dlq_subscription, give_back, 0)
+    def _dlq(
+        self, lease_s: int = DLQ_READ_LEASE_S
+    ) -> contextlib.AbstractContextManager[list[_Letter]]:
+        return scan_dead_letters(self, lease_s)
 
     def _modify_on(self, subscription: str, ack_ids: Sequence[str], deadline_s: int) -> set[str]:
         from google.pubsub_v1.types import ModifyAckDeadlineRequest
@@ -1040,6 +941,114 @@ class PubSubQueue(Queue):
         if self._owns_store and self._store is not None:
             self._store.close()
             self._store = None
+
+
+# -- what the queue does without holding state of its own ---------------------------
+
+
+def monitoring_stats(names: _Names) -> QueueStats:
+    """Backlog from Cloud Monitoring (real Pub/Sub only; figures lag ~1-2 min)."""
+    unknown = "in flight and delayed are not told apart by Pub/Sub"
+    try:
+        from google.cloud import monitoring_v3
+    except ImportError:
+        return QueueStats(
+            None,
+            None,
+            None,
+            None,
+            None,
+            notes=("backlog figures need google-cloud-monitoring: steadyq[monitoring]",),
+        )
+
+    def latest(metric: str, subscription: str | None) -> float | None:
+        if subscription is None:
+            return None
+        now = time.time()
+        interval = monitoring_v3.TimeInterval(
+            end_time={"seconds": int(now)}, start_time={"seconds": int(now - 600)}
+        )
+        sub_id = subscription.rsplit("/", 1)[-1]
+        with mapped("read Cloud Monitoring"):
+            request = monitoring_v3.ListTimeSeriesRequest(
+                name=f"projects/{names.project}",
+                filter=f'metric.type = "pubsub.googleapis.com/subscription/{metric}"'
+                f' AND resource.labels.subscription_id = "{sub_id}"',
+                interval=interval,
+                view=monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL,
+            )
+            series = monitoring_v3.MetricServiceClient().list_time_series(request=request)
+            for item in series:
+                for point in item.points:  # newest first
+                    value = point.value
+                    return float(value.int64_value or value.double_value)
+        return None
+
+    backlog = latest("num_undelivered_messages", names.subscription)
+    oldest = latest("oldest_unacked_message_age", names.subscription)
+    dead = latest("num_undelivered_messages", names.dlq_subscription)
+    return QueueStats(
+        ready=None if backlog is None else int(backlog),
+        in_flight=None,
+        delayed=None,
+        dead_lettered=None if dead is None else int(dead),
+        oldest_unacked_age_s=oldest,
+        notes=(
+            "from Cloud Monitoring, a minute or two behind; ready counts every"
+            f" undelivered message ({unknown})",
+        ),
+    )
+
+
+@contextlib.contextmanager
+def scan_dead_letters(queue: PubSubQueue, lease_s: int) -> Iterator[list[_Letter]]:
+    """Lease every letter on the DLQ subscription for ``lease_s`` (renewed while the
+    scan runs); give back at once, when the caller is done, those it left in the
+    list (acked ones are removed by the caller).
+
+    There is no way to read a Pub/Sub subscription without leasing what is read:
+    letters given back right after each pull would be pulled again instead of
+    the next ones. So a scan holds what it read until it reaches the end, then
+    gives it all back (ack deadline 0); a reader that dies meanwhile holds the
+    letters for ``lease_s`` at most."""
+    names = queue._resolve()
+    held: dict[str, _Letter] = {}
+    seen: set[str] = set()
+    extra: list[str] = []  # ack ids of copies of messages already held
+    leased: list[str] = []  # every ack id held, in the order read
+    renewed = time.monotonic()
+    try:
+        while True:
+            batch = queue._pull_once(names.dlq_subscription, MAX_PULL)
+            if not batch:
+                break
+            if time.monotonic() - renewed > lease_s / 2:
+                # a long scan: what was read first must not come back before the end
+                queue._modify_on(names.dlq_subscription, leased, lease_s)
+                renewed = time.monotonic()
+            ack_ids = [m.ack_id for m in batch]
+            queue._modify_on(names.dlq_subscription, ack_ids, lease_s)
+            leased += ack_ids
+            for m in batch:
+                if m.message.message_id in seen:
+                    extra.append(m.ack_id)
+                    continue
+                seen.add(m.message.message_id)
+                letter = _letter_of(m.message)
+                if letter.message_id in held:
+                    held[letter.message_id].ack_ids.append(m.ack_id)
+                else:
+                    held[letter.message_id] = _Letter(letter, [m.ack_id])
+        letters = sorted(
+            held.values(), key=lambda x: (x.letter.dead_lettered_at, x.letter.message_id)
+        )
+        kept = list(letters)
+        yield kept
+    finally:
+        give_back = [a for x in held.values() for a in x.ack_ids] + extra
+        if give_back:
+            with contextlib.suppress(BackendError):
+                queue._modify_on(names.dlq_subscription, give_back, 0)
 
 
 def _raw(request_type: Any, **fields: Any) -> Any:

@@ -32,10 +32,16 @@ from steadyq.telemetry.store import (
     EventStore,
 )
 from steadyq.worker.leases import InFlight, LeaseKeeper, Request
-from steadyq.worker.options import DEFAULT_BATCH, ExecutionResult, ExitCode, WorkerOptions
+from steadyq.worker.options import (
+    DEFAULT_BATCH,
+    ExecutionResult,
+    ExitCode,
+    WorkerOptions,
+)
 from steadyq.worker.outage import OutageGuard
 from steadyq.worker.policy import Decision, OutcomePolicy, decided_alike, ledger_fields
 from steadyq.worker.recorder import Recorder
+from steadyq.worker.retention import RetentionKeeper
 
 
 def make_runner(opts: WorkerOptions, execution_id: str, emit: Callable[[Event], None]) -> Runner:
@@ -117,6 +123,7 @@ class Worker:
         self._call_ids = iter(range(1, 1 << 62))
         self._signals = 0
         self._stop_reason = ""
+        self.retention = RetentionKeeper(queue, store, opts, self.guard, self.recorder)
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Stop pulling and finish in-flight work; a second call abandons it."""
@@ -233,6 +240,7 @@ class Worker:
             # an idle pass also waits for the commit still running in the background
             self.guard.record(rec.flush_now if not (pulled or outcomes) else rec.flush)
             leases.extend(lease_s, runner)
+            self.retention.tick()
             if not may_pull and not leases.inflight and leases.parked:
                 rec.settle(leases.give_back_parked())
             if not leases.holding and not rec.committing:

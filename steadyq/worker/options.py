@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from steadyq.exit_codes import ExitCode  # the worker's codes are the commands' (exit_codes.py)
+from steadyq.brokers.base import DLQ_RETENTION_S
+from steadyq.exit_codes import ExitCode as ExitCode  # the commands' codes, defined once
 from steadyq.policy import RetryPolicy
 from steadyq.runner import Handler
 
@@ -22,6 +23,8 @@ MAX_UNCOMMITTED = 1000
 # how soon a copy parked behind another execution's claim asks again (doubling up to the max)
 CLAIM_RETRY_S = 0.1
 CLAIM_RETRY_MAX_S = 2.0
+# how often a worker applies its retention (the first time soon after it is ready)
+RETENTION_EVERY_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,11 @@ class WorkerOptions:
     # lowest level of the handlers' log records that reach the sink; the store keeps
     # WARNING and above whatever this says
     log_level: int = logging.WARNING
+    # retention the worker applies by itself, every RETENTION_EVERY_S (0 keeps forever):
+    # dead letters older than this are deleted (a queue whose broker expires them itself,
+    # Pub/Sub, deletes nothing); telemetry (events, finished ledger rows) is kept unless set
+    dlq_retention_s: float = DLQ_RETENTION_S
+    telemetry_retention_s: float = 0.0
 
     @property
     def effective_max_deliveries(self) -> int:
