@@ -332,6 +332,6 @@ def test_stats_on_real_pubsub_read_cloud_monitoring(
     # as without the extra installed
     monkeypatch.setitem(sys.modules, "google.cloud.monitoring_v3", None)
     monkeypatch.delattr(google.cloud, "monitoring_v3")
-    without = q._monitoring_stats()
+    without = monitoring_stats(q._resolve())
     assert without.ready is None and "steadyq[monitoring]" in without.notes[0]
     q.close()
