@@ -281,6 +281,41 @@ def row_to_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
     )
 
 
+def claim_in(
+    conn: sqlite3.Connection, request_ids: Sequence[str], owner: str, until: float, now: float
+) -> dict[str, str]:
+    """:meth:`SqliteStore.claim` inside the caller's transaction (the SQLite queue
+    claims a pulled batch in the transaction of its settlements)."""
+    ids = list(dict.fromkeys(request_ids))
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    done = {
+        r
+        for (r,) in conn.execute(
+            f"SELECT request_id FROM requests WHERE status = 'completed'"
+            f" AND request_id IN ({marks})",
+            ids,
+        )
+    }
+    busy = {
+        r
+        for (r,) in conn.execute(
+            f"SELECT request_id FROM request_claims WHERE request_id IN ({marks})"
+            " AND owner != ? AND until > ?",
+            [*ids, owner, now],
+        )
+    }
+    free = [r for r in ids if r not in done and r not in busy]
+    conn.executemany(
+        "INSERT INTO request_claims (request_id, owner, until) VALUES (?,?,?)"
+        " ON CONFLICT (request_id) DO UPDATE SET owner = excluded.owner,"
+        " until = excluded.until",
+        [(r, owner, until) for r in free],
+    )
+    return {r: CLAIM_COMPLETED if r in done else CLAIM_BUSY if r in busy else CLAIMED for r in ids}
+
+
 class SqliteStore(EventStore):
     """Events, executions and the request ledger in a SQLite file."""
 
@@ -367,38 +402,10 @@ class SqliteStore(EventStore):
         return {e.message_id: e for e in found if e.message_id is not None}
 
     def claim(self, request_ids: Sequence[str], owner: str, until: float) -> dict[str, str]:
-        ids = list(dict.fromkeys(request_ids))
-        if not ids:
+        if not request_ids:
             return {}
-        marks = ",".join("?" * len(ids))
-        now = time.time()
         with self.db.transaction() as conn:
-            done = {
-                r
-                for (r,) in conn.execute(
-                    f"SELECT request_id FROM requests WHERE status = 'completed'"
-                    f" AND request_id IN ({marks})",
-                    ids,
-                )
-            }
-            busy = {
-                r
-                for (r,) in conn.execute(
-                    f"SELECT request_id FROM request_claims WHERE request_id IN ({marks})"
-                    " AND owner != ? AND until > ?",
-                    [*ids, owner, now],
-                )
-            }
-            free = [r for r in ids if r not in done and r not in busy]
-            conn.executemany(
-                "INSERT INTO request_claims (request_id, owner, until) VALUES (?,?,?)"
-                " ON CONFLICT (request_id) DO UPDATE SET owner = excluded.owner,"
-                " until = excluded.until",
-                [(r, owner, until) for r in free],
-            )
-        return {
-            r: CLAIM_COMPLETED if r in done else CLAIM_BUSY if r in busy else CLAIMED for r in ids
-        }
+            return claim_in(conn, request_ids, owner, until, time.time())
 
     def extend_claims(self, request_ids: Sequence[str], owner: str, until: float) -> None:
         if request_ids:
