@@ -36,19 +36,26 @@ log = logging.getLogger(__name__)
 # landed on one commit in a hundred and made the rejection p99); a thread with its own
 # connection runs PASSIVE checkpoints instead, which neither wait for nor block writers.
 CHECKPOINT_INTERVAL_S = 0.2  # at most this long between a commit and the next checkpoint
+# While the WAL grows fast (a checkpoint found more than CHECKPOINT_BUSY_PAGES frames),
+# the next one comes this soon: short passes keep the WAL small and the copies short.
+CHECKPOINT_BUSY_INTERVAL_S = 0.02
+CHECKPOINT_BUSY_PAGES = 1000
 # Past this many frames in the WAL (a steady load that never leaves a gap for a PASSIVE
 # checkpoint to finish in, or readers holding old snapshots), the thread runs a RESTART
 # checkpoint: it holds writers back while it finishes, and waits for readers.
-CHECKPOINT_BOUND_PAGES = 4000
+CHECKPOINT_BOUND_PAGES = 8000
 # A writer connection checkpoints itself only past this many frames (SQLite's own
 # auto-checkpoint): the backstop for a checkpointer that cannot run.
-AUTOCHECKPOINT_BACKSTOP_PAGES = 2 * CHECKPOINT_BOUND_PAGES
+AUTOCHECKPOINT_BACKSTOP_PAGES = 3 * CHECKPOINT_BOUND_PAGES
+# The locked pass that lets the WAL start over runs only when at most this many frames
+# are left to copy (it makes one commit wait for that copy and the syncs).
+FINISH_LEFTOVER_PAGES = 64
 # How long a RESTART checkpoint waits for readers (holding writers back meanwhile)
 # before it gives up, and how long until the next try after one gave up.
 RESTART_WAIT_MS = 1000
 RESTART_RETRY_S = 5.0
 # After a checkpoint resets it, the WAL file is truncated to at most this many bytes.
-JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+JOURNAL_SIZE_LIMIT = 128 * 1024 * 1024
 
 # The partial index's condition, WARNING and above. SQLite uses a partial index only
 # for a query whose WHERE contains this very term: queries build theirs from it.
@@ -544,6 +551,7 @@ class Checkpointer:
         self._stop = threading.Event()
         self._busy = threading.Lock()  # held while a checkpoint runs (see _before_fork)
         self._failing = False
+        self._wait_s = self.interval_s
         self._restart_after = 0.0  # monotonic: no RESTART before (one gave up)
         self._thread = threading.Thread(
             target=self._run, name=f"steadyq-checkpoint {Path(path).name}", daemon=True
@@ -564,7 +572,7 @@ class Checkpointer:
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         try:
-            while not self._stop.wait(self.interval_s):
+            while not self._stop.wait(self._wait_s):
                 if self._owner is not None and self._owner() is None:
                     return
                 if not self.dirty:
@@ -599,16 +607,21 @@ class Checkpointer:
         that begins with every frame checkpointed and no reader in the WAL. Under a
         steady load commits land while a checkpoint copies (and syncs), so that
         moment may never come: a second PASSIVE pass (short: only what came
-        meanwhile) tries to finish in a gap between commits, and past the bound one
-        more runs while holding this process's connection lock, i.e. between two of
-        its transactions, so its next one starts the WAL over. If frames are still
+        meanwhile; up to four) tries to finish in a gap between commits, and past the
+        bound, once little is left, one more runs while holding this process's
+        connection lock, i.e. between two of its transactions, so its next one
+        starts the WAL over. If frames are still
         left (another process's writer, or a reader's snapshot), RESTART takes the
         write lock, finishes, and waits up to RESTART_WAIT_MS for readers to leave
         the WAL."""
         busy, frames, done = self._passive(conn)
-        if not busy and done < frames:
+        for _ in range(3):
+            # each pass copies what came during the last: short passes converge, and
+            # the one that finishes under the lock below has little left to copy
+            if busy or frames - done <= FINISH_LEFTOVER_PAGES:
+                break
             busy, frames, done = self._passive(conn)
-        if frames > self.bound_pages:
+        if frames > self.bound_pages and frames - done <= FINISH_LEFTOVER_PAGES:
             # commits came during every pass, or the last pass finished but no commit
             # has started the WAL over yet: finish between two of this process's
             # transactions (holding their lock). That costs the next commit the copy
@@ -623,6 +636,11 @@ class Checkpointer:
                 finally:
                     lock.release()
         self.last = (busy, frames, done)
+        self._wait_s = (
+            min(self.interval_s, CHECKPOINT_BUSY_INTERVAL_S)
+            if frames > CHECKPOINT_BUSY_PAGES
+            else self.interval_s
+        )
         now = time.monotonic()
         if frames > self.bound_pages and done < frames and now >= self._restart_after:
             busy, frames, done = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
