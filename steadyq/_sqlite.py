@@ -512,14 +512,17 @@ class Checkpointer:
     commit path.
 
     While commits come (``dirty`` is set by :meth:`SqliteDatabase.transaction` after
-    each), it runs a PASSIVE checkpoint every ``interval_s``: that copies committed
+    each), it runs a PASSIVE checkpoint every ``interval_s`` (every
+    CHECKPOINT_BUSY_INTERVAL_S while the WAL grows fast): that copies committed
     frames into the database file and syncs both, without taking the write lock, so
     no commit waits for it. Once the WAL holds more than ``bound_pages`` frames
-    (commits that never leave a gap for a checkpoint to finish in, or readers whose
-    snapshots still need old frames), it runs a RESTART checkpoint, which holds
-    writers back while it finishes and waits (up to RESTART_WAIT_MS) for those
-    readers, so the WAL starts over and cannot grow without bound while readers come
-    and go. A reader that never lets go pins the WAL in any mode.
+    (commits that never leave a gap for a checkpoint to finish in), one short pass
+    runs between two of this process's transactions so the next starts the WAL over;
+    if frames are still left (readers whose snapshots need them, another process's
+    writer), a RESTART checkpoint holds writers back while it finishes and waits (up
+    to RESTART_WAIT_MS) for those readers, so the WAL cannot grow without bound
+    while readers come and go (see :meth:`_checkpoint`). A reader that never lets go
+    pins the WAL in any mode.
 
     One per database object and process: a fork leaves the thread behind, and the
     child starts its own on its first commit (an at-fork hook also keeps a fork from
