@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,3 +177,38 @@ def test_a_kill_9_mid_load_loses_no_committed_transaction(
         db.close()
     missing = set(acknowledged) - stored
     assert not missing, f"{len(missing)} committed rows lost, e.g. {sorted(missing)[:5]}"
+
+
+def _child_writes(parent_db_path: str, out: Any) -> None:
+    # the parent's checkpointer is not running here: a commit through a fresh
+    # database object starts this process's own, and SQLite works in the child
+    child = SqliteDatabase(parent_db_path)
+    try:
+        fill(child, 50)
+        mine = child._checkpointer
+        out.put(mine is not None and mine.alive and mine._pid == os.getpid())
+    finally:
+        child.close()
+
+
+def test_a_fork_beside_a_busy_checkpointer_leaves_the_child_a_working_sqlite(
+    tmp_path: Path,
+) -> None:
+    import multiprocessing
+
+    db = SqliteDatabase(tmp_path / "q.db")
+    try:
+        ctx = multiprocessing.get_context("fork")
+        for _ in range(5):
+            fill(db, 300)  # keeps the thread checkpointing while the forks happen
+            parents = db._checkpointer
+            assert parents is not None and parents.alive
+            out = ctx.Queue()
+            child = ctx.Process(target=_child_writes, args=(db.path, out))
+            child.start()
+            assert out.get(timeout=60) is True
+            child.join(60)
+            assert child.exitcode == 0
+            assert parents.alive  # the parent's thread goes on
+    finally:
+        db.close()
