@@ -212,7 +212,7 @@ class Worker:
             elapsed = time.monotonic() - started_mono
             budget_left = None if opts.max_runtime_s is None else opts.max_runtime_s - elapsed
             may_pull = self._signals == 0 and (budget_left is None or budget_left > opts.deadline_s)
-            pulled = asked = 0
+            pulled = 0
             found_empty = False  # only a pull that came back empty proves the queue drained
             ready = leases.ready()
             if ready:
@@ -237,10 +237,8 @@ class Worker:
             outcomes = runner.poll(wait_s)
             for outcome in outcomes:
                 self._collect(outcome)
-            # an idle pass also waits for the commit still running in the background;
-            # after a full pull, the outcomes may ride with the next pass's claim
-            if not (pulled and pulled == asked and rec.may_wait()):
-                self.guard.record(rec.flush_now if not (pulled or outcomes) else rec.flush)
+            # an idle pass also waits for the commit still running in the background
+            self.guard.record(rec.flush_now if not (pulled or outcomes) else rec.flush)
             leases.extend(lease_s, runner)
             self.retention.tick()
             if not may_pull and not leases.inflight and leases.parked:
@@ -331,7 +329,7 @@ class Worker:
         claim_until = self._clock() + opts.effective_lease_s
         ids = list(dict.fromkeys(r[2] for r in others))
         found = self.guard.call(
-            "record", self.recorder.claim, ids, self.execution_id, claim_until, fallback=None
+            "record", self.store.claim, ids, self.execution_id, claim_until, fallback=None
         )
         if found is None:
             # nothing claimed: everything waits (its leases kept) until the store is back

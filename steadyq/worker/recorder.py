@@ -70,8 +70,6 @@ class Recorder:
         self._settled_ids: list[str] = []  # settled, not yet recorded
         self._committer: ThreadPoolExecutor | None = None
         self._committing: Future[Commit] | None = None
-        # the queue shares the store and settles and claims in one transaction
-        self._joint_claim = self.colocated and callable(getattr(queue, "settle_and_claim", None))
 
     # -- what happens -------------------------------------------------------
 
@@ -169,43 +167,6 @@ class Recorder:
             self._committed(self._commit(job))
         else:
             self._committing = self._committer.submit(self._commit, job)
-
-    def may_wait(self) -> bool:
-        """Whether this pass's outcomes may wait for the next pass's claim, which
-        commits them in its transaction (:meth:`claim`): only where the queue can do
-        both at once, never for a dead letter (a rejection is committed at once) and
-        never past MAX_UNCOMMITTED."""
-        return (
-            self._joint_claim
-            and len(self.pending) < MAX_UNCOMMITTED
-            and not any(s.action == "dead_letter" for s in self.pending)
-        )
-
-    def claim(self, request_ids: list[str], owner: str, until: float) -> dict[str, str]:
-        """Claim ``request_ids`` in the store. Where the queue shares the store and can
-        settle and claim in one transaction, what waits to be committed goes in that
-        same transaction: one commit per loop pass saved.
-
-        Raises:
-            BackendError: nothing was claimed (what was to be committed waits, as
-                after a failed flush).
-        """
-        if not self._joint_claim or not (self.pending or self.buffer):
-            return self.store.claim(request_ids, owner, until)
-        buffered, self.buffer = self.buffer, []
-        pending, self.pending = self.pending, []
-        released, self._settled_ids = self._settled_ids, []
-        job = Commit(buffered, pending, released)
-        found: dict[str, str] = {}
-        try:
-            job.result, found = self.queue.settle_and_claim(  # type: ignore[attr-defined]
-                pending, request_ids, owner, until, events=buffered
-            )
-            job.buffered, job.pending = [], []
-        except BackendError as exc:
-            job.error = exc
-        self._committed(job)  # raises job.error, with everything put back
-        return found
 
     def flush_now(self) -> None:
         """Flush everything and see it committed."""
