@@ -31,7 +31,7 @@ from steadyq.brokers.base import (
 )
 from steadyq.errors import LeaseLost, NotFound
 from steadyq.telemetry.events import Event
-from steadyq.telemetry.store_sqlite import SqliteStore, claim_in, write_events
+from steadyq.telemetry.store_sqlite import SqliteStore, write_events
 
 _DLQ_COLUMNS = (
     "message_id, request_id, reason, detail, attempts, payload, attributes, published_at,"
@@ -190,44 +190,6 @@ class SqliteQueue(Queue):
         now = self.clock()
         with self.db.transaction() as conn:
             return self._settle_in(conn, settlements, events, now)
-
-    def settle_and_claim(
-        self,
-        settlements: Sequence[Settlement],
-        request_ids: Sequence[str],
-        owner: str,
-        until: float,
-        *,
-        events: Sequence[Event] = (),
-    ) -> tuple[SettleResult, dict[str, str]]:
-        """``settle(settlements, events=events)``, then the colocated store's
-        ``claim(request_ids, owner, until)``, in one transaction: one commit where a
-        worker loop pass paid two (the claim of a freshly pulled batch, then the
-        settle of the pass's outcomes).
-
-        The claim runs after the settlements within the transaction, so it sees what
-        they record: a request whose success is in ``settlements`` is
-        ``CLAIM_COMPLETED``, and one whose claim an outcome here releases is free
-        again. Either both happen or neither: a failure raises as :meth:`settle`
-        does, with nothing settled, written or claimed.
-
-        Returns the :class:`SettleResult` and the claim map (request id ->
-        ``CLAIMED`` / ``CLAIM_COMPLETED`` / ``CLAIM_BUSY``), as the two calls would.
-        """
-        now = self.clock()
-        with self.db.transaction() as conn:
-            result = (
-                self._settle_in(conn, settlements, events, now)
-                if settlements
-                else self._write_only(conn, events)
-            )
-            found = claim_in(conn, request_ids, owner, until, time.time())
-        return result, found
-
-    @staticmethod
-    def _write_only(conn: sqlite3.Connection, events: Sequence[Event]) -> SettleResult:
-        write_events(conn, events)
-        return SettleResult()
 
     def _settle_in(
         self,
