@@ -242,6 +242,10 @@ class Queue(abc.ABC):
     #: dead-lettered counts. False when the backend has no such figures; the missing
     #: ones are then None and ``QueueStats.notes`` says why.
     counts_backlog: bool = True
+    #: ``settles_concurrently``: :meth:`settle` may run on two threads at once. A
+    #: worker with a store of its own then commits gate rejections on a lane of their
+    #: own, beside the commit in flight (worker.md, "Recording outcomes").
+    settles_concurrently: bool = False
 
     @property
     def colocated_store(self) -> EventStore | None:

@@ -259,6 +259,7 @@ class PubSubQueue(Queue):
     clock_driven = False
     pull_batch = MAX_PULL  # the worker asks for one full pull at a time
     counts_backlog = False
+    settles_concurrently = True  # acks, nacks and dead letters take their own locks
 
     def __init__(
         self,

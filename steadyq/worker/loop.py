@@ -297,6 +297,8 @@ class Worker:
             received.append(policy.arrival(d, at, data, request_id))
             requests.append((d, checked, request_id, t0))
         self.recorder.received(received)
+        # poison is dead-lettered now, not after this batch's handlers (a store of its own)
+        self.guard.record(self.recorder.flush_rejections)
         self._start(requests, runner)
 
     def _recorded_outcomes(self, deliveries: list[Delivery]) -> dict[str, Event]:

@@ -70,6 +70,10 @@ class Recorder:
         self._settled_ids: list[str] = []  # settled, not yet recorded
         self._committer: ThreadPoolExecutor | None = None
         self._committing: Future[Commit] | None = None
+        # a second lane for gate rejections, beside the commit in flight (a store of
+        # its own and a queue whose settle may run on two threads)
+        self._lane: ThreadPoolExecutor | None = None
+        self._rejecting: Future[Commit] | None = None
 
     # -- what happens -------------------------------------------------------
 
@@ -122,6 +126,8 @@ class Recorder:
         """A store of its own: record and settle each batch beside the next pull."""
         if not self.colocated and self._committer is None:
             self._committer = ThreadPoolExecutor(1, thread_name_prefix="steadyq-commit")
+            if self.queue.settles_concurrently:
+                self._lane = ThreadPoolExecutor(1, thread_name_prefix="steadyq-reject")
 
     def write_now(self, events: list[Event]) -> None:
         """Write ``events`` now; if the store refuses, they wait in the buffer for the
@@ -136,7 +142,39 @@ class Recorder:
 
     @property
     def committing(self) -> bool:
-        return self._committing is not None
+        return self._committing is not None or self._rejecting is not None
+
+    def flush_rejections(self) -> None:
+        """Record and settle the gate's rejections of the batch just pulled now, on
+        their own lane, instead of behind the commit in flight and this batch's
+        handlers: a poison message is dead-lettered in milliseconds whatever else
+        the worker does. Their arrivals go with them (an arrival is stored before its
+        outcome); the order "stored, then the queue hears" holds on the lane too. A
+        rejection holds no claim. While the lane is still busy, rejections wait for
+        the next flush, as any outcome.
+
+        Raises:
+            BackendError: the lane's previous commit failed (what it held waits for
+                the next flush).
+        """
+        if self._lane is None:
+            return
+        rejecting = self._rejecting
+        if rejecting is not None:
+            if not rejecting.done():
+                return
+            self._rejecting = None
+            self._committed(rejecting.result())
+        urgent = [s for s in self.pending if s.events and s.events[0].kind == ev.MESSAGE_REJECTED]
+        if not urgent:
+            return
+        ids = {s.delivery.message_id for s in urgent}
+        self.pending = [s for s in self.pending if s.delivery.message_id not in ids]
+        arrivals = [e for e in self.buffer if e.kind == ev.MESSAGE_RECEIVED and e.message_id in ids]
+        self.buffer = [
+            e for e in self.buffer if not (e.kind == ev.MESSAGE_RECEIVED and e.message_id in ids)
+        ]
+        self._rejecting = self._lane.submit(self._commit, Commit(arrivals, urgent, []))
 
     def unrecorded(self) -> bool:
         """Outcomes or events still waiting for the store (during an outage)."""
@@ -175,10 +213,15 @@ class Recorder:
         self.await_commit()
 
     def await_commit(self) -> None:
-        """Wait for the commit in the background, if any; its failure surfaces here."""
+        """Wait for the commits in the background, if any; a failure surfaces here."""
+        rejecting, self._rejecting = self._rejecting, None
         committing, self._committing = self._committing, None
-        if committing is not None:
-            self._committed(committing.result())
+        try:
+            if rejecting is not None:
+                self._committed(rejecting.result())
+        finally:
+            if committing is not None:
+                self._committed(committing.result())
 
     def _commit(self, job: Commit) -> Commit:
         """Record and settle one batch; a backend failure is kept in ``job.error`` with
@@ -233,6 +276,7 @@ class Recorder:
             self.on_released(request_ids)
 
     def close(self) -> None:
-        if self._committer is not None:
-            self._committer.shutdown()
-            self._committer = None
+        for lane in (self._committer, self._lane):
+            if lane is not None:
+                lane.shutdown()
+        self._committer = self._lane = None
