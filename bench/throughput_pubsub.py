@@ -8,6 +8,10 @@ tens of thousands of messages at half speed. Then each round, in this order:
 * ``raw``: google-cloud-pubsub's ``SubscriberClient``: ``pull(max_messages=100)`` then
   ``acknowledge`` of what came back, in one loop, until N messages are acked. No
   validation, no bookkeeping: the ceiling for one consumer.
+* ``peer``: the fixed worker a user would write by hand on the same client: pull 100,
+  decode each body (UTF-8 JSON), check that ``request_id`` is a UUID, ack the whole
+  batch (the bad ones too, so nothing loops). No durable bookkeeping, no
+  dead-letter queue: what steadyq is measured against (``ratio_peer``).
 * ``steadyq``: ``Worker`` with ``runner="inline"``, handler ``steadyq.handlers:noop``,
   ``--drain``, telemetry in a SQLite file: every message is gated (pydantic), its
   attempt counted durably, its events and ledger row written, then acked in batches.
@@ -16,26 +20,40 @@ tens of thousands of messages at half speed. Then each round, in this order:
 * ``ceiling``: the same worker, options and SQLite store on an in-memory queue (no
   broker at all): what the worker itself costs per message, for reference.
 
+Once, outside every ratio: ``streaming``, google-cloud-pubsub's own
+``subscribe(callback)`` acking inline, on ``--streaming-messages``. On the emulator it
+measures the emulator: its StreamingPull sends 100 messages a response at about 20
+responses a second (~2,000 msg/s whatever the flow control or thread count).
+
 Then ``rejections``: R messages whose ``request_id`` is not a UUID, through the same
 worker. Latency per message: from the moment its pull returned (the gate runs right
 after) to the return of the ``settle`` that published it to the dead-letter topic
-(confirmed) and then acked it.
+(confirmed) and then acked it. Each round, also ``rejections among valid traffic``:
+R / 4 rejections, each after ``--mixed-every`` - 1 valid requests, so that a rejection
+meets the commits of other outcomes, as in production. Per round p50 and p99; the
+medians of those are reported.
 
-Last, unless ``--rtt-ms 0``: ``raw`` and ``steadyq`` again on ``--rtt-messages``
+Last, unless ``--rtt-ms 0``: ``raw``, ``peer`` and ``steadyq`` again on ``--rtt-messages``
 messages through a loopback proxy that adds ``--rtt-ms`` of round trip
 (``bench/latency_proxy.py``), the way a worker on a VM talks to real Pub/Sub.
 
 Every variant consumes the same N valid content requests, published beforehand to a
 fresh topic and subscription of its own (publishing is not timed; the resources are
 deleted afterwards), in the same process, one after the other, for ``--rounds``
-rounds; medians are reported.
+rounds; medians are reported. Beside each rate, the CPU this process spent per
+message (``time.process_time``: every thread of the worker's process, not the
+emulator's), in µs.
 
     python bench/throughput_pubsub.py                    # 20,000 messages, 3 rounds
     python bench/throughput_pubsub.py --messages 5000 --rounds 1 --rtt-ms 0
 
 Prints a table, then exactly one line of JSON as the last line of stdout:
-``raw_per_s``, ``steadyq_per_s``, ``ratio``, ``rejection_p99_ms`` (and details,
-``rtt_*`` for the proxied runs). Progress goes to stderr.
+``raw_per_s``, ``peer_per_s``, ``steadyq_per_s``, ``ratio`` (steadyq / raw),
+``ratio_peer`` (steadyq / peer), ``*_cpu_us_per_msg``, ``rejection_p99_ms`` (and
+details, ``rtt_*`` for the proxied runs, ``rtt_ratio`` = steadyq / raw there). Progress
+goes to stderr. The machine this runs on may be shared: quote medians, and CPU/msg,
+which load changes less than rates. ``bench/pubsub_parts.py`` splits steadyq's CPU
+per message into its pieces.
 """
 
 from __future__ import annotations
@@ -56,7 +74,26 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "steadyq-bench"
-TARGET_RATIO = 0.5
+TARGET_RATIO = 0.5  # steadyq against the hand-written peer, on loopback
+TARGET_RTT_RATIO = 1.2  # steadyq against the raw loop at 10 ms RTT
+
+
+class Rate:
+    """Messages per second and CPU µs per message of one timed run."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.per_s = 0.0
+        self.cpu_us = 0.0
+
+    def __enter__(self) -> Rate:
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.per_s = self.n / (time.perf_counter() - self._wall)
+        self.cpu_us = (time.process_time() - self._cpu) / self.n * 1e6
 
 
 def log(text: str) -> None:
@@ -107,7 +144,7 @@ def valid_bodies(n: int, seed: int) -> list[bytes]:
     return [json.dumps(valid_request(rng)).encode() for _ in range(n)]
 
 
-def run_raw(n: int, seed: int) -> float:
+def run_raw(n: int, seed: int) -> Rate:
     from google.cloud import pubsub_v1
 
     with fresh("raw") as (topic, sub):
@@ -115,20 +152,86 @@ def run_raw(n: int, seed: int) -> float:
         subscriber = pubsub_v1.SubscriberClient()
         path = subscriber.subscription_path(PROJECT, sub)
         acked = 0
-        t = time.perf_counter()
-        while acked < n:
-            response = subscriber.pull(subscription=path, max_messages=100)
-            ack_ids = [m.ack_id for m in response.received_messages]
-            if ack_ids:
-                subscriber.acknowledge(subscription=path, ack_ids=ack_ids)
-                acked += len(ack_ids)
-        elapsed = time.perf_counter() - t
+        with Rate(n) as rate:
+            while acked < n:
+                response = subscriber.pull(subscription=path, max_messages=100)
+                ack_ids = [m.ack_id for m in response.received_messages]
+                if ack_ids:
+                    subscriber.acknowledge(subscription=path, ack_ids=ack_ids)
+                    acked += len(ack_ids)
         subscriber.close()
-        return n / elapsed
+        return rate
 
 
-def _drain_noop(queue: Any, store: Any) -> tuple[Any, float]:
-    """One draining execution of the inline no-op worker: its result and wall seconds."""
+def run_peer(n: int, seed: int) -> Rate:
+    """The fixed worker a user would write: decode, check the id, ack every message."""
+    from google.cloud import pubsub_v1
+
+    with fresh("peer") as (topic, sub):
+        publish(topic, valid_bodies(n, seed))
+        subscriber = pubsub_v1.SubscriberClient()
+        path = subscriber.subscription_path(PROJECT, sub)
+        acked = good = 0
+        with Rate(n) as rate:
+            while acked < n:
+                response = subscriber.pull(subscription=path, max_messages=100)
+                ack_ids = []
+                for m in response.received_messages:
+                    ack_ids.append(m.ack_id)
+                    try:
+                        request = json.loads(m.message.data.decode("utf-8"))
+                        uuid.UUID(str(request["request_id"]))
+                    except (ValueError, KeyError, TypeError):
+                        continue  # bad: acked with the rest, so it does not loop
+                    good += 1
+                if ack_ids:
+                    subscriber.acknowledge(subscription=path, ack_ids=ack_ids)
+                    acked += len(ack_ids)
+        subscriber.close()
+        if good != n:
+            raise SystemExit(f"peer: {good} of {n} requests were valid")
+        return rate
+
+
+def run_streaming(n: int, seed: int) -> Rate:
+    """google-cloud-pubsub's streaming subscriber, acking in its callback (not a peer
+    on the emulator: its StreamingPull caps the rate)."""
+    import threading
+
+    from google.cloud import pubsub_v1
+
+    with fresh("stream") as (topic, sub):
+        publish(topic, valid_bodies(n, seed))
+        subscriber = pubsub_v1.SubscriberClient()
+        done = threading.Event()
+        lock = threading.Lock()
+        seen = [0]
+
+        def callback(message: Any) -> None:
+            message.ack()
+            with lock:
+                seen[0] += 1
+                if seen[0] >= n:
+                    done.set()
+
+        with Rate(n) as rate:
+            future = subscriber.subscribe(
+                subscriber.subscription_path(PROJECT, sub),
+                callback,
+                flow_control=pubsub_v1.types.FlowControl(max_messages=1000),
+            )
+            finished = done.wait(timeout=max(60.0, n / 200))
+        future.cancel()
+        with contextlib.suppress(Exception):
+            future.result(timeout=10)
+        subscriber.close()
+        if not finished:
+            raise SystemExit(f"streaming: {seen[0]} of {n} messages in time")
+        return rate
+
+
+def _drain_noop(queue: Any, store: Any, n: int) -> tuple[Any, Rate]:
+    """One draining execution of the inline no-op worker: its result and its rate."""
     from steadyq import RetryPolicy, Worker, WorkerOptions
     from steadyq.content.schema import ContentRequest
 
@@ -140,14 +243,14 @@ def _drain_noop(queue: Any, store: Any) -> tuple[Any, float]:
         retry=RetryPolicy(0, 0, 5),
         idle_poll_s=0.05,
     )
-    t = time.perf_counter()
-    result = Worker(queue, store, options).run()
-    return result, time.perf_counter() - t
+    with Rate(n) as rate:
+        result = Worker(queue, store, options).run()
+    return result, rate
 
 
-def run_steadyq(n: int, seed: int, folder: Path, *, durable: bool = True) -> float:
+def run_steadyq(n: int, seed: int, folder: Path, *, durable: bool = True) -> Rate:
     from steadyq.brokers import open_queue, store_for
-    from steadyq.brokers.memory import MemoryStore
+    from steadyq.telemetry.store_memory import MemoryStore
 
     with fresh("steadyq") as (topic, sub):
         publish(topic, valid_bodies(n, seed))
@@ -160,15 +263,15 @@ def run_steadyq(n: int, seed: int, folder: Path, *, durable: bool = True) -> flo
             store = MemoryStore()
             queue.use_store(store)
         try:
-            result, elapsed = _drain_noop(queue, store)
+            result, rate = _drain_noop(queue, store, n)
         finally:
             queue.close()
         if result.counts["succeeded"] != n:
             raise SystemExit(f"steadyq handled {dict(result.counts)}, expected {n} successes")
-        return n / elapsed
+        return rate
 
 
-def run_ceiling(n: int, seed: int, folder: Path) -> float:
+def run_ceiling(n: int, seed: int, folder: Path) -> Rate:
     from steadyq.brokers import open_store
     from steadyq.brokers.memory import MemoryQueue
 
@@ -176,10 +279,10 @@ def run_ceiling(n: int, seed: int, folder: Path) -> float:
     queue.publish_batch((b, None) for b in valid_bodies(n, seed))
     store = open_store(f"sqlite:///{folder}/ceiling-{uuid.uuid4().hex[:8]}.db")
     try:
-        _, elapsed = _drain_noop(queue, store)
+        _, rate = _drain_noop(queue, store, n)
     finally:
         store.close()
-    return n / elapsed
+    return rate
 
 
 class _Timed:
@@ -209,18 +312,18 @@ class _Timed:
         return result
 
 
-def run_rejections(n: int, folder: Path) -> list[float]:
+def run_rejections(n: int, folder: Path, *, valid_between: int = 0) -> list[float]:
+    """Latencies (ms) of n rejections; ``valid_between`` valid requests before each."""
     from steadyq import Worker, WorkerOptions
     from steadyq.brokers import open_queue, store_for
 
+    valid = iter(valid_bodies(n * valid_between, n))
+    bodies: list[bytes] = []
+    for i in range(n):
+        bodies += [next(valid) for _ in range(valid_between)]
+        bodies.append(json.dumps({"request_id": f"test-smoke-{i:05d}", "topic": "x"}).encode())
     with fresh("reject") as (topic, sub):
-        publish(
-            topic,
-            [
-                json.dumps({"request_id": f"test-smoke-{i:05d}", "topic": "x"}).encode()
-                for i in range(n)
-            ],
-        )
+        publish(topic, bodies)
         queue = open_queue(f"pubsub://{PROJECT}/{sub}")
         store = store_for(queue, f"sqlite:///{folder}/reject-{sub}.db")
         timed = _Timed(queue)
@@ -240,11 +343,23 @@ def p(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def median_rate(rates: Sequence[Rate]) -> tuple[float, float]:
+    """Median msg/s and median CPU µs per message."""
+    return statistics.median(r.per_s for r in rates), statistics.median(r.cpu_us for r in rates)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rejections", type=int, default=2_000)
+    parser.add_argument(
+        "--mixed-every",
+        type=int,
+        default=20,
+        help="also time --rejections / 4 rejections each after this many - 1 valid requests,"
+        " so that a rejection meets commits of other outcomes (0: skip)",
+    )
     parser.add_argument(
         "--warmup", type=int, default=20_000, help="untimed messages per loop first (0: none)"
     )
@@ -252,9 +367,15 @@ def main() -> int:
         "--rtt-ms",
         type=float,
         default=10.0,
-        help="also measure both loops through a proxy adding this round trip (0: skip)",
+        help="also measure the loops through a proxy adding this round trip (0: skip)",
     )
     parser.add_argument("--rtt-messages", type=int, default=5_000)
+    parser.add_argument(
+        "--streaming-messages",
+        type=int,
+        default=5_000,
+        help="messages for the streaming subscriber's figure, outside every ratio (0: skip)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "bench"))
@@ -266,32 +387,52 @@ def main() -> int:
         log("starting the Pub/Sub emulator …")
         emulator = Emulator().start()
         os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
-    raw: list[float] = []
-    ours: list[float] = []
-    in_memory: list[float] = []
-    ceiling: list[float] = []
-    latencies: list[float] = []
-    rtt_raw: list[float] = []
-    rtt_ours: list[float] = []
+    raw: list[Rate] = []
+    peer: list[Rate] = []
+    ours: list[Rate] = []
+    in_memory: list[Rate] = []
+    ceiling: list[Rate] = []
+    streaming: Rate | None = None
+    rejection_p: list[tuple[float, float]] = []  # (p50, p99) per round
+    mixed_p: list[tuple[float, float]] = []
+    n_mixed = max(1, args.rejections // 4)
+    rtt_raw: list[Rate] = []
+    rtt_peer: list[Rate] = []
+    rtt_ours: list[Rate] = []
     try:
         with tempfile.TemporaryDirectory(prefix="steadyq-bench-") as tmp:
             folder = Path(tmp)
             if args.warmup:
                 # the emulator is a JVM: its first tens of thousands of messages run
-                # slower, so both loops first run once, untimed, on a warm-up batch
+                # slower, so the loops first run once, untimed, on a warm-up batch
                 log(f"warm-up: {args.warmup:,} messages each, not timed")
                 run_raw(args.warmup, 0)
+                run_peer(args.warmup, 0)
                 run_steadyq(args.warmup, 0, folder)
             for round_ in range(1, args.rounds + 1):
                 raw.append(run_raw(args.messages, round_))
-                log(f"round {round_}: raw {raw[-1]:,.0f}/s")
+                log(f"round {round_}: raw {raw[-1].per_s:,.0f}/s")
+                peer.append(run_peer(args.messages, round_))
+                log(f"round {round_}: peer {peer[-1].per_s:,.0f}/s")
                 ours.append(run_steadyq(args.messages, round_, folder))
-                log(f"round {round_}: steadyq {ours[-1]:,.0f}/s")
+                log(f"round {round_}: steadyq {ours[-1].per_s:,.0f}/s")
                 in_memory.append(run_steadyq(args.messages, round_, folder, durable=False))
-                log(f"round {round_}: steadyq, store in memory {in_memory[-1]:,.0f}/s")
+                log(f"round {round_}: steadyq, store in memory {in_memory[-1].per_s:,.0f}/s")
                 ceiling.append(run_ceiling(args.messages, round_, folder))
-                log(f"round {round_}: ceiling (memory queue) {ceiling[-1]:,.0f}/s")
-            latencies = run_rejections(args.rejections, folder)
+                log(f"round {round_}: ceiling (memory queue) {ceiling[-1].per_s:,.0f}/s")
+            if args.streaming_messages:
+                streaming = run_streaming(args.streaming_messages, 0)
+                log(f"streaming subscriber {streaming.per_s:,.0f}/s (outside every ratio)")
+            for round_ in range(1, args.rounds + 1):
+                lat = run_rejections(args.rejections, folder)
+                rejection_p.append((p(lat, 0.5), p(lat, 0.99)))
+                log(f"round {round_}: rejections p50 / p99 {rejection_p[-1][0]:.1f} /"
+                    f" {rejection_p[-1][1]:.1f} ms")  # fmt: skip
+                if args.mixed_every > 1:
+                    lat = run_rejections(n_mixed, folder, valid_between=args.mixed_every - 1)
+                    mixed_p.append((p(lat, 0.5), p(lat, 0.99)))
+                    log(f"round {round_}: rejections among valid traffic p50 / p99"
+                        f" {mixed_p[-1][0]:.1f} / {mixed_p[-1][1]:.1f} ms")  # fmt: skip
             if args.rtt_ms > 0:
                 from latency_proxy import LatencyProxy
 
@@ -301,10 +442,12 @@ def main() -> int:
                     try:
                         for round_ in range(1, args.rounds + 1):
                             rtt_raw.append(run_raw(args.rtt_messages, round_))
+                            rtt_peer.append(run_peer(args.rtt_messages, round_))
                             rtt_ours.append(run_steadyq(args.rtt_messages, round_, folder))
                             log(
                                 f"round {round_} at {args.rtt_ms:g} ms RTT: raw"
-                                f" {rtt_raw[-1]:,.0f}/s, steadyq {rtt_ours[-1]:,.0f}/s"
+                                f" {rtt_raw[-1].per_s:,.0f}/s, peer {rtt_peer[-1].per_s:,.0f}/s,"
+                                f" steadyq {rtt_ours[-1].per_s:,.0f}/s"
                             )
                     finally:
                         os.environ["PUBSUB_EMULATOR_HOST"] = direct
@@ -313,60 +456,121 @@ def main() -> int:
             emulator.stop()
             os.environ.pop("PUBSUB_EMULATOR_HOST", None)
 
-    raw_per_s = statistics.median(raw)
-    steadyq_per_s = statistics.median(ours)
+    raw_per_s, raw_cpu = median_rate(raw)
+    peer_per_s, peer_cpu = median_rate(peer)
+    steadyq_per_s, steadyq_cpu = median_rate(ours)
+    memory_per_s, memory_cpu = median_rate(in_memory)
+    ceiling_per_s, ceiling_cpu = median_rate(ceiling)
     ratio = steadyq_per_s / raw_per_s
-    p50, p99 = p(latencies, 0.5), p(latencies, 0.99)
+    ratio_peer = steadyq_per_s / peer_per_s
+    p50 = statistics.median(x[0] for x in rejection_p)
+    p99 = statistics.median(x[1] for x in rejection_p)
 
-    def listed(values: Sequence[float]) -> str:
-        return ", ".join(f"{x:,.0f}" for x in values)
+    def listed(values: Sequence[Rate]) -> str:
+        return ", ".join(f"{x.per_s:,.0f}" for x in values)
+
+    def per_round(a: Sequence[Rate], b: Sequence[Rate]) -> str:
+        return ", ".join(f"{x.per_s / y.per_s:.2f}" for x, y in zip(a, b, strict=True))
+
+    def cpu(us: float) -> str:
+        return f"{us:,.0f} µs"
 
     rows = [
-        ("raw pull + ack loop", f"{raw_per_s:,.0f} msg/s", listed(raw)),
-        ("steadyq worker (inline, noop)", f"{steadyq_per_s:,.0f} msg/s", listed(ours)),
-        ("ratio steadyq / raw", f"{ratio:.2f}", f"target >= {TARGET_RATIO}; per round "
-         + ", ".join(f"{a / b:.2f}" for a, b in zip(ours, raw, strict=True))),
-        ("same worker, store in memory", f"{statistics.median(in_memory):,.0f} msg/s",
+        ("raw pull + ack loop (ceiling)", f"{raw_per_s:,.0f} msg/s", cpu(raw_cpu), listed(raw)),
+        ("peer: hand-written fixed worker", f"{peer_per_s:,.0f} msg/s", cpu(peer_cpu),
+         listed(peer)),
+        ("steadyq worker (inline, noop)", f"{steadyq_per_s:,.0f} msg/s", cpu(steadyq_cpu),
+         listed(ours)),
+        ("ratio steadyq / peer", f"{ratio_peer:.2f}", "",
+         f"target >= {TARGET_RATIO}; per round {per_round(ours, peer)}"),
+        ("ratio steadyq / raw", f"{ratio:.2f}", "", f"per round {per_round(ours, raw)}"),
+        ("same worker, store in memory", f"{memory_per_s:,.0f} msg/s", cpu(memory_cpu),
          "nothing durable: what the bookkeeping costs"),
-        ("same worker, in-memory queue", f"{statistics.median(ceiling):,.0f} msg/s",
+        ("same worker, in-memory queue", f"{ceiling_per_s:,.0f} msg/s", cpu(ceiling_cpu),
          "no broker: the worker's own ceiling"),
-        ("rejection latency p50", f"{p50:.1f} ms", f"{len(latencies)} rejections"),
-        ("rejection latency p99", f"{p99:.1f} ms", "pull returned -> DLQ publish confirmed + ack"),
     ]  # fmt: skip
+    if streaming is not None:
+        rows.append(
+            ("streaming subscribe(callback)", f"{streaming.per_s:,.0f} msg/s",
+             cpu(streaming.cpu_us),
+             f"{streaming.n:,} messages; the emulator's StreamingPull cap: in no ratio")
+        )  # fmt: skip
+    rows += [
+        ("rejection latency p50", f"{p50:.1f} ms", "",
+         f"{args.rejections:,} rejections back to back; per round "
+         + ", ".join(f"{x[0]:.1f}" for x in rejection_p)),
+        ("rejection latency p99", f"{p99:.1f} ms", "",
+         "pull returned -> DLQ publish confirmed + ack; per round "
+         + ", ".join(f"{x[1]:.1f}" for x in rejection_p)),
+    ]  # fmt: skip
+    if mixed_p:
+        mixed50 = statistics.median(x[0] for x in mixed_p)
+        mixed99 = statistics.median(x[1] for x in mixed_p)
+        rows += [
+            ("rejection among valid, p50", f"{mixed50:.1f} ms", "",
+             f"{n_mixed:,} rejections, one in {args.mixed_every}; per round "
+             + ", ".join(f"{x[0]:.1f}" for x in mixed_p)),
+            ("rejection among valid, p99", f"{mixed99:.1f} ms", "",
+             "per round " + ", ".join(f"{x[1]:.1f}" for x in mixed_p)),
+        ]  # fmt: skip
     result: dict[str, Any] = {
         "raw_per_s": round(raw_per_s, 1),
+        "peer_per_s": round(peer_per_s, 1),
         "steadyq_per_s": round(steadyq_per_s, 1),
         "ratio": round(ratio, 3),
+        "ratio_peer": round(ratio_peer, 3),
+        "raw_cpu_us_per_msg": round(raw_cpu, 1),
+        "peer_cpu_us_per_msg": round(peer_cpu, 1),
+        "steadyq_cpu_us_per_msg": round(steadyq_cpu, 1),
         "rejection_p99_ms": round(p99, 2),
         "rejection_p50_ms": round(p50, 2),
         "messages": args.messages,
         "rounds": args.rounds,
         "warmup": args.warmup,
-        "raw_rounds": [round(x, 1) for x in raw],
-        "steadyq_rounds": [round(x, 1) for x in ours],
-        "memory_store_per_s": round(statistics.median(in_memory), 1),
-        "ceiling_per_s": round(statistics.median(ceiling), 1),
+        "raw_rounds": [round(x.per_s, 1) for x in raw],
+        "peer_rounds": [round(x.per_s, 1) for x in peer],
+        "steadyq_rounds": [round(x.per_s, 1) for x in ours],
+        "memory_store_per_s": round(memory_per_s, 1),
+        "memory_store_cpu_us_per_msg": round(memory_cpu, 1),
+        "ceiling_per_s": round(ceiling_per_s, 1),
+        "ceiling_cpu_us_per_msg": round(ceiling_cpu, 1),
     }
+    if streaming is not None:
+        result["streaming_per_s"] = round(streaming.per_s, 1)
+    if mixed_p:
+        result["mixed_rejection_p50_ms"] = round(mixed50, 2)
+        result["mixed_rejection_p99_ms"] = round(mixed99, 2)
     if rtt_raw:
-        rtt_ratio = statistics.median(rtt_ours) / statistics.median(rtt_raw)
+        rtt_raw_per_s, rtt_raw_cpu = median_rate(rtt_raw)
+        rtt_peer_per_s, _ = median_rate(rtt_peer)
+        rtt_ours_per_s, rtt_ours_cpu = median_rate(rtt_ours)
+        rtt_ratio = rtt_ours_per_s / rtt_raw_per_s
+        ms = f"{args.rtt_ms:g} ms RTT"
         rows += [
-            (f"raw loop, {args.rtt_ms:g} ms RTT", f"{statistics.median(rtt_raw):,.0f} msg/s",
+            (f"raw loop, {ms}", f"{rtt_raw_per_s:,.0f} msg/s", cpu(rtt_raw_cpu),
              f"{args.rtt_messages:,} messages: {listed(rtt_raw)}"),
-            (f"steadyq, {args.rtt_ms:g} ms RTT", f"{statistics.median(rtt_ours):,.0f} msg/s",
+            (f"peer, {ms}", f"{rtt_peer_per_s:,.0f} msg/s", "", listed(rtt_peer)),
+            (f"steadyq, {ms}", f"{rtt_ours_per_s:,.0f} msg/s", cpu(rtt_ours_cpu),
              listed(rtt_ours)),
-            (f"ratio at {args.rtt_ms:g} ms RTT", f"{rtt_ratio:.2f}",
-             "a network between worker and Pub/Sub, as on a VM"),
+            (f"ratio steadyq / raw at {ms}", f"{rtt_ratio:.2f}", "",
+             f"target >= {TARGET_RTT_RATIO}; a network between worker and Pub/Sub, as on a VM"),
+            (f"ratio steadyq / peer at {ms}", f"{rtt_ours_per_s / rtt_peer_per_s:.2f}", "", ""),
         ]  # fmt: skip
         result.update(
             rtt_ms=args.rtt_ms,
-            rtt_raw_per_s=round(statistics.median(rtt_raw), 1),
-            rtt_steadyq_per_s=round(statistics.median(rtt_ours), 1),
+            rtt_raw_per_s=round(rtt_raw_per_s, 1),
+            rtt_peer_per_s=round(rtt_peer_per_s, 1),
+            rtt_steadyq_per_s=round(rtt_ours_per_s, 1),
             rtt_ratio=round(rtt_ratio, 3),
+            rtt_ratio_peer=round(rtt_ours_per_s / rtt_peer_per_s, 3),
         )
     width = max(len(r[0]) for r in rows)
-    print(f"Pub/Sub emulator, {args.messages:,} messages, {args.rounds} round(s), medians")
-    for name, value, note in rows:
-        print(f"  {name:<{width}}  {value:>14}   {note}")
+    print(
+        f"Pub/Sub emulator, {args.messages:,} messages, {args.rounds} round(s), medians;"
+        " CPU = this process's CPU per message"
+    )
+    for name, value, used, note in rows:
+        print(f"  {name:<{width}}  {value:>14}  {used:>8}   {note}")
     print(json.dumps(result))
     return 0
 

@@ -22,6 +22,15 @@ task from its SQLite file (one transaction each) and executes it; steadyq also
 gates (pydantic), writes telemetry events and the request ledger per message:
 that is the work steadyq does for every message and it is counted.
 
+CPU: beside each wall-clock rate, the CPU time (user + sys) per message of the
+timed process and its reaped children (the process runner's handler children), from
+``resource.getrusage`` (RUSAGE_SELF + RUSAGE_CHILDREN) deltas around the timed
+part. Other tenants of a shared machine slow the wall clock far more than they
+change the CPU a message costs, so this is the steadier figure.
+
+Load: ``--burners N`` starts N processes that spin (``while True: pass``) for the
+whole run, to show how the figures degrade on a busy machine.
+
 Memory: the worker subprocess reads its own VmRSS from /proc/self/status after
 the run; for the process runner the handler children's VmRSS (and PSS, which
 splits pages shared with the parent after fork) are read just before they stop.
@@ -31,8 +40,9 @@ Also measured, in their own subprocesses: steadyq's publish rate with
 
 Run on demand (not a test):
 
-    python bench/throughput_sqlite.py                 # 20,000 messages, 3 rounds
+    python bench/throughput_sqlite.py                 # 20,000 messages, 5 rounds
     python bench/throughput_sqlite.py --messages 5000 --rounds 1
+    python bench/throughput_sqlite.py --burners 2     # with two CPU burners beside
 
 Prints a table of medians, then exactly one line of JSON as the last line of
 stdout. Progress goes to stderr. Nothing is left on disk.
@@ -44,6 +54,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -92,6 +103,30 @@ def pss_kb(pid: int) -> int | None:
 
 def mb(kb: int | None) -> float | None:
     return None if kb is None else kb / 1024
+
+
+def cpu_s() -> float:
+    """CPU seconds (user + sys) of this process and of its children reaped so far."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def start_burners(n: int) -> list[subprocess.Popen[bytes]]:
+    """``n`` processes that spin until killed: the loaded figures."""
+    return [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+        for _ in range(n)
+    ]
+
+
+def stop_burners(burners: list[subprocess.Popen[bytes]]) -> None:
+    for proc in burners:
+        proc.kill()
+    for proc in burners:
+        proc.wait()
 
 
 # -- children: each runs one step in a fresh interpreter and prints one JSON line -----
@@ -174,9 +209,11 @@ def child_run_steadyq(db: str, messages: int, runner: str, concurrency: int) -> 
             drain=True,
         )
         worker = MeasuredWorker(queue, store_for(queue), options, sink=None)
+        cpu0 = cpu_s()
         t = time.perf_counter()
         result = worker.run()
         elapsed = time.perf_counter() - t
+        cpu = cpu_s() - cpu0
         rss = proc_status_kb("self", "VmRSS")
         hwm = proc_status_kb("self", "VmHWM")
         # -- verification: all succeeded, queue empty, ledger complete ----------------
@@ -198,6 +235,7 @@ def child_run_steadyq(db: str, messages: int, runner: str, concurrency: int) -> 
     return {
         "per_s": messages / elapsed,
         "elapsed_s": elapsed,
+        "cpu_us_per_msg": cpu / messages * 1e6,
         "rss_mb": mb(rss),
         "hwm_mb": mb(hwm),
         "children": children,
@@ -271,14 +309,22 @@ def child_run_huey(db: str, messages: int, synchronous_normal: bool) -> dict[str
     _executed[1] = messages
     assert huey.pending_count() == messages
     consumer = Consumer(huey, workers=1, worker_type="thread")
+    cpu0 = cpu_s()
     t = time.perf_counter()
     consumer.start()
     finished = _done.wait(timeout=600)
     elapsed = time.perf_counter() - t
+    cpu = cpu_s() - cpu0
     consumer.stop(graceful=True)
     rss = proc_status_kb("self", "VmRSS")
     ok = finished and _executed[0] == messages and huey.pending_count() == 0
-    return {"per_s": messages / elapsed, "elapsed_s": elapsed, "rss_mb": mb(rss), "ok": ok}
+    return {
+        "per_s": messages / elapsed,
+        "elapsed_s": elapsed,
+        "cpu_us_per_msg": cpu / messages * 1e6,
+        "rss_mb": mb(rss),
+        "ok": ok,
+    }
 
 
 # -- the parent: rounds, medians, table -------------------------------------------------
@@ -319,6 +365,7 @@ def one_round(tmp: Path, rnd: int, args: argparse.Namespace) -> dict[str, dict[s
             raise AssertionError(f"round {rnd + 1} {variant}: verification failed: {res}")
         log(
             f"  round {rnd + 1} {LABELS[variant]:<20} {res['per_s']:>9,.0f} msg/s"
+            f"  {res['cpu_us_per_msg']:>6.1f} us CPU/msg"
             f"  ({res['elapsed_s']:.2f} s, RSS {res['rss_mb']:.1f} MB)"
         )
         out[variant] = res
@@ -340,7 +387,13 @@ def main(argv: list[str] | None = None) -> int:
         " on SQLite, next to huey's SqliteHuey; plus publish rates and worker RSS.",
     )
     parser.add_argument("--messages", type=int, default=20_000, help="messages per run (20000)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
+    parser.add_argument(
+        "--burners",
+        type=int,
+        default=0,
+        help="CPU-burning processes to run beside the benchmark (0): the loaded figures",
+    )
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -371,15 +424,24 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.messages < 1 or args.rounds < 1:
         parser.error("--messages and --rounds must be at least 1")
+    if args.burners < 0:
+        parser.error("--burners must be 0 or more")
 
     rounds: list[dict[str, dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory(prefix="steadyq-bench-") as tmp:
-        for rnd in range(args.rounds):
-            log(f"round {rnd + 1}/{args.rounds}: {args.messages} messages per variant ...")
-            rounds.append(one_round(Path(tmp), rnd, args))
+    load_before = os.getloadavg()[0]
+    burners = start_burners(args.burners)
+    try:
+        with tempfile.TemporaryDirectory(prefix="steadyq-bench-") as tmp:
+            for rnd in range(args.rounds):
+                log(f"round {rnd + 1}/{args.rounds}: {args.messages} messages per variant ...")
+                rounds.append(one_round(Path(tmp), rnd, args))
+    finally:
+        stop_burners(burners)
+    load_after = os.getloadavg()[0]
 
     rate = {v: med([r[v]["per_s"] for r in rounds]) for v in VARIANTS}
     rss = {v: med([r[v]["rss_mb"] for r in rounds]) for v in VARIANTS}
+    cpu = {v: med([r[v]["cpu_us_per_msg"] for r in rounds]) for v in VARIANTS}
     child_rss = [c["rss_mb"] for r in rounds for c in r["steadyq-process"]["children"]]
     child_pss = [
         c["pss_mb"]
@@ -396,15 +458,21 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"no-op throughput, {args.messages} messages, one worker process, SQLite;"
-        f" medians of {args.rounds} interleaved round(s); {os.cpu_count()} cores"
+        f" medians of {args.rounds} interleaved round(s); {os.cpu_count()} cores;"
+        f" {args.burners} CPU burner(s) beside; load average {load_before:.2f} before,"
+        f" {load_after:.2f} after"
     )
-    header = f"{'variant':<22}{'msg/s':>10}{'vs huey':>9}{'worker RSS MB':>15}   rounds (msg/s)"
+    header = (
+        f"{'variant':<22}{'msg/s':>10}{'vs huey':>9}{'CPU us/msg':>12}{'vs huey':>9}"
+        f"{'worker RSS MB':>15}   rounds (msg/s)"
+    )
     print(header)
     print("-" * (len(header) + 10))
     for v in VARIANTS:
         per_round = ", ".join(f"{r[v]['per_s']:,.0f}" for r in rounds)
         print(
-            f"{LABELS[v]:<22}{rate[v]:>10,.0f}{rate[v] / huey:>8.2f}x{rss[v]:>15.1f}   {per_round}"
+            f"{LABELS[v]:<22}{rate[v]:>10,.0f}{rate[v] / huey:>8.2f}x{cpu[v]:>12.1f}"
+            f"{cpu[v] / cpu['huey-normal']:>8.2f}x{rss[v]:>15.1f}   {per_round}"
         )
     print()
     if child_rss:
@@ -429,6 +497,12 @@ def main(argv: list[str] | None = None) -> int:
         "huey_default_sync_per_s": round(rate["huey-default"], 1),
         "ratio_inline": round(rate["steadyq-inline"] / huey, 3),
         "ratio_process": round(rate["steadyq-process"] / huey, 3),
+        "cpu_us_per_msg_inline": round(cpu["steadyq-inline"], 1),
+        "cpu_us_per_msg_process": round(cpu["steadyq-process"], 1),
+        "huey_cpu_us_per_msg": round(cpu["huey-normal"], 1),
+        "huey_default_cpu_us_per_msg": round(cpu["huey-default"], 1),
+        "rounds": args.rounds,
+        "burners": args.burners,
         # against huey as shipped (an fsync per commit): the anchor the issue quotes
         "ratio_inline_vs_stock_huey": round(rate["steadyq-inline"] / rate["huey-default"], 3),
         "ratio_process_vs_stock_huey": round(rate["steadyq-process"] / rate["huey-default"], 3),

@@ -4,14 +4,21 @@ WAL mode lets readers (the CLI, a watch) run beside writers; a busy timeout make
 several worker processes on one host queue up for the write lock instead of
 failing; every write is one short ``BEGIN IMMEDIATE`` transaction. With
 ``synchronous=NORMAL`` a committed transaction survives the death of any process
-(kill -9 included); only a power cut can lose the last few commits.
+(kill -9 included); only a power cut can lose the last few commits: those since the
+last checkpoint, which a background thread (:class:`Checkpointer`) runs at least
+every :data:`CHECKPOINT_INTERVAL_S` while there are commits, off the commit path
+(docs/queue.md, "Durability").
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sqlite3
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +28,34 @@ from steadyq.errors import BackendError, BackendUnavailable, ConfigError
 from steadyq.telemetry.events import SEVERITY_RANK
 
 SCHEMA_VERSION = 3
+
+log = logging.getLogger(__name__)
+
+# -- checkpoints (docs/queue.md, "Durability") ----------------------------------------
+# A writer connection never checkpoints on its own commit (the fsyncs of a checkpoint
+# landed on one commit in a hundred and made the rejection p99); a thread with its own
+# connection runs PASSIVE checkpoints instead, which neither wait for nor block writers.
+CHECKPOINT_INTERVAL_S = 0.2  # at most this long between a commit and the next checkpoint
+# While the WAL grows fast (a checkpoint found more than CHECKPOINT_BUSY_PAGES frames),
+# the next one comes this soon: short passes keep the WAL small and the copies short.
+CHECKPOINT_BUSY_INTERVAL_S = 0.02
+CHECKPOINT_BUSY_PAGES = 1000
+# Past this many frames in the WAL (a steady load that never leaves a gap for a PASSIVE
+# checkpoint to finish in, or readers holding old snapshots), the thread runs a RESTART
+# checkpoint: it holds writers back while it finishes, and waits for readers.
+CHECKPOINT_BOUND_PAGES = 8000
+# A writer connection checkpoints itself only past this many frames (SQLite's own
+# auto-checkpoint): the backstop for a checkpointer that cannot run.
+AUTOCHECKPOINT_BACKSTOP_PAGES = 3 * CHECKPOINT_BOUND_PAGES
+# The locked pass that lets the WAL start over runs only when at most this many frames
+# are left to copy (it makes one commit wait for that copy and the syncs).
+FINISH_LEFTOVER_PAGES = 64
+# How long a RESTART checkpoint waits for readers (holding writers back meanwhile)
+# before it gives up, and how long until the next try after one gave up.
+RESTART_WAIT_MS = 1000
+RESTART_RETRY_S = 5.0
+# After a checkpoint resets it, the WAL file is truncated to at most this many bytes.
+JOURNAL_SIZE_LIMIT = 128 * 1024 * 1024
 
 # The partial index's condition, WARNING and above. SQLite uses a partial index only
 # for a query whose WHERE contains this very term: queries build theirs from it.
@@ -239,15 +274,27 @@ class SqliteDatabase:
     folder, file or schema is created, and a file the user may only read can be
     inspected (writes fail with BackendError).
 
+    ``background_checkpoint`` (the default for a file): this connection does not
+    checkpoint the WAL on its commits; the first commit starts a
+    :class:`Checkpointer` thread for this process that does. ``False`` keeps
+    SQLite's own auto-checkpoint (every 1,000 pages, on the commit that passes it).
+
     Raises:
         BackendUnavailable: the file cannot be opened; read-only, also when there is
             no file there or it is not a steadyq database of this version.
     """
 
     _writing = False  # inside transaction(): its BEGIN succeeded, no COMMIT/ROLLBACK yet
+    background_checkpoint = False
+    _checkpointer: Checkpointer | None = None
 
     def __init__(
-        self, path: str | Path, *, busy_timeout_ms: int = 30000, read_only: bool = False
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = 30000,
+        read_only: bool = False,
+        background_checkpoint: bool = True,
     ) -> None:
         self.path = str(path)
         self.read_only = read_only and self.path != ":memory:"
@@ -268,6 +315,11 @@ class SqliteDatabase:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self._lock = threading.RLock()
+            self._checkpointer: Checkpointer | None = None
+            self.background_checkpoint = background_checkpoint and self.path != ":memory:"
+            if self.background_checkpoint:
+                self.conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_BACKSTOP_PAGES}")
+                self.conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
             self._create_schema()
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
@@ -400,6 +452,11 @@ class SqliteDatabase:
                     raise driver_error(exc, f"SQLite {self.path}: cannot commit") from exc
             finally:
                 self._writing = False
+            if self.background_checkpoint:
+                checkpointer = self._checkpointer
+                if checkpointer is None or not checkpointer.alive:
+                    checkpointer = self._start_checkpointer()
+                checkpointer.dirty = True
 
     def limit_pages(self, pages: int) -> int:
         """Let this connection grow the file to at most ``pages`` pages (SQLite's
@@ -427,7 +484,213 @@ class SqliteDatabase:
             except sqlite3.Error as exc:
                 raise driver_error(exc, f"SQLite {self.path}") from exc
 
+    def _start_checkpointer(self) -> Checkpointer:
+        checkpointer = Checkpointer(self.path, owner=self)
+        self._checkpointer = checkpointer
+        return checkpointer
+
+    def checkpoint_now(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """Run a checkpoint on this connection now: ``(busy, wal frames, frames
+        checkpointed)`` as SQLite's ``wal_checkpoint`` returns them."""
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ValueError(f"unknown checkpoint mode {mode!r}")
+        with self.reading() as conn:
+            row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
     def close(self) -> None:
         if not getattr(self, "_closed", True):
             self._closed = True
+            checkpointer, self._checkpointer = self._checkpointer, None
+            if checkpointer is not None:
+                checkpointer.stop()
             self.conn.close()
+
+
+class Checkpointer:
+    """A thread, with its own connection, that checkpoints a WAL database off the
+    commit path.
+
+    While commits come (``dirty`` is set by :meth:`SqliteDatabase.transaction` after
+    each), it runs a PASSIVE checkpoint every ``interval_s`` (every
+    CHECKPOINT_BUSY_INTERVAL_S while the WAL grows fast): that copies committed
+    frames into the database file and syncs both, without taking the write lock, so
+    no commit waits for it. Once the WAL holds more than ``bound_pages`` frames
+    (commits that never leave a gap for a checkpoint to finish in), one short pass
+    runs between two of this process's transactions so the next starts the WAL over;
+    if frames are still left (readers whose snapshots need them, another process's
+    writer), a RESTART checkpoint holds writers back while it finishes and waits (up
+    to RESTART_WAIT_MS) for those readers, so the WAL cannot grow without bound
+    while readers come and go (see :meth:`_checkpoint`). A reader that never lets go
+    pins the WAL in any mode.
+
+    One per database object and process: a fork leaves the thread behind, and the
+    child starts its own on its first commit (an at-fork hook also keeps a fork from
+    landing in the middle of a checkpoint, where SQLite's locks would be copied
+    taken). A failing checkpoint is logged and tried again; the writer connections'
+    auto-checkpoint backstop (AUTOCHECKPOINT_BACKSTOP_PAGES) bounds the WAL if this
+    thread cannot run at all.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        owner: object | None = None,
+        interval_s: float | None = None,
+        bound_pages: int | None = None,
+    ) -> None:
+        self.path = path
+        self.interval_s = CHECKPOINT_INTERVAL_S if interval_s is None else interval_s
+        self.bound_pages = CHECKPOINT_BOUND_PAGES if bound_pages is None else bound_pages
+        # the thread ends when its owner (the database object) is gone unclosed
+        self._owner = None if owner is None else weakref.ref(owner)
+        self.dirty = False
+        self.checkpoints = 0  # completed checkpoint calls, of any mode
+        self.finishes = 0  # PASSIVE checkpoints between two transactions (see _checkpoint)
+        self.restarts = 0
+        self.last: tuple[int, int, int] | None = None
+        self._pid = os.getpid()
+        self._stop = threading.Event()
+        self._busy = threading.Lock()  # held while a checkpoint runs (see _before_fork)
+        self._failing = False
+        self._wait_s = self.interval_s
+        self._restart_after = 0.0  # monotonic: no RESTART before (one gave up)
+        self._thread = threading.Thread(
+            target=self._run, name=f"steadyq-checkpoint {Path(path).name}", daemon=True
+        )
+        _CHECKPOINTERS.add(self)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Running in this process (a forked child sees its parent's, not running)."""
+        return self._pid == os.getpid() and self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self.alive and threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while not self._stop.wait(self._wait_s):
+                if self._owner is not None and self._owner() is None:
+                    return
+                if not self.dirty:
+                    continue
+                self.dirty = False
+                try:
+                    with self._busy:
+                        if conn is None:
+                            conn = sqlite3.connect(
+                                self.path, isolation_level=None, check_same_thread=False
+                            )
+                            # PASSIVE never waits; this bounds how long RESTART does
+                            conn.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+                        self._checkpoint(conn)
+                except sqlite3.Error as exc:
+                    self.dirty = True  # try again next interval
+                    if not self._failing:
+                        log.warning("WAL checkpoint of %s failed, will retry: %s", self.path, exc)
+                    self._failing = True
+                else:
+                    self._failing = False
+        finally:
+            if conn is not None:
+                with self._busy, contextlib.suppress(sqlite3.Error):
+                    conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """PASSIVE checkpoints, and a RESTART one past the bound (caller holds
+        ``_busy``).
+
+        SQLite starts the WAL over from its beginning only at a write transaction
+        that begins with every frame checkpointed and no reader in the WAL. Under a
+        steady load commits land while a checkpoint copies (and syncs), so that
+        moment may never come: a second PASSIVE pass (short: only what came
+        meanwhile; up to four) tries to finish in a gap between commits, and past the
+        bound, once little is left, one more runs while holding this process's
+        connection lock, i.e. between two of its transactions, so its next one
+        starts the WAL over. If frames are still
+        left (another process's writer, or a reader's snapshot), RESTART takes the
+        write lock, finishes, and waits up to RESTART_WAIT_MS for readers to leave
+        the WAL."""
+        busy, frames, done = self._passive(conn)
+        for _ in range(3):
+            # each pass copies what came during the last: short passes converge, and
+            # the one that finishes under the lock below has little left to copy
+            if busy or frames - done <= FINISH_LEFTOVER_PAGES:
+                break
+            busy, frames, done = self._passive(conn)
+        if frames > self.bound_pages and frames - done <= FINISH_LEFTOVER_PAGES:
+            # commits came during every pass, or the last pass finished but no commit
+            # has started the WAL over yet: finish between two of this process's
+            # transactions (holding their lock). That costs the next commit the copy
+            # of what came since the last pass and, if anything did, two syncs: once
+            # per bound, not once per SQLite's 1,000 pages
+            owner = None if self._owner is None else self._owner()
+            lock = getattr(owner, "_lock", None)
+            if lock is not None and lock.acquire(timeout=1.0):
+                try:
+                    busy, frames, done = self._passive(conn)
+                    self.finishes += 1
+                finally:
+                    lock.release()
+        self.last = (busy, frames, done)
+        self._wait_s = (
+            min(self.interval_s, CHECKPOINT_BUSY_INTERVAL_S)
+            if frames > CHECKPOINT_BUSY_PAGES
+            else self.interval_s
+        )
+        now = time.monotonic()
+        if frames > self.bound_pages and done < frames and now >= self._restart_after:
+            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            self.restarts += 1
+            self.last = (busy, frames, done)
+            if busy:
+                # a reader held on past RESTART_WAIT_MS: writers go on, try again later
+                self._restart_after = now + RESTART_RETRY_S
+            log.info(
+                "WAL of %s past %d pages: RESTART checkpoint in %.3f s (%s)",
+                self.path,
+                self.bound_pages,
+                time.monotonic() - now,
+                "gave up waiting for a reader" if busy else "done",
+            )
+        if frames > done:
+            self.dirty = True  # frames left behind a reader: try again next interval
+
+    def _passive(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
+        busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.checkpoints += 1
+        return int(busy), int(frames), int(done)
+
+    def _before_fork(self) -> None:
+        if self.alive:
+            self._busy.acquire()
+
+    def _after_fork(self) -> None:
+        if self._busy.locked():
+            with contextlib.suppress(RuntimeError):
+                self._busy.release()
+
+
+_CHECKPOINTERS: weakref.WeakSet[Checkpointer] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for checkpointer in list(_CHECKPOINTERS):
+        checkpointer._before_fork()
+
+
+def _after_fork() -> None:
+    for checkpointer in list(_CHECKPOINTERS):
+        checkpointer._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+    )

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
-import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich import box
@@ -26,20 +26,22 @@ from steadyq.brokers.base import DlqFilter, Queue
 from steadyq.cli_import import import_app
 from steadyq.cli_pubsub import pubsub_app
 from steadyq.cli_schema import schema_command
-from steadyq.config import Settings, load_settings, unknown_variables
-from steadyq.durations import format_duration, parse_duration, parse_time_or_age, rfc3339
-from steadyq.errors import (
-    BackendUnavailable,
-    ConfigError,
-    HandlerLoadError,
-    NotFound,
-    SteadyqError,
+from steadyq.cli_store import store_app
+from steadyq.config import (
+    WORKER_SETTINGS,
+    Setting,
+    Settings,
+    load_settings,
+    unknown_variables,
+    worker_options,
 )
+from steadyq.durations import format_duration, parse_duration, parse_time_or_age, rfc3339
+from steadyq.errors import ConfigError, SteadyqError
+from steadyq.exit_codes import exits_on_error
 from steadyq.publishing import publish_recorded
 from steadyq.telemetry.events import KINDS, LOG, SEVERITIES, Event
 from steadyq.telemetry.store import REQUEST_STATUSES, EventFilter, EventStore
 from steadyq.watch.cli import watch_app
-from steadyq.worker import ExitCode
 
 if TYPE_CHECKING:
     from steadyq._progress import TerminalProgress
@@ -65,6 +67,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(queue_app, name="queue")
 app.add_typer(pubsub_app, name="pubsub")
 app.add_typer(import_app, name="import")
+app.add_typer(store_app, name="store")
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -100,21 +103,6 @@ def _root(
     ] = False,
 ) -> None:
     """Queue-driven workers that cannot be poisoned, and the tools to inspect them."""
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(Text("error: ", style="bold red") + Text(message))
-    raise typer.Exit(code)
-
-
-def _code_for(exc: SteadyqError) -> int:
-    if isinstance(exc, HandlerLoadError):
-        return ExitCode.HANDLER_UNLOADABLE
-    if isinstance(exc, ConfigError):
-        return ExitCode.USAGE
-    if isinstance(exc, BackendUnavailable):
-        return ExitCode.BACKEND_UNAVAILABLE
-    return ExitCode.ERROR
 
 
 def settings_for(
@@ -189,16 +177,12 @@ def _when(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
-def _guard(fn: Callable[[], int | None], *, usage: int = ExitCode.USAGE) -> None:
-    """Run a command body: its errors become one ``error:`` line and an exit code
-    (``usage`` for bad input: a command whose codes are verdicts needs another)."""
-    try:
+def _guard(fn: Callable[[], int | None], *, verdict: bool = False) -> None:
+    """Run a command body and exit with the code it returns; its errors become one
+    ``error:`` line and the code :func:`steadyq.exit_codes.code_for` gives them
+    (``verdict``: a command whose codes are verdicts, where every error is CANNOT_RUN)."""
+    with exits_on_error(verdict=verdict):
         code = fn()
-    except SteadyqError as exc:
-        code_ = _code_for(exc)
-        fail(str(exc), usage if code_ == ExitCode.USAGE else code_)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
     raise typer.Exit(code or 0)
 
 
@@ -277,75 +261,52 @@ def _import_from_here() -> None:
         sys.path.insert(0, here)
 
 
+def _setting_flag(setting: Setting) -> Any:
+    """The typer annotation of a worker setting's flag; every flag defaults to None
+    ("not given"), so the file and the environment show through."""
+    if setting.type is bool:
+        names = f"{setting.cli_flag}/{setting.off_flag}" if setting.off_flag else setting.cli_flag
+        return Annotated[bool | None, typer.Option(names, help=setting.help, show_default=False)]
+    if setting.type in (int, int | None):
+        low, high = setting.limits.get("ge"), setting.limits.get("le")
+        return Annotated[
+            int | None,
+            typer.Option(
+                setting.cli_flag,
+                help=setting.help,
+                show_default=False,
+                min=None if low is None else int(low),
+                max=None if high is None else int(high),
+            ),
+        ]
+    # durations, names and choices: the settings validate them and blame the flag
+    return Annotated[str | None, typer.Option(setting.cli_flag, help=setting.help)]
+
+
+def _with_setting_flags(command: F) -> F:
+    """Give ``command`` one flag per worker setting (:data:`steadyq.config.WORKER_SETTINGS`),
+    before its own keyword-only options; they reach it in ``**settings``."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    first_own_option = next(i for i, p in enumerate(own) if p.kind is p.KEYWORD_ONLY)
+    flags = [
+        inspect.Parameter(
+            s.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_setting_flag(s)
+        )
+        for s in WORKER_SETTINGS
+    ]
+    params = own[:first_own_option] + flags + own[first_own_option:]
+    command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return command
+
+
 @app.command()
+@_with_setting_flags
 def worker(
     url: UrlOpt = None,
     config: ConfigOpt = None,
     store_url: StoreOpt = None,
-    handler: Annotated[
-        str | None,
-        typer.Option(
-            help="Handler as module:callable, called as handler(request, ctx); required"
-            " (the content workload: steadyq.content:handle).",
-        ),
-    ] = None,
-    request_schema: Annotated[
-        str | None,
-        typer.Option(
-            "--schema",
-            help="Request model as module:Class (a pydantic model with a request_id field);"
-            " default: the handler's own request_schema, else steadyq.Request.",
-        ),
-    ] = None,
-    allow_unknown_fields: Annotated[
-        bool | None,
-        typer.Option(
-            "--allow-unknown-fields/--refuse-unknown-fields",
-            help="Ignore fields the request model does not know instead of rejecting the"
-            " message as schema_invalid (default: refuse).",
-        ),
-    ] = None,
-    runner: Annotated[
-        str | None,
-        typer.Option(
-            help="'process' (default): each call in a supervised child with a hard deadline. "
-            "'inline': in the worker process, soft deadline only; for trusted fast handlers.",
-        ),
-    ] = None,
-    concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Handler processes (default: cores).")
-    ] = None,
-    deadline: Annotated[
-        str | None, typer.Option(help="Hard deadline of one call, e.g. 600 or 10m.")
-    ] = None,
-    max_runtime: Annotated[
-        str | None,
-        typer.Option(
-            help="Time budget of this execution, e.g. 1800 or 30m; stops pulling in time."
-        ),
-    ] = None,
-    drain: Annotated[
-        bool | None,
-        typer.Option("--drain/--forever", help="Exit when nothing is ready or in flight."),
-    ] = None,
-    max_attempts: Annotated[
-        int | None, typer.Option(min=1, help="Attempts before the DLQ.")
-    ] = None,
-    retry_min: Annotated[str | None, typer.Option(help="Shortest retry delay (10s).")] = None,
-    retry_max: Annotated[str | None, typer.Option(help="Longest retry delay (10m).")] = None,
-    lease: Annotated[
-        str | None, typer.Option(help="Lease per pull (default: deadline plus a margin).")
-    ] = None,
-    artifacts: Annotated[
-        str | None, typer.Option(help="Folder where handlers write their outputs (./artifacts).")
-    ] = None,
-    backend_outage: Annotated[
-        str | None,
-        typer.Option(
-            help="How long the queue or store may stay down (full disk, read-only file,"
-            " locked) before the execution gives up with exit code 3 (5m)."
-        ),
-    ] = None,
+    *,
     log_format: Annotated[
         str,
         typer.Option(
@@ -353,13 +314,6 @@ def worker(
             " 'json'), 'json' (every event as a Cloud Logging line), 'progress', 'none'.",
         ),
     ] = "auto",
-    log_level: Annotated[
-        str,
-        typer.Option(
-            help="Lowest severity of the handlers' log records shown, e.g. INFO to see"
-            " ctx.logger.info(); the store keeps WARNING and above.",
-        ),
-    ] = "WARNING",
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -370,105 +324,45 @@ def worker(
         ),
     ] = None,
     metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
+    **settings: Any,
 ) -> None:
     """Run one execution: pull, validate, run the handler, settle every message.
+
+    Every setting of steadyq.toml's [worker] table has a flag here (and a variable
+    STEADYQ_WORKER_<KEY>); a flag wins over both.
 
     Exit codes: 0 done (drained, stopped, or time budget reached), 2 bad settings,
     3 backend unavailable, 4 handler unloadable, 5 interrupted by a second signal.
     """
 
     def run() -> int:
-        from steadyq.policy import RetryPolicy
-        from steadyq.runner import load_handler
         from steadyq.telemetry.logs import JsonLinesSink
-        from steadyq.worker import Worker, WorkerOptions
+        from steadyq.worker import Worker
 
         if log_format not in LOG_FORMATS:
             raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
-        level = log_level.upper()
-        if level not in SEVERITIES or logging.getLevelName(level) == f"Level {level}":
-            raise ConfigError("--log-level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
-        settings = settings_for(
-            url,
-            config,
-            {
-                "handler": handler,
-                "schema": request_schema,
-                "allow_unknown_fields": allow_unknown_fields,
-                "runner": runner,
-                "concurrency": concurrency,
-                "deadline_s": deadline,
-                "max_runtime_s": max_runtime,
-                "drain": drain,
-                "max_attempts": max_attempts,
-                "retry_min_s": retry_min,
-                "retry_max_s": retry_max,
-                "lease_s": lease,
-                "artifacts_dir": artifacts,
-                "backend_outage_s": backend_outage,
-            },
-            store=store_url,
-        )
-        ws = settings.worker
+        keys = {s.name: s.key for s in WORKER_SETTINGS}
+        given = {keys[name]: value for name, value in settings.items()}
+        settings_ = settings_for(url, config, given, store=store_url)
+        ws = settings_.worker
         if ws.handler is None:
             raise ConfigError(
                 "no handler: name one with --handler module:function, or `handler` under"
                 " [worker] in steadyq.toml (the content workload: steadyq.content:handle)"
             )
-        if ws.max_runtime_s is not None and ws.max_runtime_s <= ws.deadline_s:
-            raise ConfigError(
-                f"--max-runtime {format_duration(ws.max_runtime_s)} is not longer than"
-                f" --deadline {format_duration(ws.deadline_s)}: the execution stops pulling"
-                " when its budget could not fit one more deadline, so it would run nothing;"
-                " give a longer --max-runtime or a shorter --deadline"
-            )
-        _import_from_here()
-        schema = None
-        if ws.request_schema:
-            from pydantic import BaseModel
-
-            try:
-                loaded = load_handler(ws.request_schema)  # resolves any module:attribute
-            except HandlerLoadError as exc:
-                raise ConfigError(f"--schema: {exc}") from None
-            if not (isinstance(loaded, type) and issubclass(loaded, BaseModel)):
-                raise ConfigError(f"schema {ws.request_schema!r} is not a pydantic model")
-            schema = loaded
-        try:
-            retry = RetryPolicy(
-                ws.retry_min_s, max(ws.retry_max_s, ws.retry_min_s), ws.max_attempts
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        options = WorkerOptions(
-            handler=ws.handler,
-            runner=ws.runner,
-            concurrency=ws.concurrency,
-            deadline_s=ws.deadline_s,
-            max_runtime_s=ws.max_runtime_s,
-            drain=ws.drain,
-            retry=retry,
-            lease_s=ws.lease_s,
-            batch_size=ws.batch_size,
-            prefetch=ws.prefetch,
-            schema=schema,
-            allow_unknown_fields=ws.allow_unknown_fields,
-            max_bytes=ws.max_bytes,
-            artifacts_dir=ws.artifacts_dir,
-            backend_outage_s=ws.backend_outage_s,
-            log_level=logging.getLevelName(level),
-        )
+        _import_from_here()  # before the schema is loaded: it may live here too
+        options = worker_options(ws)
         shown = log_format
         if shown == "auto":
             shown = "progress" if out.is_terminal else "json"
-        queue = open_queue(settings.url)
+        queue = open_queue(settings_.url)
         with queue, contextlib.ExitStack() as stack:
-            store = store_for(queue, settings.store)
+            store = store_for(queue, settings_.store)
             progress = None
             sink: Callable[[Event], None] | None = None
             if shown == "progress":
                 progress = stack.enter_context(
-                    _terminal_progress(settings.url, drain=options.drain, level=level)
+                    _terminal_progress(settings_.url, drain=options.drain, level=ws.log_level)
                 )
                 sink = progress
             elif shown == "json":
@@ -479,7 +373,7 @@ def worker(
                 from steadyq.worker_metrics import serving_metrics
 
                 fed, bound = stack.enter_context(
-                    serving_metrics(settings.url, sink, metrics_host, metrics_port)
+                    serving_metrics(settings_.url, sink, metrics_host, metrics_port)
                 )
                 err.print(f"metrics on http://{metrics_host}:{bound}/metrics")
                 sink = fed
@@ -834,10 +728,7 @@ def dlq_show(
     def run() -> int:
         queue = _look_at_queue(url, config)
         with queue:
-            try:
-                letter = queue.dlq_get(message_id)
-            except NotFound as exc:
-                raise ConfigError(str(exc)) from None
+            letter = queue.dlq_get(message_id)  # NotFound: exit 2, as bad input
         if json_out:
             _print_json(letter.to_dict())
             return 0
@@ -1080,9 +971,7 @@ def demo(
 
         return run_demo(directory, fault=fault, timings=QUICK if quick else None, console=out)
 
-    from steadyq.watch.judge import EXIT_UNUSABLE
-
-    _guard(run, usage=EXIT_UNUSABLE)
+    _guard(run, verdict=True)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from steadyq._terminal import safe
 from steadyq.errors import SteadyqError
+from steadyq.exit_codes import ExitCode, code_for, fail, message_of
 
 import_app = typer.Typer(
     help="Import a platform's telemetry into a steadyq store, for the watch to judge.",
@@ -81,26 +82,24 @@ def import_gcloud(
     """
     from steadyq.brokers import open_store
     from steadyq.errors import ConfigError
-    from steadyq.telemetry.store_sqlite import SqliteStore
     from steadyq.watch.sources.gcloud import EntryConverter, ImportCounts, Importer
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-    def fail(message: str, code: int) -> None:
-        err.print(Text("error: ", style="bold red") + safe(message, None))
-        raise typer.Exit(code)
-
     for path in files:
         if not path.is_file():
-            fail(f"no such file: {path}", 2)
+            fail(f"no such file: {path}", ExitCode.USAGE)
     try:
         converter = EntryConverter.compile(rejection_pattern or ())
-        store = open_store(url)
+        opened = open_store(url)
     except SteadyqError as exc:
-        fail(str(exc), 2 if isinstance(exc, ConfigError) else 3)
+        fail(str(exc), code_for(exc))
         return
-    if not isinstance(store, SqliteStore):  # pragma: no cover - only SQLite stores exist
-        fail("steadyq import writes into a SQLite store (sqlite:///PATH)", 2)
+    try:
+        store = opened.sqlite_store("steadyq import")
+    except ConfigError as exc:
+        opened.close()
+        fail(str(exc), 2)
         return
     total = ImportCounts()
     per_file: dict[str, dict[str, int]] = {}
@@ -133,11 +132,10 @@ def import_gcloud(
             importer.finish()
             progress.remove_task(task)
     except ConfigError as exc:
-        fail(f"{path}: {exc}", 2)
-    except SteadyqError as exc:
-        fail(str(exc), 3)
-    except OSError as exc:
-        fail(f"{exc.strerror or exc}: {exc.filename or ''}", 2)
+        fail(f"{path}: {exc}", code_for(exc))
+    except (SteadyqError, OSError, KeyboardInterrupt) as exc:
+        # interrupted: what was imported stays, and importing again skips it
+        fail(message_of(exc), code_for(exc))
     finally:
         store.close()
     if json_out:

@@ -8,8 +8,10 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from steadyq.brokers.pubsub import DEFAULT_ACK_DEADLINE_S
 from steadyq.durations import parse_duration
-from steadyq.errors import BackendUnavailable, ConfigError, SteadyqError
+from steadyq.errors import SteadyqError
+from steadyq.exit_codes import code_for, fail, message_of
 
 pubsub_app = typer.Typer(
     help="Google Cloud Pub/Sub: create the topic, subscription and dead-letter queue.",
@@ -18,7 +20,6 @@ pubsub_app = typer.Typer(
 )
 
 _out = Console(highlight=False, soft_wrap=True)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @pubsub_app.command("setup")
@@ -27,8 +28,13 @@ def pubsub_setup(
     topic: Annotated[str, typer.Option(help="Topic the requests are published to.")],
     subscription: Annotated[str, typer.Option(help="Subscription the workers pull from.")],
     ack_deadline: Annotated[
-        int, typer.Option(help="Ack deadline of the subscription, seconds (10-600).")
-    ] = 60,
+        int,
+        typer.Option(
+            help="Ack deadline of the subscription, seconds (10-600). The default, 600, is"
+            " the lease the worker takes with its default --deadline, so a pull needs no"
+            " extra call to set it."
+        ),
+    ] = DEFAULT_ACK_DEADLINE_S,
     max_delivery_attempts: Annotated[
         int,
         typer.Option(
@@ -46,6 +52,20 @@ def pubsub_setup(
         str | None,
         typer.Option(help="Dead-letter topic (default TOPIC-dlq; its subscription DLQ_TOPIC-sub)."),
     ] = None,
+    retention: Annotated[
+        str,
+        typer.Option(
+            help="How long the subscription keeps unacked messages (10m to 7d, Pub/Sub's range)."
+        ),
+    ] = "7d",
+    exactly_once: Annotated[
+        bool,
+        typer.Option(
+            "--exactly-once",
+            help="Enable exactly-once delivery: Pub/Sub then refuses an ack whose lease"
+            " expired, and steadyq reports it as a lost lease.",
+        ),
+    ] = False,
 ) -> None:
     """Create what is missing, idempotently; print what existed and what was created.
 
@@ -65,21 +85,32 @@ def pubsub_setup(
             min_backoff_s=parse_duration(min_backoff),
             max_backoff_s=parse_duration(max_backoff),
             dlq_topic=dlq_topic,
+            retention_s=parse_duration(retention),
+            exactly_once=exactly_once,
         )
-    except SteadyqError as exc:
-        code = 1
-        if isinstance(exc, ConfigError):
-            code = 2
-        elif isinstance(exc, BackendUnavailable):
-            code = 3
-        _err.print(Text("error: ", style="bold red") + Text(str(exc)))
-        raise typer.Exit(code) from None
+    except (SteadyqError, KeyboardInterrupt) as exc:
+        fail(message_of(exc), code_for(exc))
     where = emulator_host()
     _out.print(f"Pub/Sub {'emulator at ' + where if where else 'project ' + project}:")
     for step in steps:
         state = Text("created", style="green") if step.created else Text("exists ", style="dim")
         note = f"  ({step.note})" if step.note else ""
         _out.print(Text("  ") + state + Text(f"  {step.kind:<12} {step.path}{note}"))
+        for difference in step.differs:
+            _out.print(
+                Text("           differs: ", style="yellow")
+                + Text(
+                    f"{difference} (left as it is; change it with"
+                    " `gcloud pubsub subscriptions update`)"
+                )
+            )
+    deadline = steps[-1].ack_deadline_s if steps else None
+    if deadline is not None and deadline != DEFAULT_ACK_DEADLINE_S:
+        _out.print(
+            f"note: the worker leases {DEFAULT_ACK_DEADLINE_S} s with its default --deadline;"
+            f" on an ack deadline of {deadline} s every pull makes one more call to set it"
+            f" (a worker with --lease {deadline} makes none)"
+        )
     _out.print(
         f"worker: steadyq worker --url pubsub://{project}/{subscription}\n"
         f"publish: steadyq publish --url pubsub://{project}/{topic} FILE"

@@ -6,16 +6,12 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from steadyq._options import ConfigOpt
 from steadyq.config import load_settings
-from steadyq.errors import ConfigError, HandlerLoadError, SteadyqError
+from steadyq.exit_codes import exits_on_error
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def request_json_schema(
@@ -72,7 +68,7 @@ def schema_command(
     Settings come from steadyq.toml and STEADYQ_WORKER_* as for the worker.
     Exit codes: 0 printed, 2 bad settings or schema, 4 handler unloadable.
     """
-    try:
+    with exits_on_error():
         settings = load_settings(
             config, overrides={"worker": {"handler": handler, "schema": request_schema}}
         )
@@ -83,8 +79,4 @@ def schema_command(
             allow_unknown_fields=ws.allow_unknown_fields,
             max_bytes=ws.max_bytes,
         )
-    except SteadyqError as exc:
-        code = 4 if isinstance(exc, HandlerLoadError) else 2 if isinstance(exc, ConfigError) else 1
-        _err.print(Text("error: ", style="bold red") + Text(str(exc)))
-        raise typer.Exit(code) from None
     typer.echo(json.dumps(document, indent=2, ensure_ascii=False))

@@ -19,64 +19,292 @@ A queue without a store of its own (``pubsub://``) keeps its telemetry in
 
 Environment: ``STEADYQ_URL``, ``STEADYQ_STORE`` and ``STEADYQ_WORKER_<FIELD>`` (e.g.
 ``STEADYQ_WORKER_DEADLINE_S=120``).
+
+The worker's settings have one source: :data:`WORKER_SETTINGS`, one row per user-facing
+field of :class:`~steadyq.worker.WorkerOptions`, whose defaults are the options' own.
+:class:`WorkerSettings` (the ``[worker]`` table and its variables) is made from it, the
+worker command's flags too, and :func:`worker_options` turns settings into options.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from steadyq.durations import parse_duration
 from steadyq.errors import ConfigError
-from steadyq.gate import DEFAULT_MAX_BYTES
+from steadyq.policy import RetryPolicy
+from steadyq.worker import WorkerOptions
 
 DEFAULT_URL = "sqlite:///steadyq.db"
 CONFIG_FILE = "steadyq.toml"
 ENV_PREFIX = "STEADYQ_"
 
+# -- the worker's settings: one table, the defaults from WorkerOptions ----------------
 
-def _cores() -> int:
-    return os.cpu_count() or 1
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class WorkerSettings(BaseModel):
+def _load_model(spec: str | None) -> type[BaseModel] | None:
+    """``module:Class`` to the pydantic model it names."""
+    if not spec:
+        return None
+    from steadyq.errors import HandlerLoadError
+    from steadyq.runner import load_handler
+
+    try:
+        loaded = load_handler(spec)  # resolves any module:attribute
+    except HandlerLoadError as exc:
+        raise ConfigError(f"--schema: {exc}") from None
+    if not (isinstance(loaded, type) and issubclass(loaded, BaseModel)):
+        raise ConfigError(f"schema {spec!r} is not a pydantic model")
+    return loaded
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Setting:
+    """One user-facing field of :class:`~steadyq.worker.WorkerOptions`: a key under
+    ``[worker]`` in ``steadyq.toml``, a variable ``STEADYQ_WORKER_<KEY>`` and a flag of
+    ``steadyq worker``. Its default is the option's own; a new option is one row here."""
+
+    key: str  # the file key; the variable is STEADYQ_WORKER_<KEY upper-cased>
+    option: str  # the WorkerOptions field it sets; "retry.max_attempts": a RetryPolicy field
+    type: Any  # what the setting holds once validated
+    help: str  # the flag's help
+    flag: str = ""  # default: --KEY without its _s unit, _ as -
+    off_flag: str = ""  # a boolean's other flag (--forever for --drain)
+    duration: bool = False  # seconds, or a duration string (90s, 10m)
+    limits: Mapping[str, float] = dataclasses.field(default_factory=dict)  # ge, gt, le
+    # the option's value from the setting's, and back (for the default); default: as is
+    to_option: Callable[[Any], Any] | None = None
+    from_option: Callable[[Any], Any] | None = None
+    attr: str = ""  # the model's attribute, when pydantic owns the key's name (schema)
+
+    @property
+    def name(self) -> str:
+        """The attribute of :class:`WorkerSettings` that holds it."""
+        return self.attr or self.key
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.key.removesuffix("_s").replace("_", "-")
+
+    @property
+    def variable(self) -> str:
+        return f"{ENV_PREFIX}WORKER_{self.key.upper()}"
+
+
+WORKER_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "handler",
+        "handler",
+        str | None,
+        "Handler as module:callable, called as handler(request, ctx); required"
+        " (the content workload: steadyq.content:handle).",
+    ),
+    Setting(
+        "schema",
+        "schema",
+        str | None,
+        "Request model as module:Class (a pydantic model with a request_id field);"
+        " default: the handler's own request_schema, else steadyq.Request.",
+        attr="request_schema",
+        to_option=_load_model,
+        from_option=lambda model: None if model is None else f"{model.__module__}:{model.__name__}",
+    ),
+    Setting(
+        "allow_unknown_fields",
+        "allow_unknown_fields",
+        bool,
+        "Ignore fields the request model does not know instead of rejecting the"
+        " message as schema_invalid (default: refuse).",
+        flag="--allow-unknown-fields",
+        off_flag="--refuse-unknown-fields",
+    ),
+    Setting(
+        "runner",
+        "runner",
+        Literal["process", "inline"],
+        "'process' (default): each call in a supervised child with a hard deadline. "
+        "'inline': in the worker process, soft deadline only; for trusted fast handlers.",
+    ),
+    Setting(
+        "concurrency",
+        "concurrency",
+        int,
+        "Handler processes (default: cores).",
+        limits={"ge": 1, "le": 256},
+    ),
+    Setting(
+        "deadline_s",
+        "deadline_s",
+        float,
+        "Hard deadline of one call, e.g. 600 or 10m.",
+        duration=True,
+        limits={"gt": 0},
+    ),
+    Setting(
+        "max_runtime_s",
+        "max_runtime_s",
+        float | None,
+        "Time budget of this execution, e.g. 1800 or 30m; stops pulling in time.",
+        duration=True,
+        limits={"gt": 0},
+    ),
+    Setting(
+        "drain",
+        "drain",
+        bool,
+        "Exit when nothing is ready or in flight.",
+        off_flag="--forever",
+    ),
+    Setting(
+        "max_attempts",
+        "retry.max_attempts",
+        int,
+        "Handler runs before the DLQ.",
+        limits={"ge": 1, "le": 1000},
+    ),
+    Setting(
+        "retry_min_s",
+        "retry.min_backoff_s",
+        float,
+        "Shortest retry delay (10s).",
+        duration=True,
+        limits={"ge": 0},
+    ),
+    Setting(
+        "retry_max_s",
+        "retry.max_backoff_s",
+        float,
+        "Longest retry delay (10m).",
+        duration=True,
+        limits={"ge": 0},
+    ),
+    Setting(
+        "dlq_retention_s",
+        "dlq_retention_s",
+        float,
+        "Delete dead letters older than this (7d); 0 keeps them.",
+        duration=True,
+        limits={"ge": 0},
+    ),
+    Setting(
+        "telemetry_retention_s",
+        "telemetry_retention_s",
+        float,
+        "Prune events and finished ledger rows older than this; 0 (default) keeps them.",
+        duration=True,
+        limits={"ge": 0},
+    ),
+    Setting(
+        "lease_s",
+        "lease_s",
+        float | None,
+        "Lease per pull (default: deadline plus a margin).",
+        duration=True,
+        limits={"gt": 0},
+    ),
+    Setting(
+        "batch_size",
+        "batch_size",
+        int | None,
+        "Messages asked for per pull (default: the queue's own, 64; Pub/Sub 100).",
+        limits={"ge": 1, "le": 1000},
+    ),
+    Setting(
+        "prefetch",
+        "prefetch",
+        int,
+        "Calls queued per handler process beyond the one running.",
+        limits={"ge": 1, "le": 100},
+    ),
+    Setting(
+        "max_bytes",
+        "max_bytes",
+        int,
+        "Largest message body the gate accepts, in bytes (10 MiB).",
+        limits={"ge": 1},
+    ),
+    Setting(
+        "artifacts_dir",
+        "artifacts_dir",
+        str,
+        "Folder where handlers write their outputs (./artifacts).",
+        flag="--artifacts",
+    ),
+    Setting(
+        "backend_outage_s",
+        "backend_outage_s",
+        float,
+        "How long the queue or store may stay down (full disk, read-only file,"
+        " locked) before the execution gives up with exit code 3 (5m).",
+        duration=True,
+        limits={"gt": 0},
+    ),
+    Setting(
+        "log_level",
+        "log_level",
+        Literal[LOG_LEVELS],
+        "Lowest severity of the handlers' log records shown, e.g. INFO to see"
+        " ctx.logger.info(); the store keeps WARNING and above.",
+        to_option=logging.getLevelName,
+        from_option=logging.getLevelName,
+    ),
+)
+
+# WorkerOptions fields that are deliberately not settings, and why
+NOT_SETTINGS: Mapping[str, str] = {
+    "idle_poll_s": "how often an idle worker asks the queue again; a knob for tests",
+    "max_deliveries": "a backstop derived from max_attempts (at least 10, three per run)",
+}
+
+
+def _option_default(path: str) -> tuple[Any, Callable[[], Any] | None]:
+    """The default (or default factory) of a WorkerOptions field, or of a field of a
+    dataclass field (``retry.max_attempts``)."""
+    owner: Any = WorkerOptions
+    *parents, last = path.split(".")
+    for part in parents:
+        [f] = [f for f in dataclasses.fields(owner) if f.name == part]
+        owner = f.default_factory if f.default is dataclasses.MISSING else type(f.default)
+    [f] = [f for f in dataclasses.fields(owner) if f.name == last]
+    if f.default is not dataclasses.MISSING:
+        return f.default, None
+    assert f.default_factory is not dataclasses.MISSING, path
+    return None, f.default_factory
+
+
+def _field_of(setting: Setting) -> tuple[Any, Any]:
+    default, factory = _option_default(setting.option)
+    convert = setting.from_option
+    limits: dict[str, Any] = dict(setting.limits)
+    if factory is not None:
+        made = factory if convert is None else (lambda: convert(factory()))
+        return setting.type, Field(default_factory=made, alias=setting.key, **limits)
+    value = default if convert is None else convert(default)
+    return setting.type, Field(default=value, alias=setting.key, **limits)
+
+
+class _WorkerSettingsBase(BaseModel):
     """Settings of ``steadyq worker``; field names carry their units."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    handler: str | None = None  # required to run a worker: there is no default workload
-    request_schema: str | None = Field(default=None, alias="schema")
-    runner: Literal["process", "inline"] = "process"
-    concurrency: int = Field(default_factory=_cores, ge=1, le=256)
-    deadline_s: float = Field(default=600.0, gt=0)
-    max_runtime_s: float | None = Field(default=None, gt=0)
-    max_attempts: int = Field(default=5, ge=1, le=1000)
-    retry_min_s: float = Field(default=10.0, ge=0)
-    retry_max_s: float = Field(default=600.0, ge=0)
-    lease_s: float | None = Field(default=None, gt=0)
-    batch_size: int | None = Field(default=None, ge=1, le=1000)  # None: the queue's own batch
-    prefetch: int = Field(default=4, ge=1, le=100)
-    max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
-    allow_unknown_fields: bool = False
-    drain: bool = False
-    artifacts_dir: str = "artifacts"
-    # how long the queue or store may stay down before the execution gives up (exit 3)
-    backend_outage_s: float = Field(default=300.0, gt=0)
+    if TYPE_CHECKING:  # the fields are made from WORKER_SETTINGS
+
+        def __getattr__(self, name: str) -> Any: ...
 
     @field_validator(
-        "deadline_s",
-        "max_runtime_s",
-        "retry_min_s",
-        "retry_max_s",
-        "lease_s",
-        "backend_outage_s",
-        mode="before",
+        *(s.name for s in WORKER_SETTINGS if s.duration), mode="before", check_fields=False
     )
     @classmethod
     def _duration(cls, value: object) -> object:
@@ -86,6 +314,64 @@ class WorkerSettings(BaseModel):
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("log_level", mode="before", check_fields=False)
+    @classmethod
+    def _level(cls, value: object) -> object:
+        if isinstance(value, str) and value.upper() in LOG_LEVELS:
+            return value.upper()
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+
+
+if TYPE_CHECKING:
+    WorkerSettings = _WorkerSettingsBase
+else:
+    WorkerSettings = create_model(
+        "WorkerSettings",
+        __base__=_WorkerSettingsBase,
+        __module__=__name__,
+        **{s.name: _field_of(s) for s in WORKER_SETTINGS},
+    )
+    WorkerSettings.__doc__ = _WorkerSettingsBase.__doc__
+
+
+def worker_options(worker: WorkerSettings, **fields: Any) -> WorkerOptions:
+    """The :class:`~steadyq.worker.WorkerOptions` that ``worker`` settings mean
+    (``fields``: options that are not settings, e.g. ``idle_poll_s``).
+
+    Raises:
+        ConfigError: the settings contradict each other, or ``schema`` is not a
+            pydantic model.
+    """
+    values: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for s in WORKER_SETTINGS:
+        value = getattr(worker, s.name)
+        if s.to_option is not None:
+            value = s.to_option(value)
+        parent, _, child = s.option.rpartition(".")
+        if parent:
+            nested.setdefault(parent, {})[child] = value
+        else:
+            values[s.option] = value
+    if worker.max_runtime_s is not None and worker.max_runtime_s <= worker.deadline_s:
+        from steadyq.durations import format_duration
+
+        raise ConfigError(
+            f"--max-runtime {format_duration(worker.max_runtime_s)} is not longer than"
+            f" --deadline {format_duration(worker.deadline_s)}: the execution stops pulling"
+            " when its budget could not fit one more deadline, so it would run nothing;"
+            " give a longer --max-runtime or a shorter --deadline"
+        )
+    retry = nested.pop("retry")
+    # a longest delay below the shortest means no growth, not an error
+    retry["max_backoff_s"] = max(retry["max_backoff_s"], retry["min_backoff_s"])
+    try:
+        values["retry"] = RetryPolicy(**retry)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    assert not nested, nested
+    return WorkerOptions(**values, **fields)
 
 
 class Settings(BaseModel):
@@ -183,8 +469,10 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
 
 def _flag_of(key: str) -> str:
     """The command-line flag of a setting (``deadline_s`` is ``--deadline``)."""
-    flag = {"artifacts_dir": "artifacts", "request_schema": "schema"}.get(key, key)
-    return "--" + flag.removesuffix("_s").replace("_", "-")
+    for s in WORKER_SETTINGS:
+        if key in (s.key, s.name):
+            return s.cli_flag
+    return "--" + key.replace("_", "-")
 
 
 def _lookup(layer: Mapping[str, Any], loc: tuple[Any, ...]) -> Any:

@@ -447,9 +447,10 @@ def run_demo(
     try:
         import steadyq.content  # noqa: F401  (the demo's workers run it)
     except ImportError as exc:
-        from steadyq.errors import ConfigError
+        from steadyq.errors import MissingExtra
 
-        raise ConfigError(f"steadyq demo runs the content workload; {exc}") from None
+        # the content workload says which of its packages is missing
+        raise MissingExtra("steadyq demo (the content workload)", "content") from exc
     t = timings or Timings()
     console = console or Console()
     directory = directory.resolve()

@@ -6,7 +6,8 @@ re-raised as one of these, with the original chained as ``__cause__``::
 
     SteadyqError
     ├── ConfigError            bad settings, URL, plan or handler spec
-    │   └── HandlerLoadError   ``module:callable`` cannot be imported or called
+    │   ├── HandlerLoadError   ``module:callable`` cannot be imported or called
+    │   └── MissingExtra       an optional driver is not installed: pip install 'steadyq[…]'
     ├── BackendError           a queue or telemetry backend failed
     │   ├── BackendUnavailable cannot open or reach the backend at all
     │   └── LeaseLost          the delivery is no longer leased by this caller
@@ -29,6 +30,61 @@ class ConfigError(SteadyqError):
 
 class HandlerLoadError(ConfigError):
     """The handler named by ``module:callable`` cannot be loaded."""
+
+
+# the top-level modules of steadyq's optional extras (pyproject.toml), by extra: a
+# ModuleNotFoundError for one of them is a MissingExtra, whoever imported it
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "content": ("PIL", "av"),
+    "dashboard": ("starlette", "uvicorn", "prometheus_client"),
+    "pubsub": ("google.pubsub_v1", "google.cloud.pubsub", "google.cloud.pubsub_v1"),
+    "monitoring": ("google.cloud.monitoring_v3",),
+    "gcp": ("google.cloud.run_v2", "google.cloud.logging_v2", "google.cloud.logging"),
+    "postgres": ("psycopg", "psycopg_pool"),
+}
+
+
+class MissingExtra(ConfigError):
+    """An optional driver is not installed; the message names the extra to install.
+
+    ``feature`` says what needed it (``pubsub://``, ``the dashboard``), ``module`` which
+    module is missing, ``extra`` the ``steadyq[extra]`` that brings it.
+    """
+
+    def __init__(self, feature: str, extra: str, module: str | None = None) -> None:
+        missing = f" ({module} is not installed)" if module else ""
+        super().__init__(
+            f"{feature} needs steadyq[{extra}]: pip install 'steadyq[{extra}]'{missing}"
+        )
+        self.feature = feature
+        self.extra = extra
+        self.module = module
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (MissingExtra, (self.feature, self.extra, self.module))
+
+
+def missing_extra(exc: ImportError, feature: str | None = None) -> MissingExtra | None:
+    """The :class:`MissingExtra` an import error means, or None when the missing
+    module belongs to no steadyq extra (a user's own import, a real bug)."""
+    name = getattr(exc, "name", None) or ""
+    if not name:
+        return None
+    exact = [
+        extra
+        for extra, modules in EXTRA_MODULES.items()
+        if any(name == m or name.startswith(m + ".") for m in modules)
+    ]
+    # a namespace (google, google.cloud) is missing: any extra under it brings it
+    under = [
+        extra
+        for extra, modules in EXTRA_MODULES.items()
+        if any(m.startswith(name + ".") for m in modules)
+    ]
+    extras = exact or under
+    if not extras:
+        return None
+    return MissingExtra(feature or "this command", extras[0], name)
 
 
 class BackendError(SteadyqError):
@@ -85,6 +141,7 @@ __all__ = [
     "ConfigError",
     "HandlerLoadError",
     "LeaseLost",
+    "MissingExtra",
     "NotFound",
     "PermanentError",
     "ReplayRefused",

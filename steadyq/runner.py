@@ -8,6 +8,17 @@ a C extension stuck in a loop or a deadlock cannot hang the worker. A child that
 dies by itself (segfault, ``os._exit``, the OOM killer) is reported the same way.
 Calls queued behind a killed call never started; they go to the new child.
 
+Deadlines are enforced by a watchdog thread in the parent, not by the worker's loop:
+each child writes when it really starts a call (and that call's deadline) into memory
+it shares with the parent, and the watchdog kills a child whose call has run past its
+deadline within ``WATCHDOG_TICK_S``, whatever the loop is doing (backing off an outage,
+waiting on a busy database, starting a replacement child). The loop only collects the
+outcome when it next polls.
+
+Children are started by ``forkserver`` (``spawn`` where there is none), never forked
+from the worker itself: the worker has threads (the committer, a Pub/Sub client's), and
+a process forked from a threaded one may inherit a lock some other thread held.
+
 A call also carries ``start_by``, the last wall-clock moment it may start: its
 message's lease (and its request's claim) must outlast the whole deadline. The
 worker moves it on as it extends leases. A call whose moment has passed when a
@@ -27,12 +38,14 @@ import logging
 import math
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -165,7 +178,7 @@ def run_call(handler: Handler, call: Call, ctx: HandlerContext) -> Outcome:
             call.call_id, "permanent", time.perf_counter() - start, _error_text(exc), exc.reason
         )
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a handler fail the call
-        if isinstance(exc, KeyboardInterrupt) and os.getpid() == _MAIN_PID:
+        if isinstance(exc, KeyboardInterrupt) and not _IN_CHILD:
             raise
         return Outcome(
             call.call_id,
@@ -204,7 +217,17 @@ def _result(value: object, ctx: HandlerContext) -> dict[str, Any] | None:
     return value
 
 
-_MAIN_PID = os.getpid()
+_IN_CHILD = False  # set in a handler child: there a KeyboardInterrupt fails the call
+WATCHDOG_TICK_S = 0.05  # how often the watchdog looks at the running calls
+# one slot's record in the shared ``running`` array: when its call started (monotonic;
+# 0: none running), that call's deadline, its id
+_STARTED, _DEADLINE, _CALL = 0, 1, 2
+_RUNNING_FIELDS = 3
+
+
+def default_start_method() -> str:
+    """forkserver where the platform has it, else spawn: never a plain fork."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _handler_logger(
@@ -368,6 +391,25 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
+def _release_forkserver() -> None:
+    """Let the forkserver exit with the worker.
+
+    A child of the forkserver holds a pipe that keeps the server alive for as long as
+    any of its clients lives: with it, a worker killed by SIGKILL would leave the server
+    waiting for the handler child and the child (whose parent is the server) waiting
+    for the server to die. Closed, the server exits with the worker and its children
+    follow (``PR_SET_PDEATHSIG``).
+    """
+    with contextlib.suppress(Exception):
+        from multiprocessing import forkserver
+
+        server: Any = getattr(forkserver, "_forkserver", None)
+        fd = getattr(server, "_forkserver_alive_fd", None)
+        if isinstance(fd, int):
+            server._forkserver_alive_fd = None
+            os.close(fd)
+
+
 def _child_main(
     conn: Connection,
     handler: str | Handler,
@@ -375,7 +417,18 @@ def _child_main(
     start_by: Any,
     ring: range,
     log_level: int = logging.WARNING,
+    running: Any = None,
+    slot: int = 0,
+    environ: dict[str, str] | None = None,
 ) -> None:
+    global _IN_CHILD
+    _IN_CHILD = True
+    _release_forkserver()
+    if environ is not None:
+        # a forkserver child inherits the server's environment, set when it started:
+        # see the worker's as it is now
+        os.environ.clear()
+        os.environ.update(environ)
     _die_with_parent()
     # the parent decides when children stop: a signal to the whole process group
     # (Ctrl-C, `timeout`, systemd, a container's init) must drain, not kill calls
@@ -408,7 +461,14 @@ def _child_main(
                 "request_id": call.request_id,
                 "attempt": call.attempt,
             }
+            record = slot * _RUNNING_FIELDS
+            if running is not None:  # the watchdog's view: this call, from now
+                running[record + _CALL] = call.call_id
+                running[record + _DEADLINE] = call.deadline_s
+                running[record + _STARTED] = time.monotonic()
             outcome = run_call(fn, call, _context(call, execution_id, logger))
+            if running is not None:
+                running[record + _STARTED] = 0.0
         try:
             conn.send(("done", outcome))
         except Exception as exc:  # e.g. an unpicklable error text is impossible; pipe gone
@@ -425,6 +485,51 @@ class _Slot:
     queue: deque[Call] = field(default_factory=deque)
     head_started: float = 0.0
     sent: int = 0  # calls sent to this child: the next one's position is ring[sent % len]
+    pidfd: int | None = None  # signals reach this very process, never a reused pid
+    killed: tuple[int, float] | None = None  # by the watchdog: (call id, its run time)
+    terminated_at: float | None = None  # SIGTERM sent (``kill_grace_s``), monotonic
+
+
+@contextlib.contextmanager
+def _without_main(payload: object) -> Iterator[None]:
+    """Start a child without the parent's ``__main__`` script.
+
+    A child started fresh (forkserver, spawn) imports the parent's main script again
+    unless told otherwise: a script that runs a worker without the ``if __name__ ==
+    "__main__"`` idiom would run again in every child, and a console script costs its
+    imports (the whole CLI) at each child start. A child needs none of it: it runs
+    ``_child_main`` and imports its handler by module name. So while the child is
+    started the main module is shown without its file and its module name (``python -m
+    pkg.mod``), unless the handler lives there.
+    """
+    main = sys.modules.get("__main__")
+    own = isinstance(payload, str) or getattr(payload, "__module__", None) != "__main__"
+    if main is None or not own:
+        yield
+        return
+    hidden: dict[str, Any] = {
+        name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__
+    }
+    for name in hidden:
+        if name == "__file__":
+            del main.__file__
+        else:
+            main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.update(hidden)
+
+
+def _open_pidfd(pid: int | None) -> int | None:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None or pid is None:
+        return None
+    try:
+        fd: int = opener(pid)
+    except OSError:
+        return None
+    return fd
 
 
 class ProcessRunner:
@@ -454,8 +559,8 @@ class ProcessRunner:
         # parent's loop. Fixed, not paced: calls sent to a child cannot be taken back,
         # so the depth is also how many calls a sudden hang delays until its deadline.
         self.pace = Pace(low=max(1, prefetch), high=max(1, prefetch), budget_s=0.05)
-        method = start_method or ("fork" if sys.platform.startswith("linux") else "spawn")
-        self._mp: Any = multiprocessing.get_context(method)
+        self.start_method = start_method or default_start_method()
+        self._mp: Any = multiprocessing.get_context(self.start_method)
         self._slots: list[_Slot] = []
         self._pending: deque[Call] = deque()
         self._done: list[Outcome] = []
@@ -468,28 +573,66 @@ class ProcessRunner:
         self._start_by: Any = self._mp.RawArray("d", concurrency * self._ring_size)
         self._position: dict[int, int] = {}  # call id -> its position while sent
         self._call_start_by: dict[int, float] = {}  # call id -> start_by, while pending
+        # what each child runs, written by the child: read by the watchdog
+        self._running: Any = self._mp.RawArray("d", concurrency * _RUNNING_FIELDS)
+        self._lock = threading.Lock()  # the slots list and their processes, for the watchdog
+        self._watching = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the children and wait until each has loaded the handler.
+        """Start the children and wait until each has loaded the handler, then the
+        watchdog that enforces their deadlines.
 
         Raises:
             HandlerLoadError: the handler cannot be loaded (checked in this process
-                first, then in the first child).
+                first, then in the first child); nothing is left running.
         """
-        fn = load_handler(self._spec)  # fail fast, and let fork share the import
-        if self._mp.get_start_method() == "fork":
+        fn = load_handler(self._spec)  # fail fast (and let fork share the import)
+        if self.start_method == "fork":
             self._payload = fn
         elif not isinstance(self._spec, str):
-            raise HandlerLoadError("the spawn start method needs a 'module:function' handler")
-        for index in range(self.concurrency):
-            self._slots.append(self._spawn(index))
+            try:
+                pickle.dumps(self._spec)
+            except Exception as exc:
+                raise HandlerLoadError(
+                    f"handler processes are started fresh ({self.start_method}): name the"
+                    f" handler as 'module:function' ({type(exc).__name__}: {exc})"
+                ) from None
+        if self.start_method == "forkserver":
+            # the server imports these once; each child is forked from it with them loaded
+            modules = ["steadyq.runner"]
+            if isinstance(self._spec, str):
+                modules.append(self._spec.partition(":")[0].strip())
+            self._mp.set_forkserver_preload(modules)
+        # all children load the handler at once: startup is one child's, not the sum
+        launched: list[tuple[BaseProcess, Connection, range]] = []
+        try:
+            for index in range(self.concurrency):
+                launched.append(self._launch(index))
+            for process, conn, ring in launched:
+                self._slots.append(self._ready(process, conn, ring))
+        except BaseException:
+            self.abort()
+            for process, conn, _ring in launched[len(self._slots) :]:
+                with contextlib.suppress(Exception):
+                    process.kill()
+                    process.join(5)
+                    conn.close()
+            raise
+        self._watchdog = threading.Thread(target=self._watch, name="steadyq-deadlines", daemon=True)
+        self._watchdog.start()
 
     def _spawn(self, index: int) -> _Slot:
+        return self._ready(*self._launch(index))
+
+    def _launch(self, index: int) -> tuple[BaseProcess, Connection, range]:
+        """Start the child of slot ``index`` (not waiting for it to be ready)."""
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()  # a forked child must not inherit unflushed output
         parent_conn, child_conn = self._mp.Pipe(duplex=True)
         ring = range(index * self._ring_size, (index + 1) * self._ring_size)
+        self._running[index * _RUNNING_FIELDS + _STARTED] = 0.0
         process = self._mp.Process(
             target=_child_main,
             args=(
@@ -499,12 +642,27 @@ class ProcessRunner:
                 self._start_by,
                 ring,
                 self._log_level,
+                self._running,
+                index,
+                None if self.start_method == "fork" else dict(os.environ),
             ),
             name="steadyq-handler",
             daemon=True,
         )
-        process.start()
+        if self.start_method == "fork":
+            process.start()
+        else:
+            with _without_main(self._payload):
+                process.start()
         child_conn.close()
+        return process, parent_conn, ring
+
+    def _ready(self, process: BaseProcess, parent_conn: Connection, ring: range) -> _Slot:
+        """Wait until a launched child has loaded the handler.
+
+        Raises:
+            HandlerLoadError: it could not, or did not say so within 60 s.
+        """
         deadline = time.monotonic() + 60
         while True:
             left = deadline - time.monotonic()
@@ -519,12 +677,51 @@ class ProcessRunner:
                     f"a handler process died while starting (exit code {process.exitcode})"
                 ) from None
             if message[0] == "ready":
-                return _Slot(process, parent_conn, ring)
+                return _Slot(process, parent_conn, ring, pidfd=_open_pidfd(process.pid))
             if message[0] == "fatal":
                 process.join(5)
                 raise HandlerLoadError(message[1])
             if message[0] == "log":
                 self._emit(message[1])
+
+    # -- the watchdog --------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._watching.wait(WATCHDOG_TICK_S):
+            self.enforce_deadlines()
+
+    def enforce_deadlines(self) -> None:
+        """Kill every child whose call has run past its deadline (the watchdog's
+        tick; the outcome is reported by the next ``poll``)."""
+        with self._lock:
+            now = time.monotonic()
+            for index, slot in enumerate(self._slots):
+                record = index * _RUNNING_FIELDS
+                started = self._running[record + _STARTED]
+                if started <= 0 or slot.killed is not None:
+                    continue
+                elapsed = now - started
+                if elapsed < self._running[record + _DEADLINE]:
+                    continue
+                if self._kill_grace_s > 0:
+                    if slot.terminated_at is None:
+                        slot.terminated_at = now
+                        self._signal(slot, signal.SIGTERM)
+                        continue
+                    if now - slot.terminated_at < self._kill_grace_s:
+                        continue
+                slot.killed = (int(self._running[record + _CALL]), elapsed)
+                self._signal(slot, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(slot: _Slot, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, OSError):
+            if slot.pidfd is not None:
+                signal.pidfd_send_signal(slot.pidfd, signum)
+            elif slot.process.pid is not None:
+                os.kill(slot.process.pid, signum)
+
+    # -- calls -----------------------------------------------------------------------
 
     def capacity(self) -> int:
         return self.concurrency * self.pace.allowed() - self.running()
@@ -562,12 +759,9 @@ class ProcessRunner:
                 slot.conn.send(("call", call))
 
     def poll(self, timeout_s: float) -> list[Outcome]:
-        now = time.monotonic()
         busy = [s for s in self._slots if s.queue]
-        if busy:
-            nearest = min(s.head_started + s.queue[0].deadline_s for s in busy)
-            timeout_s = max(0.0, min(timeout_s, nearest - now))
         if not self._done:
+            # a child the watchdog kills wakes this wait through its sentinel
             handles: list[Any] = [s.conn for s in self._slots]
             handles += [s.process.sentinel for s in busy]
             wait(handles, timeout=timeout_s)
@@ -594,28 +788,30 @@ class ProcessRunner:
                     self._done.append(outcome)
         except (EOFError, OSError):
             pass
+        if slot.process.is_alive():
+            return
         if not slot.queue:
-            if not slot.process.is_alive():
-                self._replace(index, slot, None)
+            self._replace(index, slot, None)
             return
         head = slot.queue[0]
-        elapsed = time.monotonic() - slot.head_started
-        if not slot.process.is_alive():
+        killed = slot.killed
+        if killed is not None and killed[0] == head.call_id:
+            elapsed = killed[1]
+            outcome_ = Outcome(
+                head.call_id,
+                "timeout",
+                elapsed,
+                f"DeadlineExceeded: killed after {elapsed:.1f}s (deadline {head.deadline_s:g}s)",
+            )
+            self._replace(index, slot, outcome_)
+        elif killed is not None:
+            # killed just after it finished its call: the calls behind never started
+            self._replace(index, slot, None)
+        else:
+            started = self._running[index * _RUNNING_FIELDS + _STARTED]
+            elapsed = time.monotonic() - (started if started > 0 else slot.head_started)
             code = slot.process.exitcode
             self._replace(index, slot, Outcome(head.call_id, "crashed", elapsed, _exit_text(code)))
-        elif elapsed >= head.deadline_s:
-            self._kill(slot)
-            self._replace(
-                index,
-                slot,
-                Outcome(
-                    head.call_id,
-                    "timeout",
-                    elapsed,
-                    f"DeadlineExceeded: killed after {elapsed:.1f}s"
-                    f" (deadline {head.deadline_s:g}s)",
-                ),
-            )
 
     def _kill(self, slot: _Slot) -> None:
         if self._kill_grace_s > 0:
@@ -629,6 +825,14 @@ class ProcessRunner:
         self._position.pop(call_id, None)
         self._call_start_by.pop(call_id, None)
 
+    def _drop(self, slot: _Slot) -> None:
+        """A slot's child is gone or going: the watchdog no longer signals it."""
+        with self._lock:
+            slot.killed = slot.killed or (0, 0.0)
+            if slot.pidfd is not None:
+                os.close(slot.pidfd)
+                slot.pidfd = None
+
     def _replace(self, index: int, slot: _Slot, outcome: Outcome | None) -> None:
         if outcome is not None:
             slot.queue.popleft()
@@ -640,36 +844,48 @@ class ProcessRunner:
             self._position.pop(call.call_id, None)
         self._pending.extendleft(reversed(slot.queue))
         slot.queue.clear()
+        self._drop(slot)
         slot.conn.close()
         slot.process.join(1)
-        self._slots[index] = self._spawn(index)
+        replacement = self._spawn(index)
+        with self._lock:
+            self._slots[index] = replacement
 
     def abort(self) -> list[int]:
         """Kill every child now; return the ids of calls that had not finished."""
+        self._watching.set()
         lost = [c.call_id for s in self._slots for c in s.queue] + [
             c.call_id for c in self._pending
         ]
         for slot in self._slots:
             slot.queue.clear()
+            self._drop(slot)
             self._kill(slot)
             slot.conn.close()
-        self._slots.clear()
+        with self._lock:
+            self._slots.clear()
         self._pending.clear()
         self._position.clear()
         self._call_start_by.clear()
         return lost
 
     def close(self) -> None:
+        self._watching.set()
+        if self._watchdog is not None:
+            self._watchdog.join(5)
+            self._watchdog = None
         for slot in self._slots:
             with contextlib.suppress(Exception):
                 slot.conn.send(("stop",))
         for slot in self._slots:
+            self._drop(slot)
             slot.process.join(5)
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join(5)
             slot.conn.close()
-        self._slots.clear()
+        with self._lock:
+            self._slots.clear()
 
 
 def _exit_text(code: int | None) -> str:

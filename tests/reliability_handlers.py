@@ -32,6 +32,20 @@ class Job(Request):
 BARRIER_TIMEOUT_S = 20.0
 
 
+def _worker_pid() -> int:
+    """The worker this handler child runs for: its parent, or its parent's parent when
+    the parent is the worker's forkserver."""
+    parent = os.getppid()
+    try:
+        cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+        if b"multiprocessing.forkserver" in cmdline:
+            stat = Path(f"/proc/{parent}/stat").read_text()
+            return int(stat[stat.rindex(")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return parent
+
+
 def _dir(ctx: HandlerContext) -> Path:
     return Path(ctx.attributes["dir"])
 
@@ -113,7 +127,7 @@ def _barrier(folder: Path) -> None:
     _barrier_passed = True
     workers = folder / "workers"
     workers.mkdir(exist_ok=True)
-    (workers / str(os.getppid())).touch()
+    (workers / str(_worker_pid())).touch()
     end = time.monotonic() + BARRIER_TIMEOUT_S
     while len(os.listdir(workers)) < 2 and time.monotonic() < end:
         time.sleep(0.005)
@@ -132,7 +146,7 @@ def record_overlap(request: Any, ctx: HandlerContext) -> None:
     end = time.monotonic_ns()
     append_line(
         folder / "calls.log",
-        f"{ctx.message_id} {ctx.attempt} {os.getpid()} {os.getppid()} {start} {end}",
+        f"{ctx.message_id} {ctx.attempt} {os.getpid()} {_worker_pid()} {start} {end}",
     )
 
 

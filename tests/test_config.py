@@ -84,3 +84,103 @@ def test_time_or_age_and_format() -> None:
     assert format_duration(3725) == "1h2m"
     # the unit is chosen after rounding: never "1000ms" or "60s"
     assert [format_duration(v) for v in (0.9996, 9.96, 59.7, 3599.7)] == ["1.0s", "10s", "1m", "1h"]
+
+
+# -- one source for the worker's settings: WorkerOptions ---------------------------------
+
+# a value other than the default for every setting: (as typed in a flag or a variable,
+# as written in steadyq.toml, what the WorkerOptions field then holds)
+SAMPLES: dict[str, tuple[str, str, object]] = {
+    "handler": ("steadyq.handlers:record", '"steadyq.handlers:record"', "steadyq.handlers:record"),
+    "schema": ("steadyq:Request", '"steadyq:Request"', "steadyq.gate:Request"),
+    "allow_unknown_fields": ("true", "true", True),
+    "runner": ("inline", '"inline"', "inline"),
+    "concurrency": ("3", "3", 3),
+    "deadline_s": ("90s", '"90s"', 90.0),
+    "max_runtime_s": ("1h", '"1h"', 3600.0),
+    "drain": ("true", "true", True),
+    "max_attempts": ("7", "7", 7),
+    "retry_min_s": ("5s", '"5s"', 5.0),
+    "retry_max_s": ("2m", '"2m"', 120.0),
+    "dlq_retention_s": ("3d", '"3d"', 259200.0),
+    "telemetry_retention_s": ("30d", '"30d"', 2592000.0),
+    "lease_s": ("45", "45", 45.0),
+    "batch_size": ("16", "16", 16),
+    "prefetch": ("2", "2", 2),
+    "max_bytes": ("2048", "2048", 2048),
+    "artifacts_dir": ("out", '"out"', "out"),
+    "backend_outage_s": ("1m", '"1m"', 60.0),
+    "log_level": ("info", '"info"', 20),
+}
+
+
+def option_value(options: object, path: str) -> object:
+    value = options
+    for part in path.split("."):
+        value = getattr(value, part)
+    if isinstance(value, type):
+        return f"{value.__module__}:{value.__name__}"
+    return value
+
+
+def test_every_worker_option_is_a_setting_or_said_not_to_be() -> None:
+    import dataclasses
+
+    from steadyq.config import NOT_SETTINGS, WORKER_SETTINGS
+    from steadyq.policy import RetryPolicy
+    from steadyq.worker import WorkerOptions
+
+    covered = {s.option.split(".")[0] for s in WORKER_SETTINGS}
+    fields = {f.name for f in dataclasses.fields(WorkerOptions)}
+    assert fields - covered - set(NOT_SETTINGS) == set(), "a WorkerOptions field no one sets"
+    assert not covered & set(NOT_SETTINGS) and set(NOT_SETTINGS) <= fields
+    # a field made of fields (the retry policy) is covered field by field
+    retry = {s.option.removeprefix("retry.") for s in WORKER_SETTINGS if "." in s.option}
+    assert retry == {f.name for f in dataclasses.fields(RetryPolicy)}
+    assert set(SAMPLES) == {s.key for s in WORKER_SETTINGS}, "a sample for each setting"
+    assert len({s.cli_flag for s in WORKER_SETTINGS}) == len(WORKER_SETTINGS)
+
+
+def test_the_defaults_are_the_options_own() -> None:
+    from steadyq.config import WorkerSettings, worker_options
+    from steadyq.worker import WorkerOptions
+
+    assert worker_options(WorkerSettings()) == WorkerOptions()
+
+
+def test_every_setting_is_a_variable_and_a_file_key(tmp_path: Path) -> None:
+    from steadyq.config import WORKER_SETTINGS, worker_options
+
+    environ = {s.variable: SAMPLES[s.key][0] for s in WORKER_SETTINGS}
+    assert all(name.startswith("STEADYQ_WORKER_") for name in environ)
+    from_env = worker_options(load_settings(environ=environ, cwd=tmp_path).worker)
+    (tmp_path / "steadyq.toml").write_text(
+        "[worker]\n" + "".join(f"{s.key} = {SAMPLES[s.key][1]}\n" for s in WORKER_SETTINGS)
+    )
+    from_file = worker_options(load_settings(environ={}, cwd=tmp_path).worker)
+    for s in WORKER_SETTINGS:
+        expected = SAMPLES[s.key][2]
+        assert option_value(from_env, s.option) == expected, s.variable
+        assert option_value(from_file, s.option) == expected, s.key
+
+
+def test_settings_that_contradict_each_other_are_refused() -> None:
+    from steadyq.config import load_settings, worker_options
+
+    ws = load_settings(environ={}, overrides={"worker": {"deadline_s": "10m"}}).worker
+    with pytest.raises(ConfigError, match="--max-runtime 5m is not longer than --deadline"):
+        worker_options(ws.model_copy(update={"max_runtime_s": 300.0}))
+    with pytest.raises(ConfigError, match="not a pydantic model"):
+        worker_options(ws.model_copy(update={"request_schema": "steadyq.config:Setting"}))
+    # a longest retry delay below the shortest means no growth, as before
+    options = worker_options(ws.model_copy(update={"retry_min_s": 30.0, "retry_max_s": 5.0}))
+    assert (options.retry.min_backoff_s, options.retry.max_backoff_s) == (30.0, 30.0)
+
+
+def test_the_documented_file_shows_every_setting() -> None:
+    from steadyq.config import WORKER_SETTINGS
+
+    doc = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    block = doc.split("```toml", 1)[1].split("```", 1)[0]
+    keys = {line.split("=")[0].strip() for line in block.splitlines() if "=" in line}
+    assert {s.key for s in WORKER_SETTINGS} <= keys

@@ -147,4 +147,4 @@ def test_progress_output_has_no_json_lines(url: str, tmp_path: Path) -> None:
 
 def test_a_bad_log_level_is_a_usage_error(url: str) -> None:
     result = CliRunner().invoke(app, ["worker", "--url", url, "--log-level", "chatty"])
-    assert result.exit_code == 2 and "--log-level must be one of" in result.stderr
+    assert result.exit_code == 2 and "--log-level: must be one of" in result.stderr

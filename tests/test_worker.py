@@ -429,3 +429,50 @@ def test_a_handler_error_keeps_its_traceback_on_the_event_and_the_letter(
     letter = queue.dlq_get(mid)
     assert letter.detail.startswith("gave up after 1 run; last error: ValueError: always broken")
     assert trace in letter.detail
+
+
+class _TwoLaneQueue(MemoryQueue):
+    """A memory queue whose settle may run on two threads (as Pub/Sub's may)."""
+
+    settles_concurrently = True
+
+    def __init__(self) -> None:
+        import threading
+
+        super().__init__()
+        self._settle_lock = threading.Lock()
+        self.dead_lettered_at: dict[str, float] = {}
+
+    def settle(self, settlements, *, events=()):  # type: ignore[no-untyped-def, override]
+        import time
+
+        with self._settle_lock:
+            result = super().settle(settlements, events=events)
+        for s in result.applied:
+            if s.action == "dead_letter":
+                self.dead_lettered_at[s.delivery.message_id] = time.monotonic()
+        return result
+
+
+def test_a_rejection_is_dead_lettered_beside_a_slow_commit_of_other_outcomes(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    queue = _TwoLaneQueue()
+    store = _WatchedStore(tmp_path / "store.db", delay_s=1.5)  # successes take 1.5 s to store
+    good = queue.publish(request())
+    poison = queue.publish(b"not json")
+    acked = _watch_acks(queue, store)
+    t0 = time.monotonic()
+    result = Worker(queue, store, options(batch_size=1)).run()  # type: ignore[arg-type]
+    assert result.counts == {"received": 2, "succeeded": 1, "rejected": 1}
+    assert acked == [good]
+    # the poison's letter landed while the success's commit was still storing
+    assert queue.dead_lettered_at[poison] - t0 < 1.0, queue.dead_lettered_at
+    [rejected] = store.events(EventFilter(kinds=(ev.MESSAGE_REJECTED,)))
+    [arrival] = [
+        e for e in store.events(EventFilter(kinds=(ev.MESSAGE_RECEIVED,))) if e.message_id == poison
+    ]
+    assert arrival.timestamp <= rejected.timestamp
+    assert queue.dlq_get(poison).reason == "payload_not_json"

@@ -42,3 +42,26 @@ def by_topic(request: Any, ctx: HandlerContext) -> None:
 def chatty(request: Any, ctx: HandlerContext) -> None:
     """Logs at INFO, as the README's example handler does."""
     ctx.logger.info("chatty says: working on %s (attempt %d)", request.request_id, ctx.attempt)
+
+
+STARTS_FILE_ENV = "STEADYQ_TEST_STARTS"
+
+
+def hang_noting_start(request: Any, ctx: HandlerContext) -> None:
+    """Writes ``pid wall-clock-start`` to $STEADYQ_TEST_STARTS, then hangs."""
+    with open(os.environ[STARTS_FILE_ENV], "a", encoding="utf-8") as fh:
+        fh.write(f"{os.getpid()} {time.time()}\n")
+    time.sleep(3600)
+
+
+def sleep_then_hang(request: Any, ctx: HandlerContext) -> None:
+    """Topic "first" takes 0.8 s; any other hangs, noting its start as above."""
+    if request.topic == "first":
+        time.sleep(0.8)
+        return
+    hang_noting_start(request, ctx)
+
+
+def environment(request: Any, ctx: HandlerContext) -> dict[str, str | None]:
+    """What this process sees of $STEADYQ_TEST_WHO."""
+    return {"who": os.environ.get("STEADYQ_TEST_WHO")}

@@ -242,6 +242,10 @@ class Queue(abc.ABC):
     #: dead-lettered counts. False when the backend has no such figures; the missing
     #: ones are then None and ``QueueStats.notes`` says why.
     counts_backlog: bool = True
+    #: ``settles_concurrently``: :meth:`settle` may run on two threads at once. A
+    #: worker with a store of its own then commits gate rejections on a lane of their
+    #: own, beside the commit in flight (worker.md, "Recording outcomes").
+    settles_concurrently: bool = False
 
     @property
     def colocated_store(self) -> EventStore | None:
@@ -416,6 +420,25 @@ class Queue(abc.ABC):
             BackendError: the backend failed; nothing was deleted.
         """
 
+    def dlq_expire(self, older_than_s: float, now: float | None = None) -> int:
+        """Delete the dead letters dead-lettered more than ``older_than_s`` seconds
+        before ``now`` (default: the queue's clock); return how many. ``0`` keeps them
+        forever (deletes nothing). Retention: workers apply it on their own
+        (:func:`steadyq.telemetry.retention.apply_retention`, default
+        :data:`DLQ_RETENTION_S`), ``steadyq store prune --dlq-older-than`` on demand.
+
+        This default expires nothing and returns 0: a queue whose dead letters expire
+        by the broker's own retention (Pub/Sub's message retention on the dead-letter
+        subscription) or that cannot delete them by age. :func:`expires_dead_letters`
+        tells whether a queue overrides it.
+
+        Raises:
+            ValueError: ``older_than_s`` is negative or not a number.
+            BackendError: the backend failed; nothing was deleted.
+        """
+        dlq_cut(older_than_s, 0.0)
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Idempotent."""
 
@@ -424,6 +447,31 @@ class Queue(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: How long a dead letter is kept before workers expire it, by default: 7 days, the
+#: incident's DLQ policy and Pub/Sub's own longest message retention. ``0`` keeps
+#: dead letters forever. The one place this default is written.
+DLQ_RETENTION_S = 7 * 86400.0
+
+
+def dlq_cut(older_than_s: float, now: float) -> float | None:
+    """The ``dead_lettered_at`` before which :meth:`Queue.dlq_expire` deletes, or None
+    for ``0`` (keep forever).
+
+    Raises:
+        ValueError: ``older_than_s`` is negative or not a number.
+    """
+    if isinstance(older_than_s, bool) or not isinstance(older_than_s, int | float):
+        raise ValueError(f"older_than_s must be a number of seconds, not {older_than_s!r}")
+    if not older_than_s >= 0:
+        raise ValueError(f"older_than_s must be 0 (keep forever) or more, not {older_than_s!r}")
+    return None if older_than_s == 0 else now - older_than_s
+
+
+def expires_dead_letters(queue: Queue) -> bool:
+    """Whether ``queue`` implements :meth:`Queue.dlq_expire` (else it expires nothing)."""
+    return type(queue).dlq_expire is not Queue.dlq_expire
 
 
 def check_publish_args(body: object, attributes: Attributes | None) -> dict[str, str]:

@@ -188,22 +188,31 @@ class SqliteQueue(Queue):
                 self._store.write(events)
             return SettleResult()
         now = self.clock()
+        with self.db.transaction() as conn:
+            return self._settle_in(conn, settlements, events, now)
+
+    def _settle_in(
+        self,
+        conn: sqlite3.Connection,
+        settlements: Sequence[Settlement],
+        events: Sequence[Event],
+        now: float,
+    ) -> SettleResult:
         applied: list[Settlement] = []
         lost: list[Settlement] = []
         written: list[Event] = list(events)
-        with self.db.transaction() as conn:
-            acked = self._ack_all(conn, [s for s in settlements if s.action == "ack"])
-            for item in settlements:
-                if item.action == "ack":
-                    done = int(item.delivery.message_id) in acked
-                else:
-                    done = self._apply(conn, item, now)
-                if done:
-                    applied.append(item)
-                    written.extend(item.events)
-                else:
-                    lost.append(item)
-            write_events(conn, written)
+        acked = self._ack_all(conn, [s for s in settlements if s.action == "ack"])
+        for item in settlements:
+            if item.action == "ack":
+                done = int(item.delivery.message_id) in acked
+            else:
+                done = self._apply(conn, item, now)
+            if done:
+                applied.append(item)
+                written.extend(item.events)
+            else:
+                lost.append(item)
+        write_events(conn, written)
         return SettleResult(tuple(applied), tuple(lost))
 
     @staticmethod
@@ -355,6 +364,17 @@ class SqliteQueue(Queue):
     def close(self) -> None:
         if self._owns_db:
             self.db.close()
+
+    # added by the store engineer (retention, issue 14 item 7): additive only
+    def dlq_expire(self, older_than_s: float, now: float | None = None) -> int:
+        from steadyq.brokers.base import dlq_cut
+
+        cut = dlq_cut(older_than_s, self.clock() if now is None else now)
+        if cut is None:
+            return 0
+        with self.db.transaction() as conn:  # through the dead_letters_at index
+            sql = "DELETE FROM dead_letters WHERE dead_lettered_at < ?"
+            return conn.execute(sql, (cut,)).rowcount
 
 
 def _replace_lease(delivery: Delivery, until: float) -> Delivery:

@@ -18,15 +18,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from steadyq._sqlite import SqliteDatabase
+from steadyq._sqlite import WARNINGS_ONLY, SqliteDatabase
 from steadyq.brokers.base import DeadLetter, DlqFilter, Queue, QueueStats
 from steadyq.brokers.sqlite import dlq_conditions
 from steadyq.dlq import stats as dlq_stats
-from steadyq.errors import BackendError, ConfigError
+from steadyq.errors import BackendError
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventFilter, EventStore, ExecutionRecord, RequestRecord
-from steadyq.telemetry.store_sqlite import EVENT_COLUMNS, SqliteStore, row_to_event
+from steadyq.telemetry.store_sqlite import EVENT_COLUMNS, row_to_event
 
 #: Windows the overview offers, in seconds.
 WINDOWS = {"1h": 3600.0, "4h": 4 * 3600.0, "24h": 24 * 3600.0}
@@ -51,7 +51,6 @@ COUNTED_KINDS = (
 TEXTS_CAP = 20_000
 #: A request's events are looked for over at most this much of its ledger row's life.
 REQUEST_SPAN_S = 6 * 3600.0
-_WARNING_RANK = ev.SEVERITY_RANK["WARNING"]
 # Variable parts of an error text, folded so that texts differing only there group
 _VARIABLE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -91,13 +90,10 @@ class StoreView:
     """Read-only queries for the pages; DLQ actions go through the queue's contract."""
 
     def __init__(self, queue: Queue, store: EventStore, *, history: int = 720) -> None:
-        if not isinstance(store, SqliteStore):
-            raise ConfigError(
-                "the dashboard reads the store with SQL aggregates; this store is not SQLite"
-            )
+        # the pages' aggregates are SQL over the SQLite file (ConfigError otherwise)
+        self.db: SqliteDatabase = store.sqlite_store("the dashboard").db
         self.queue = queue
         self.store = store
-        self.db: SqliteDatabase = store.db
         # the dead letters are rows of the store's own file only for a SQLite queue
         self._dlq_sql = queue.colocated_store is store
         # backlog samples taken while the dashboard runs (the queue keeps no history)
@@ -213,11 +209,11 @@ class StoreView:
         self, conn: sqlite3.Connection, start: float, end: float
     ) -> tuple[dict[str, int], bool]:
         """Template counts of the window's newest texts, and whether the cap cut them."""
-        # the literal rank is what lets SQLite use the partial WARNING index
+        # the partial index's own predicate (WARNINGS_ONLY) is what lets SQLite use it
         found: dict[str, int] = {}
         rows = conn.execute(
             "SELECT message, count(*) FROM (SELECT message FROM events"
-            f" WHERE sev_rank >= {_WARNING_RANK} AND ts >= ? AND ts < ?"
+            f" WHERE {WARNINGS_ONLY} AND ts >= ? AND ts < ?"
             " ORDER BY ts DESC LIMIT ?) WHERE message IS NOT NULL AND message != ''"
             " GROUP BY message",
             (start, end, TEXTS_CAP),
@@ -317,7 +313,7 @@ class StoreView:
                 found = [
                     row_to_event(r)
                     for r in conn.execute(
-                        f"SELECT {EVENT_COLUMNS} FROM events WHERE sev_rank >= {_WARNING_RANK}"
+                        f"SELECT {EVENT_COLUMNS} FROM events WHERE {WARNINGS_ONLY}"
                         " AND ts >= ? AND ts < ? AND request_id = ? ORDER BY ts, id LIMIT ?",
                         (end - 3600.0, end, request_id, limit),
                     )

@@ -97,3 +97,19 @@ class Event:
             "duration_ms": self.duration_ms,
             "data": dict(self.data),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events to read; every field narrows the set. Times are epoch seconds
+    (``since`` included, ``until`` excluded)."""
+
+    kinds: tuple[str, ...] | None = None
+    since: float | None = None
+    until: float | None = None
+    min_severity: str | None = None
+    execution_id: str | None = None
+    message_id: str | None = None
+    request_id: str | None = None
+    limit: int | None = None
+    newest_first: bool = False

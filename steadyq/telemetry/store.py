@@ -10,42 +10,52 @@ write*, so they can never drift from the events:
   worker accepted it) → ``completed`` (a ``message.succeeded`` names it) or
   ``failed`` (rejected or dead-lettered). ``completed`` is final: it is what the
   worker's duplicate check reads.
+
+How a ledger row moves is written once, here: :func:`ledger_update` (what an event
+changes) and :func:`move_ledger_row` (the row after a change). Every store
+composes a write's changes with them, in event order, onto the rows it holds, and
+stores the composed rows; a store's own storage only refuses to overwrite a row that
+is already ``completed`` (a concurrent writer may have completed it meanwhile).
+docs/store.md is the contract in prose; ``tests/stores`` is the suite every store
+passes.
 """
 
 from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from steadyq.durations import rfc3339
+from steadyq.errors import ConfigError
 from steadyq.telemetry import events as ev
-from steadyq.telemetry.events import Event
+from steadyq.telemetry.attempts import AttemptCount, AttemptCounter
+from steadyq.telemetry.events import Event, EventFilter
+from steadyq.telemetry.reader import Reader, StoreReader
 
+if TYPE_CHECKING:
+    from steadyq.telemetry.store_sqlite import SqliteStore
 
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """Which events to read; every field narrows the set. Times are epoch seconds."""
-
-    kinds: tuple[str, ...] | None = None
-    since: float | None = None
-    until: float | None = None
-    min_severity: str | None = None
-    execution_id: str | None = None
-    message_id: str | None = None
-    request_id: str | None = None
-    limit: int | None = None
-    newest_first: bool = False
-
-
-class AttemptCount(NamedTuple):
-    """A delivery attempt count kept by the store for a broker that keeps none."""
-
-    attempts: int
-    last_error: str | None = None
-    runs: int = 0  # handler runs that ended in a retryable failure
+__all__ = [
+    "LEDGER_COLUMNS",
+    "AttemptCount",
+    "AttemptCounter",
+    "EventFilter",
+    "EventStore",
+    "ExecutionRecord",
+    "LedgerChange",
+    "LedgerRow",
+    "PruneCounts",
+    "RequestRecord",
+    "apply_ledger_change",
+    "compose_ledger",
+    "compose_ledger_rows",
+    "ledger_update",
+    "move_ledger_row",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +120,20 @@ INTERRUPTED = "interrupted"
 EXECUTION_STATUSES = (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, INTERRUPTED)
 
 
-class EventStore(abc.ABC):
-    """Where telemetry lives. Implementations: memory, sqlite.
+class EventStore(AttemptCounter):
+    """Where telemetry lives. Implementations: memory (``store_memory``), sqlite
+    (``store_sqlite``). The contract in prose is docs/store.md; ``tests/stores``
+    runs one suite against every store.
 
+    A store is also an :class:`~steadyq.telemetry.attempts.AttemptCounter`.
     Methods raise :class:`~steadyq.errors.BackendError` when the backend fails.
     """
 
     @abc.abstractmethod
     def write(self, events: Sequence[Event]) -> None:
-        """Store ``events`` and update the executions and ledger views, atomically."""
+        """Store ``events`` and update the executions and ledger views, atomically:
+        the ledger by :func:`compose_ledger` (the one rule), and the claims that
+        outcome events end released (:func:`claim_releases`)."""
 
     @abc.abstractmethod
     def events(self, where: EventFilter | None = None) -> list[Event]:
@@ -187,38 +202,51 @@ class EventStore(abc.ABC):
         own; this is for work given back without an outcome)."""
 
     # -- delivery attempts of brokers that cannot count them durably (Pub/Sub) ------
-    # Keys are opaque to the store; the queue namespaces them (subscription/message id).
+    # count_attempts / attempts_of / settle_attempts / prune_attempts: the
+    # AttemptCounter contract (steadyq.telemetry.attempts), which every store keeps.
 
-    @abc.abstractmethod
-    def count_attempts(self, keys: Sequence[str]) -> dict[str, AttemptCount]:
-        """Raise the attempt count of each key by one, durably; return the new counts
-        with the last error noted for the key.
+    # -- retention ----------------------------------------------------------------
+
+    def prune(
+        self, older_than_s: float, *, now: float | None = None, dry_run: bool = False
+    ) -> PruneCounts:
+        """Drop what is older than ``now - older_than_s``: events, *finished* ledger
+        rows (``completed`` or ``failed``, by ``updated_at``), finished executions (by
+        their finish, or by the end of their budget for one that never wrote its
+        finish: :meth:`ExecutionRecord.as_of`) and lapsed claims. Pending and
+        processing requests and running executions are kept whatever their age.
+        ``dry_run`` counts without dropping. Returns the counts.
+
+        A pruned ``completed`` row no longer makes a later copy of its request a
+        duplicate: keep rows longer than a copy can arrive (a queue's own retention).
 
         Raises:
-            BackendError: the store failed; no count was raised.
+            ValueError: ``older_than_s`` is not positive.
+            ConfigError: this store keeps no retention.
+            BackendError: the store failed; what was dropped before stays dropped
+                (each part is dropped in its own short transactions).
         """
+        raise ConfigError(f"{type(self).__name__} cannot prune old telemetry")
 
-    @abc.abstractmethod
-    def attempts_of(self, keys: Sequence[str]) -> dict[str, int]:
-        """The current attempt count of each key that has one (counted, not forgotten)."""
+    # -- what other parts ask of a store ------------------------------------------
 
-    @abc.abstractmethod
-    def settle_attempts(
-        self,
-        errors: Mapping[str, str | None],
-        forget: Sequence[str] = (),
-        ran: Sequence[str] = (),
-    ) -> None:
-        """Note the last error of retried keys, count one more handler run for the keys
-        in ``ran``, and drop the counts of settled ones."""
+    def watch_reader(self) -> Reader:
+        """The reader the watch's measures read this store through (each store's
+        reads written once: the SQLite store aggregates in SQL). Default: the generic
+        :class:`~steadyq.telemetry.reader.StoreReader` over the public methods."""
+        return StoreReader(self)
 
-    @abc.abstractmethod
-    def prune_attempts(self, older_than_s: float, *, now: float | None = None) -> int:
-        """Drop counts not raised for ``older_than_s`` seconds (messages settled
-        elsewhere, or gone from their queue); return how many."""
+    def sqlite_store(self, purpose: str) -> SqliteStore:
+        """This store as a SQLite store, for a piece that works on SQLite files only
+        (``steadyq import gcloud``, the live ``--source`` watch, the dashboard).
 
-    def close(self) -> None:  # noqa: B027 - optional hook, most stores share a connection
-        """Release connections. Idempotent."""
+        Raises:
+            ConfigError: this store is not a SQLite file; the message names ``purpose``.
+        """
+        raise ConfigError(
+            f"{purpose} works on a SQLite store (sqlite:///PATH); this store is"
+            f" {type(self).__name__}"
+        )
 
 
 # What a claim found (EventStore.claim).
@@ -340,9 +368,8 @@ class LedgerChange:
 def merge_fields(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any] | None:
     """``new`` merged into ``old`` key by key, nested objects too.
 
-    SQLite's ``json_patch`` (RFC 7396) does the same in the upsert; the changes carry
-    no nulls (:func:`ledger_fields_of` drops them), so nothing is ever deleted and
-    merging changes one by one or composed first gives the same row.
+    The changes carry no nulls (:func:`ledger_fields_of` drops them), so nothing is
+    ever deleted.
     """
     if new is None:
         return old
@@ -397,45 +424,170 @@ def ledger_fields_of(value: object) -> dict[str, Any] | None:
     return fields if isinstance(fields, dict) and fields else None
 
 
-def apply_ledger_change(row: RequestRecord | None, c: LedgerChange) -> RequestRecord | None:
-    """The ledger row after ``c`` (``None``: unchanged). Mirrors the SQLite upsert."""
-    if row is not None and row.status == COMPLETED:
-        return None
-    stamps = {
-        "started_at": c.at if c.status == PROCESSING else None,
-        "completed_at": c.at if c.status == COMPLETED else None,
-        "failed_at": c.at if c.status == REQUEST_FAILED else None,
-    }
+#: A ledger row's values in the order the rule works on them (RequestRecord's fields).
+LEDGER_COLUMNS = (
+    "request_id",
+    "status",
+    "updated_at",
+    "message_id",
+    "execution_id",
+    "attempts",
+    "fields",
+    "duration_s",
+    "error",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "failed_at",
+)
+# LedgerRow indexes the rule uses
+_STATUS, _UPDATED, _MESSAGE, _EXECUTION, _ATTEMPTS, _FIELDS, _DURATION, _ERROR = range(1, 9)
+_CREATED, _STARTED, _COMPLETED, _FAILED = range(9, 13)
+
+#: A ledger row as the rule works on it: a list of values in :data:`LEDGER_COLUMNS`
+#: order (a store's own form, cheaper to compose than a frozen RequestRecord).
+LedgerRow = list[Any]
+
+
+def move_ledger_row(row: LedgerRow | None, c: LedgerChange) -> LedgerRow | None:
+    """The ledger row after ``c``, or ``None`` when ``c`` changes nothing: THE rule.
+
+    * a ``completed`` row is final: nothing moves it again;
+    * the status and ``updated_at`` are the change's;
+    * ``message_id``, ``execution_id``, ``attempts``, ``duration_s`` and ``error`` are
+      the change's when it has them, else the row keeps its own;
+    * ``fields`` merge key by key (:func:`merge_fields`: a new object when they change,
+      the row's own object when they do not);
+    * ``created_at`` is the first change's time; ``started_at`` / ``completed_at`` /
+      ``failed_at`` are stamped by a change to ``processing`` / ``completed`` /
+      ``failed`` (the latest such change's time).
+
+    ``row`` is changed in place (and returned). Every store applies this rule,
+    through :func:`compose_ledger_rows` or :func:`compose_ledger`; none has a copy.
+    """
+    status = c.status
+    at = c.at
     if row is None:
-        return RequestRecord(
-            request_id=c.request_id,
-            status=c.status,
-            updated_at=c.at,
-            message_id=c.message_id,
-            execution_id=c.execution_id,
-            attempts=c.attempts,
-            fields=c.fields,
-            duration_s=c.duration_s,
-            error=c.error,
-            created_at=c.at,
-            **stamps,
-        )
+        return [
+            c.request_id,
+            status,
+            at,
+            c.message_id,
+            c.execution_id,
+            c.attempts,
+            c.fields,
+            c.duration_s,
+            c.error,
+            at,
+            at if status == PROCESSING else None,
+            at if status == COMPLETED else None,
+            at if status == REQUEST_FAILED else None,
+        ]
+    if row[_STATUS] == COMPLETED:
+        return None
+    row[_STATUS] = status
+    row[_UPDATED] = at
+    if c.message_id is not None:
+        row[_MESSAGE] = c.message_id
+    if c.execution_id is not None:
+        row[_EXECUTION] = c.execution_id
+    if c.attempts is not None:
+        row[_ATTEMPTS] = c.attempts
+    if c.fields is not None:
+        row[_FIELDS] = merge_fields(row[_FIELDS], c.fields)
+    if c.duration_s is not None:
+        row[_DURATION] = c.duration_s
+    if c.error is not None:
+        row[_ERROR] = c.error
+    if row[_CREATED] is None:
+        row[_CREATED] = at
+    if status == PROCESSING:
+        row[_STARTED] = at
+    elif status == COMPLETED:
+        row[_COMPLETED] = at
+    elif status == REQUEST_FAILED:
+        row[_FAILED] = at
+    return row
 
-    def keep(new: Any, old: Any) -> Any:
-        return old if new is None else new
 
-    return replace(
-        row,
-        status=c.status,
-        updated_at=c.at,
-        message_id=keep(c.message_id, row.message_id),
-        execution_id=keep(c.execution_id, row.execution_id),
-        attempts=keep(c.attempts, row.attempts),
-        fields=merge_fields(row.fields, c.fields),
-        duration_s=keep(c.duration_s, row.duration_s),
-        error=keep(c.error, row.error),
-        **{k: keep(v, getattr(row, k)) for k, v in stamps.items()},
+def compose_ledger_rows(
+    changes: Iterable[LedgerChange],
+    stored: Callable[[Sequence[str]], Mapping[str, LedgerRow]],
+) -> dict[str, LedgerRow]:
+    """The ledger rows one write leaves, by :func:`move_ledger_row` in event order onto
+    the rows the store holds: the rows that changed, by request id.
+
+    ``stored(ids)`` returns the store's current rows of ``ids`` (those it has), as new
+    lists the composition may change; it is asked once per write. A store then writes
+    the returned rows as they are, refusing only to overwrite a row that is
+    ``completed`` by the time it writes (a concurrent writer completed it meanwhile:
+    completed stays final).
+    """
+    moves = list(changes)
+    if not moves:
+        return {}
+    rows = dict(stored(list(dict.fromkeys(c.request_id for c in moves))))
+    changed: dict[str, LedgerRow] = {}
+    for c in moves:
+        after = move_ledger_row(rows.get(c.request_id), c)
+        if after is not None:
+            rows[c.request_id] = changed[c.request_id] = after
+    return changed
+
+
+def ledger_row(record: RequestRecord) -> LedgerRow:
+    """``record`` as a :data:`LedgerRow` (a new list)."""
+    return [getattr(record, name) for name in LEDGER_COLUMNS]
+
+
+def compose_ledger(
+    changes: Iterable[LedgerChange],
+    stored: Callable[[Sequence[str]], Mapping[str, RequestRecord]],
+) -> dict[str, RequestRecord]:
+    """:func:`compose_ledger_rows` for a store that keeps :class:`RequestRecord` s."""
+    rows = compose_ledger_rows(
+        changes, lambda ids: {r: ledger_row(record) for r, record in stored(ids).items()}
     )
+    return {r: RequestRecord(*row) for r, row in rows.items()}
+
+
+def apply_ledger_change(row: RequestRecord | None, c: LedgerChange) -> RequestRecord | None:
+    """The record after ``c`` (``None``: unchanged), by :func:`move_ledger_row`."""
+    after = move_ledger_row(None if row is None else ledger_row(row), c)
+    return None if after is None else RequestRecord(*after)
+
+
+# Ledger statuses that end a request: what retention may drop.
+FINISHED_REQUEST_STATUSES = (COMPLETED, REQUEST_FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    """What :meth:`EventStore.prune` dropped (or, on a dry run, would drop)."""
+
+    events: int = 0
+    requests: int = 0
+    executions: int = 0
+    claims: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.events + self.requests + self.executions + self.claims
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "events": self.events,
+            "requests": self.requests,
+            "executions": self.executions,
+            "claims": self.claims,
+        }
+
+
+def prune_cut(older_than_s: float, now: float | None) -> float:
+    """The time before which :meth:`EventStore.prune` drops (checked argument)."""
+    if not isinstance(older_than_s, int | float) or not older_than_s > 0:
+        raise ValueError(f"older_than_s must be a positive number of seconds, not {older_than_s!r}")
+    return (time.time() if now is None else now) - older_than_s
 
 
 def ledger_update(event: Event) -> LedgerChange | None:
@@ -481,7 +633,11 @@ def ledger_update(event: Event) -> LedgerChange | None:
             error=event.message or event.reason,
         )
     if kind == ev.MESSAGE_DEAD_LETTERED or kind == ev.MESSAGE_REJECTED:
-        text = f"{event.reason}: {event.message}" if event.reason else event.message
+        text = (
+            f"{event.reason}: {event.message}"
+            if event.reason and event.message
+            else event.reason or event.message
+        )
         return LedgerChange(
             request_id,
             REQUEST_FAILED,

@@ -1,8 +1,9 @@
 """``steadyq watch PLAN`` and ``steadyq watch init``: the commands of the watch.
 
-The terminal views of a running watch live in :mod:`steadyq.watch.views`. Exit codes
-of ``steadyq watch PLAN``: 0 PASSED, 1 FAILED, 2 INCONCLUSIVE, 3 the plan or the
-source is unusable, 130 interrupted (start it again to resume).
+The terminal views of a running watch live in :mod:`steadyq.watch.views`. The exit
+codes of ``steadyq watch PLAN`` are :class:`steadyq.exit_codes.VerdictCode`: 0 PASSED,
+1 FAILED, 2 INCONCLUSIVE, 3 nothing could be judged, 130 interrupted (start it again to
+resume); ``watch init``'s are :class:`steadyq.exit_codes.ExitCode`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.text import Text
 from typer.core import TyperGroup
 
 from steadyq._options import ConfigOpt, StoreOpt, UrlOpt
-from steadyq._terminal import safe
 from steadyq.cli_import import RejectionOpt
+from steadyq.exit_codes import VerdictCode, exits_on_error, fail
 from steadyq.watch.views import LiveView, PlainView, view_for
 
 
@@ -59,21 +59,7 @@ SubscriptionOpt = Annotated[
 ]
 
 
-def _safe(value: object, limit: int | None = 160) -> Text:
-    return safe(value, limit)
-
-
 # -- the command -------------------------------------------------------------------------------
-
-
-def _fail(message: str, code: int) -> None:
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    # one line at a time: a plan's problems come one per line, each escaped on its own
-    err.print(
-        Text("error: ", style="bold red")
-        + Text("\n").join(_safe(line, None) for line in message.split("\n"))
-    )
-    raise typer.Exit(code)
 
 
 @watch_app.command("run")
@@ -115,14 +101,14 @@ def watch_command(
     """
     from steadyq.brokers import open_queue, store_for
     from steadyq.config import load_settings
-    from steadyq.errors import SteadyqError
     from steadyq.watch.plan import load_plan
     from steadyq.watch.run import run_watch
 
     out = Console(stderr=True, highlight=False) if json_out else Console(highlight=False)
     if source_url is None and (subscription or rejection_pattern):
-        _fail("--subscription and --rejection-pattern go with --source", 3)
-    try:
+        fail("--subscription and --rejection-pattern go with --source", VerdictCode.CANNOT_RUN)
+    # anything that keeps the watch from judging exits CANNOT_RUN, never a verdict's code
+    with exits_on_error(verdict=True):
         the_plan = load_plan(plan)
         settings = load_settings(config, overrides={"url": url, "store": store_url})
         if source_url is not None:
@@ -152,15 +138,6 @@ def watch_command(
                 fresh=fresh,
                 out=out,
             )
-    except SteadyqError as exc:
-        _fail(str(exc), 3)
-        return
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-        return
-    except OSError as exc:  # the report folder cannot be written, most likely
-        _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 3)
-        return
     if json_out:
         sys.stdout.write(json.dumps(result.report, indent=2, ensure_ascii=True) + "\n")
     raise typer.Exit(result.exit_code)
@@ -179,8 +156,6 @@ def _watch_source(
     out: Console,
 ) -> Any:
     from steadyq.brokers import open_store
-    from steadyq.errors import ConfigError
-    from steadyq.telemetry.store_sqlite import SqliteStore
     from steadyq.watch.run import run_watch
     from steadyq.watch.sources.cloudrun import open_source
     from steadyq.watch.sources.gcloud import EntryConverter
@@ -188,9 +163,8 @@ def _watch_source(
     converter = EntryConverter.compile(patterns)
     store = open_store(url)
     try:
-        if not isinstance(store, SqliteStore):  # pragma: no cover - only SQLite stores exist
-            raise ConfigError("--source imports into a SQLite store: --url sqlite:///PATH")
-        source = open_source(source_url, store, subscription=subscription, converter=converter)
+        target = store.sqlite_store("--source (imports into the watch's store)")
+        source = open_source(source_url, target, subscription=subscription, converter=converter)
         try:
             return run_watch(
                 plan, store, None, report_dir, replay=replay, fresh=fresh, out=out, source=source
@@ -230,14 +204,14 @@ def init_command(
     from steadyq.watch.init import plan_for
     from steadyq.watch.sources.gcloud import parse_time
 
-    try:
+    with exits_on_error():
         at = time.time() if start is None else parse_time(start)
         if at is None:
             raise ConfigError(f"--start {start!r} is not an RFC 3339 time")
-        text = plan_for(source_url, subscription, start=at, timeout_s=parse_duration(timeout))
-    except (ConfigError, ValueError) as exc:
-        _fail(str(exc), 2)
-        return
+        try:
+            text = plan_for(source_url, subscription, start=at, timeout_s=parse_duration(timeout))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     sys.stdout.write(text)
 
 

@@ -40,15 +40,11 @@ Value = float | int | None
 
 
 class Verdict(enum.StrEnum):
-    """How a watch ends, with the process exit code of each outcome."""
+    """How a watch ends (its process exit code: :func:`steadyq.exit_codes.verdict_code`)."""
 
     PASSED = "PASSED"
     FAILED = "FAILED"
     INCONCLUSIVE = "INCONCLUSIVE"
-
-    @property
-    def exit_code(self) -> int:
-        return {"PASSED": 0, "FAILED": 1, "INCONCLUSIVE": 2}[self.value]
 
     @property
     def decision(self) -> str:
@@ -58,10 +54,6 @@ class Verdict(enum.StrEnum):
             "FAILED": "investigate",
             "INCONCLUSIVE": "investigate: not enough evidence",
         }[self.value]
-
-
-EXIT_UNUSABLE = 3
-EXIT_INTERRUPTED = 130
 
 
 def fmt(value: Value, unit: str = "") -> str:
@@ -446,8 +438,6 @@ def judge_risk(risk: Risk, cumulative: Mapping[str, Any] | None) -> dict[str, An
 
 
 __all__ = [
-    "EXIT_INTERRUPTED",
-    "EXIT_UNUSABLE",
     "CriterionResult",
     "Decision",
     "Verdict",

@@ -25,6 +25,7 @@ import jinja2
 
 from steadyq._files import write_atomic
 from steadyq.durations import format_duration, rfc3339
+from steadyq.exit_codes import verdict_code
 from steadyq.watch.judge import CriterionResult, fmt, pending, unit_of
 from steadyq.watch.plan import Plan
 
@@ -242,7 +243,7 @@ def build_report(
         "verdict": None if run.verdict is None else run.verdict.value,
         "verdict_reason": run.verdict_reason,
         "decision": None if run.verdict is None else run.verdict.decision,
-        "exit_code": None if run.verdict is None else run.verdict.exit_code,
+        "exit_code": None if run.verdict is None else int(verdict_code(run.verdict)),
         "ended_early": run.ended_early,
         "plan": plan.to_doc(),
         "baseline": None

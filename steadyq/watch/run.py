@@ -41,6 +41,7 @@ from steadyq._signals import stop_signals
 from steadyq._sqlite import SqliteDatabase
 from steadyq.durations import format_duration, rfc3339
 from steadyq.errors import AlreadyRunning, BackendError, ConfigError
+from steadyq.exit_codes import VerdictCode, verdict_code
 from steadyq.telemetry.store import EventStore
 from steadyq.watch import judge as jd
 from steadyq.watch.judge import CriterionResult, Decision, Verdict
@@ -926,10 +927,10 @@ class Watch:
                 f"interrupted after {len(run.checkpoints)} of {len(self.times)} checkpoints;"
                 + (" start the same watch again to resume" if not self.replay else "")
             )
-            code = jd.EXIT_INTERRUPTED
+            code = VerdictCode.INTERRUPTED
         else:
             reason = run.verdict_reason or run.verdict.value
-            code = run.verdict.exit_code
+            code = verdict_code(run.verdict)
         return WatchResult(
             verdict=run.verdict,
             exit_code=code,

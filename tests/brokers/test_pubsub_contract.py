@@ -9,9 +9,9 @@ import pytest
 
 from steadyq.brokers import open_queue, store_for
 from steadyq.brokers.base import Delivery, DlqFilter, Queue, Settlement
-from steadyq.brokers.memory import MemoryStore
-from steadyq.brokers.pubsub import A_REASON, A_SOURCE, PubSubQueue, setup
+from steadyq.brokers.pubsub import A_REASON, A_SOURCE, PubSubQueue, monitoring_stats, setup
 from steadyq.errors import BackendUnavailable, ConfigError
+from steadyq.telemetry.store_memory import MemoryStore
 from tests.brokers.conftest import PROJECT
 from tests.brokers.contract import MakeQueue, QueueContract
 from tests.conftest import FakeClock
@@ -317,7 +317,7 @@ def test_stats_on_real_pubsub_read_cloud_monitoring(
             return [monitoring_v3.TimeSeries(points=[monitoring_v3.Point(value=v) for v in values])]
 
     monkeypatch.setattr(monitoring_v3, "MetricServiceClient", Monitoring)
-    stats = q._monitoring_stats()
+    stats = monitoring_stats(q._resolve())
     assert (stats.ready, stats.oldest_unacked_age_s, stats.dead_lettered) == (42, 17.0, None)
     assert (stats.in_flight, stats.delayed) == (None, None)
     assert "Cloud Monitoring" in stats.notes[0]
@@ -332,6 +332,6 @@ def test_stats_on_real_pubsub_read_cloud_monitoring(
     # as without the extra installed
     monkeypatch.setitem(sys.modules, "google.cloud.monitoring_v3", None)
     monkeypatch.delattr(google.cloud, "monitoring_v3")
-    without = q._monitoring_stats()
+    without = monitoring_stats(q._resolve())
     assert without.ready is None and "steadyq[monitoring]" in without.notes[0]
     q.close()

@@ -227,7 +227,7 @@ def test_emulator_restart_while_a_worker_runs_is_an_outage_and_it_resumes(
 def test_leases_are_extended_but_never_past_the_calls_hard_deadline() -> None:
     from steadyq.brokers.memory import MemoryQueue
     from steadyq.runner import Call, InlineRunner
-    from steadyq.worker import _InFlight
+    from steadyq.worker.leases import InFlight
     from tests.conftest import FakeClock
 
     clock = FakeClock()
@@ -238,14 +238,14 @@ def test_leases_are_extended_but_never_past_the_calls_hard_deadline() -> None:
     [d] = queue.pull(1, 4)
     # the call may wait behind one prefetched call, then run for its deadline: 20 s at most
     call = Call(1, None, 1, d.message_id, None, {}, 10)
-    worker._inflight[1] = _InFlight(d, None, 0.0, call, clock.now + 4, clock.now + 20)
+    worker.leases.track(InFlight(d, None, 0.0, call, clock.now + 4, clock.now + 20))
     runner = InlineRunner("steadyq.handlers:noop", execution_id="x", emit=lambda e: None)
     start = clock.now
     for _ in range(15):  # 45 s of a handler that never reports
         clock.advance(3)
-        worker._last_extend = 0.0  # let every turn extend
-        worker._extend_leases(4, runner)
-    leased_until = worker._inflight[1].delivery.leased_until
+        worker.leases.last_extend = 0.0  # let every turn extend
+        worker.leases.extend(4, runner)
+    leased_until = worker.leases.inflight[1].delivery.leased_until
     assert leased_until == pytest.approx(start + 20), "extended up to the cap, not beyond"
     assert queue.pull(1, 4) != [], "past the cap the lease lapses and the message is free"
 

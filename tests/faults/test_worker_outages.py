@@ -154,12 +154,39 @@ class Immutable:
 
 
 class FullTmpfs:
-    """The database on a small tmpfs; a filler file takes every free block."""
+    """The database on a small tmpfs; a filler file takes every free block.
+
+    A reader holding a snapshot that reaches into the WAL keeps the full disk an
+    outage: without it, the worker's background checkpointer lets SQLite start the
+    WAL over and reuse the file's blocks, and small commits go through a full disk
+    (a real full disk may do the same; this test needs the outage to last)."""
 
     def __init__(self, mount: Path) -> None:
         self.filler = mount / "filler"
+        self.reader: sqlite3.Connection | None = None
 
     def enter(self, db: Path) -> None:
+        for _ in range(20):
+            # a snapshot taken right after a commit reads that commit's WAL frame
+            reader = sqlite3.connect(db, timeout=30, isolation_level=None)
+            reader.execute("INSERT OR REPLACE INTO steadyq_meta VALUES ('fault', 'full')")
+            reader.execute("BEGIN")
+            reader.execute("SELECT COUNT(*) FROM steadyq_meta").fetchone()
+            self.reader = reader
+            self._fill()
+            probe = sqlite3.connect(db, timeout=30, isolation_level=None)
+            try:
+                probe.execute("INSERT OR REPLACE INTO steadyq_meta VALUES ('probe', 'x')")
+            except sqlite3.OperationalError as exc:
+                if "full" in str(exc):
+                    return  # a commit cannot find room: the outage holds
+                raise
+            finally:
+                probe.close()
+            self.clear()  # the WAL started over under the snapshot's feet: again
+        raise AssertionError("could not make the full disk hold (the WAL kept starting over)")
+
+    def _fill(self) -> None:
         fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             for size in (65536, 4096, 512):  # big blocks, then what is left of the last
@@ -170,6 +197,9 @@ class FullTmpfs:
             os.close(fd)
 
     def clear(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
         self.filler.unlink(missing_ok=True)
 
 

@@ -230,7 +230,11 @@ def test_results_survive_a_round_trip() -> None:
 
 
 def test_verdict_codes() -> None:
-    assert [v.exit_code for v in Verdict] == [0, 1, 2]
+    from steadyq.exit_codes import verdict_code
+
+    # the codes live in the one exit-code layer; the judge keeps the verdicts
+    assert [verdict_code(v) for v in Verdict] == [0, 1, 2]
+    assert not hasattr(Verdict.PASSED, "exit_code")
     assert Verdict.FAILED.decision == "investigate"
 
 

@@ -12,12 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from steadyq._sqlite import SqliteDatabase
-from steadyq.brokers.memory import MemoryQueue, MemoryStore
+from steadyq.brokers.memory import MemoryQueue
 from steadyq.errors import BackendError
 from steadyq.gate import REASONS, REQUEST_ID_INVALID, SCHEMA_INVALID
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventStore
+from steadyq.telemetry.store_memory import MemoryStore
 from steadyq.telemetry.store_sqlite import SqliteStore
 from steadyq.watch.measures import (
     MEASURES,

@@ -1,0 +1,212 @@
+"""CPU per message of each piece of the worker's path on Pub/Sub, one piece at a time.
+
+No emulator and no network: the Pub/Sub queue runs on a stand-in for Google's
+low-level subscriber client that answers ``pull`` with real serialized
+``PullResponse`` protobufs and accepts every ack. Each piece runs on batches of 100
+content requests (the worker's batch on Pub/Sub); the figure is ``time.process_time``
+per message, the median of ``--rounds`` runs. What ``bench/throughput_pubsub.py``
+measures as a whole, this splits up, so that the cost of each piece can be weighed
+against the hand-written peer's ~16 µs per message.
+
+    python bench/pubsub_parts.py                 # 5 rounds of 20,000 messages
+    python bench/pubsub_parts.py --messages 5000 --rounds 3
+
+Prints a table, then one line of JSON (piece -> µs per message) as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BATCH = 100
+
+
+class _Subscriber:
+    """Stands in for ``google.pubsub_v1.SubscriberClient``: pulls answer with the
+    prepared responses in turn, acks and lease calls are accepted."""
+
+    def __init__(self, responses: list[bytes]) -> None:
+        from google.pubsub_v1.types import PullResponse
+
+        self._type = PullResponse
+        self._responses = responses
+        self._next = 0
+
+    def pull(self, **_: Any) -> Any:
+        raw = self._responses[self._next % len(self._responses)]
+        self._next += 1
+        return self._type.deserialize(raw)
+
+    def acknowledge(self, **_: Any) -> None:
+        pass
+
+    def modify_ack_deadline(self, **_: Any) -> None:
+        pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+
+    from google.pubsub_v1.types import PullResponse
+
+    from steadyq import worker as w
+    from steadyq.brokers import open_store
+    from steadyq.brokers.base import Delivery, Settlement
+    from steadyq.brokers.pubsub import PubSubQueue, _Names
+    from steadyq.content.schema import ContentRequest
+    from steadyq.gate import Gate
+    from steadyq.samples import valid_request
+    from steadyq.telemetry import events as ev
+
+    batches = max(1, args.messages // BATCH)
+    n = batches * BATCH
+    rng = random.Random(1)
+    bodies = [json.dumps(valid_request(rng)).encode() for _ in range(n)]
+    responses = []
+    for b in range(batches):
+        response = PullResponse.pb()()
+        for i in range(BATCH):
+            m = response.received_messages.add()
+            m.ack_id = f"projects/steadyq-bench/subscriptions/parts:{b * BATCH + i}"
+            m.message.data = bodies[b * BATCH + i]
+            m.message.message_id = str(1_000_000 + b * BATCH + i)
+            m.message.publish_time.seconds = 1_700_000_000 + b
+            m.message.publish_time.nanos = i
+        responses.append(response.SerializeToString())
+    gate = Gate(ContentRequest, max_bytes=10 << 20)
+    checked = [gate.check(body) for body in bodies]
+    request_ids = [str(getattr(c, "request_id", "")) for c in checked]
+    folder = Path(tempfile.mkdtemp(prefix="steadyq-parts-"))
+    stores: list[Any] = []
+
+    def fresh_store() -> Any:
+        store = open_store(f"sqlite:///{folder}/s{len(stores)}.db")
+        stores.append(store)
+        return store
+
+    def queue_on(store: Any) -> PubSubQueue:
+        q = PubSubQueue("steadyq-bench", "parts", store=store)
+        q._clients = (None, _Subscriber(responses))
+        q._names = _Names(
+            "steadyq-bench",
+            "projects/steadyq-bench/topics/parts",
+            "projects/steadyq-bench/subscriptions/parts",
+            "projects/steadyq-bench/topics/parts-dlq",
+            "projects/steadyq-bench/subscriptions/parts-dlq-sub",
+            600,
+        )
+        q._pruned = True
+        return q
+
+    deliveries = [
+        Delivery(str(i), body, {}, 1, 1.0, f"1 ack{i}", 2.0, 0, None, 0)
+        for i, body in enumerate(bodies)
+    ]
+
+    def events_of(i: int) -> list[Any]:
+        d, c, rid = deliveries[i], checked[i], request_ids[i]
+        fields = w._ledger_fields(c)  # type: ignore[arg-type]
+        return [
+            w._arrival("parts", d, 1.0, {"request": fields}, rid),
+            ev.Event(
+                ev.MESSAGE_SUCCEEDED,
+                1.1,
+                execution_id="parts",
+                message_id=d.message_id,
+                request_id=rid,
+                attempt=1,
+                duration_ms=0.1,
+            ),
+        ]
+
+    all_events = [events_of(i) for i in range(n)]
+
+    def piece_gate() -> None:
+        for body in bodies:
+            gate.check(body)
+
+    def piece_events() -> None:
+        for i in range(n):
+            events_of(i)
+
+    def piece_claim() -> Callable[[], None]:
+        store = fresh_store()
+
+        def run() -> None:
+            for b in range(batches):
+                store.claim(request_ids[b * BATCH : (b + 1) * BATCH], "parts", time.time() + 600)
+
+        return run
+
+    def piece_write() -> Callable[[], None]:
+        store = fresh_store()
+
+        def run() -> None:
+            for b in range(batches):
+                store.write([e for pair in all_events[b * BATCH : (b + 1) * BATCH] for e in pair])
+
+        return run
+
+    def piece_pull_settle(part: str) -> Callable[[], None]:
+        q = queue_on(fresh_store())
+
+        def run() -> None:
+            for _ in range(batches):
+                got = q.pull(BATCH, 630)
+                if part == "settle":
+                    q.settle([Settlement.ack(d) for d in got])
+
+        return run
+
+    pieces: list[tuple[str, str, Callable[[], Callable[[], None]]]] = [
+        ("gate", "gate.check: UTF-8, JSON, request id, pydantic ContentRequest",
+         lambda: piece_gate),
+        ("events", "message.received + message.succeeded events (+ ledger fields)",
+         lambda: piece_events),
+        ("claim", "store.claim of the batch's request ids (SQLite)", piece_claim),
+        ("write", "store.write of both events: rows, ledger, claims released (SQLite)",
+         piece_write),
+        ("pull", "PubSubQueue.pull: deserialize, count attempts (SQLite), deliveries",
+         lambda: piece_pull_settle("pull")),
+        ("pull_settle", "PubSubQueue.pull + settle (lost-lease check, ack, forget)",
+         lambda: piece_pull_settle("settle")),
+    ]  # fmt: skip
+    figures: dict[str, float] = {}
+    rows = []
+    for key, label, make in pieces:
+        used = []
+        for _ in range(args.rounds):
+            run = make()
+            started = time.process_time()
+            run()
+            used.append((time.process_time() - started) / n * 1e6)
+        figures[key] = round(statistics.median(used), 2)
+        rows.append((label, figures[key]))
+    figures["settle"] = round(figures["pull_settle"] - figures["pull"], 2)
+    for store in stores:
+        store.close()
+    width = max(len(r[0]) for r in rows)
+    print(f"CPU per message, {n:,} messages in batches of {BATCH}, median of {args.rounds}")
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value:6.2f} µs")
+    print(f"  {'of which settle':<{width}}  {figures['settle']:6.2f} µs")
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

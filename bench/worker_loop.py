@@ -1,0 +1,129 @@
+"""The worker's own loop, inline, on SQLite: one code tree against another, side by side.
+
+Each round, interleaved, every tree (a folder holding a ``steadyq`` package, given as
+``NAME=PATH``) drains N valid content requests published beforehand to a fresh SQLite
+file, timed around::
+
+    Worker(q, store_for(q), WorkerOptions(handler="steadyq.handlers:noop",
+           runner="inline", drain=True, schema=ContentRequest)).run()
+
+in a fresh subprocess with ``PYTHONPATH=PATH``. It prints the median wall time, the
+median rate and the median CPU time per message of each tree, and their ratio to the
+first tree (the anchor), then one line of JSON.
+
+Run on demand (not a test), e.g. the code before a change against the worktree:
+
+    git archive HEAD~3 steadyq | tar -x -C /tmp/before
+    python bench/worker_loop.py before=/tmp/before after=. --messages 5000 --rounds 5
+    python bench/worker_loop.py before=/tmp/before after=. --runner process --rounds 5
+
+The machine may be shared: quote medians, and rerun when figures look odd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+CHILD = r"""
+import json, random, resource, sys, time
+from steadyq.brokers import open_queue, store_for
+from steadyq.content.schema import ContentRequest
+from steadyq.samples import valid_request
+from steadyq.worker import ExitCode, Worker, WorkerOptions
+
+db, n, runner = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+queue = open_queue(f"sqlite:///{db}")
+rng = random.Random(7)
+queue.publish_batch((json.dumps(valid_request(rng)).encode(), None) for _ in range(n))
+options = WorkerOptions(
+    handler="steadyq.handlers:noop", runner=runner, drain=True, schema=ContentRequest
+)
+worker = Worker(queue, store_for(queue), options)
+cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+t = time.perf_counter()
+result = worker.run()
+elapsed = time.perf_counter() - t
+cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+ok = result.exit_code == ExitCode.OK and result.counts["succeeded"] == n
+queue.close()
+print(json.dumps({"elapsed_s": elapsed, "cpu_s": cpu, "ok": ok, "startup_s": result.startup_s}))
+"""
+
+
+def run_one(path: str, messages: int, runner: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="steadyq-loop-bench-") as tmp:
+        env = {**os.environ, "PYTHONPATH": str(Path(path).resolve())}
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, f"{tmp}/q.db", str(messages), runner],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"{path}: the run failed:\n{done.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        if not result["ok"]:
+            raise SystemExit(f"{path}: the run did not succeed every message")
+        return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("trees", nargs="+", help="NAME=PATH, the first is the anchor")
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runner", choices=("inline", "process"), default="inline")
+    args = parser.parse_args()
+    trees = [t.split("=", 1) for t in args.trees]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in trees}
+    for round_no in range(args.rounds):
+        for name, path in trees:
+            result = run_one(path, args.messages, args.runner)
+            runs[name].append(result)
+            print(
+                f"round {round_no + 1}/{args.rounds} {name}: {result['elapsed_s']:.3f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    summary: dict[str, dict[str, float]] = {}
+    for name, _ in trees:
+        wall = statistics.median(r["elapsed_s"] for r in runs[name])
+        cpu = statistics.median(r["cpu_s"] for r in runs[name])
+        summary[name] = {
+            "startup_ms": statistics.median(r["startup_s"] for r in runs[name]) * 1000,
+            "median_s": wall,
+            "per_s": args.messages / wall,
+            "cpu_us_per_msg": cpu / args.messages * 1e6,
+        }
+    anchor = summary[trees[0][0]]
+    print(
+        f"{args.messages} messages, {args.runner} runner, median of {args.rounds} runs"
+        " (CPU: the worker process's own, not its handler children's)"
+    )
+    print(
+        f"{'tree':<12}{'median s':>10}{'startup ms':>12}{'msg/s':>10}{'CPU µs/msg':>12}"
+        f"{'vs ' + trees[0][0]:>14}"
+    )
+    for name, figures in summary.items():
+        ratio = anchor["median_s"] / figures["median_s"]
+        figures["speed_vs_anchor"] = ratio
+        print(
+            f"{name:<12}{figures['median_s']:>10.3f}{figures['startup_ms']:>12.0f}"
+            f"{figures['per_s']:>10.0f}"
+            f"{figures['cpu_us_per_msg']:>12.0f}{ratio:>13.2f}x"
+        )
+    print(json.dumps({"messages": args.messages, "runner": args.runner, "trees": summary}))
+
+
+if __name__ == "__main__":
+    main()
