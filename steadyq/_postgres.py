@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from steadyq.errors import BackendError, BackendUnavailable, ConfigError
 from steadyq.telemetry.events import SEVERITY_RANK
@@ -240,7 +240,10 @@ def parse_url(url: str) -> PgUrl:
         raise ConfigError(f"connect_timeout in {url!r} must be a number") from None
     if "connect_timeout" not in dict(rest):
         rest.append(("connect_timeout", "10"))
-    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
+    if "application_name" not in dict(rest):
+        # what pg_stat_activity shows: an operator sees whose connections these are
+        rest.append(("application_name", f"steadyq {schema}"))
+    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), ""))
     netloc = parts.netloc
     if "@" in netloc and ":" in netloc.split("@", 1)[0]:
         netloc = netloc.split("@", 1)[0].split(":", 1)[0] + ":***@" + netloc.split("@", 1)[1]
