@@ -248,7 +248,7 @@ class PostgresQueue(Queue):
         check_pull_args(max_messages, lease_s)
         token = secrets.token_hex(8)
         until = self._local() + lease_s  # on the caller's clock, from before the request
-        params = {"token": token, "lease": lease_s, "n": max_messages, "now": self._now()}
+        params = {"token": token, "lease": float(lease_s), "n": max_messages, "now": self._now()}
         with self.db.transaction() as conn:
             rows = conn.execute(self.db.sql(_PULL), params).fetchall()
         rows.sort(key=lambda r: r[0])
@@ -345,7 +345,7 @@ class PostgresQueue(Queue):
                     (
                         int(s.delivery.message_id),
                         s.delivery.lease_token,
-                        max(0.0, s.delay_s),
+                        max(0.0, float(s.delay_s)),
                         s.detail,
                         int(s.ran),
                     )
@@ -413,7 +413,7 @@ class PostgresQueue(Queue):
                     f"UPDATE SQ.messages SET visible_at = {DB_NOW} + %(lease)s"
                     " WHERE seq = %(seq)s AND lease_token = %(token)s"
                 ),
-                {"lease": lease_s, "seq": seq, "token": delivery.lease_token, "now": self._now()},
+                {"lease": float(lease_s), "seq": seq, "token": delivery.lease_token, "now": self._now()},
             )
             if cur.rowcount != 1:
                 raise LeaseLost(f"message {delivery.message_id} was leased again")

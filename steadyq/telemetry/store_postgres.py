@@ -57,7 +57,6 @@ INSERT INTO SQ.events (ts, kind, severity, sev_rank, message, execution_id, mess
 SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],
     %s::text[], %s::text[], %s::int[], %s::text[], %s::float8[], %s::text[])
 """
-_EVENT_TYPES = 12
 
 # the ledger's one move, as SQLite's: a completed request never moves again, and a
 # change's missing fields keep the row's values; several rows in one statement
@@ -102,9 +101,25 @@ _REQUEST_COLUMNS = (
 _dumps = json.JSONEncoder(default=str).encode
 
 
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows as ``width`` column lists, the parameters of an ``unnest``."""
-    return [[row[i] for row in rows] for i in range(width)]
+def _as(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "f":
+        return float(value)
+    if kind == "i":
+        return int(value)
+    return value if isinstance(value, str) else str(value)
+
+
+def columns(rows: Sequence[Sequence[Any]], kinds: str) -> list[list[Any]]:
+    """Rows as column lists, the parameters of an ``unnest``; ``kinds`` has one letter
+    per column, ``f`` float8, ``i`` integer, ``t`` text, and each value is made that
+    type (an array takes one type: an int among floats would not be sent)."""
+    return [[_as(kind, row[i]) for row in rows] for i, kind in enumerate(kinds)]
+
+
+_EVENT_KINDS = "fttittttitft"
+_LEDGER_KINDS = "ttttfitftffff"
 
 
 def write_events(db: PostgresDatabase, conn: psycopg.Connection[Any], events: Sequence[Event]) -> None:
@@ -114,15 +129,15 @@ def write_events(db: PostgresDatabase, conn: psycopg.Connection[Any], events: Se
     prepared = prepare_events(events)
     with conn.cursor() as cur:
         if prepared.rows:
-            cur.execute(db.sql(_INSERT_EVENTS), _columns(prepared.rows, _EVENT_TYPES))
+            cur.execute(db.sql(_INSERT_EVENTS), columns(prepared.rows, _EVENT_KINDS))
         for event, what, values in prepared.executions:
             _apply_execution(db, cur, event, what, values)
         if prepared.ledger:
             ledger = sorted(prepared.ledger, key=lambda row: row[0])
-            cur.execute(db.sql(_LEDGER_UPSERT), _columns(ledger, 13))
+            cur.execute(db.sql(_LEDGER_UPSERT), columns(ledger, _LEDGER_KINDS))
         if prepared.releases:
             releases = sorted(prepared.releases)
-            cur.execute(db.sql(_RELEASE_CLAIMS), _columns(releases, 2))
+            cur.execute(db.sql(_RELEASE_CLAIMS), columns(releases, "tt"))
 
 
 def _apply_execution(
@@ -435,7 +450,7 @@ class PostgresStore(EventStore):
                         " FROM unnest(%s::text[], %s::text[]) AS v (key, error)"
                         " WHERE b.key = v.key"
                     ),
-                    _columns(noted, 2),
+                    columns(noted, "tt"),
                 )
             if ran:
                 cur.execute(
