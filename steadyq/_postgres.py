@@ -243,7 +243,9 @@ def parse_url(url: str) -> PgUrl:
     if "application_name" not in dict(rest):
         # what pg_stat_activity shows: an operator sees whose connections these are
         rest.append(("application_name", f"steadyq {schema}"))
-    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), ""))
+    conninfo = urlunsplit(
+        ("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), "")
+    )
     netloc = parts.netloc
     if "@" in netloc and ":" in netloc.split("@", 1)[0]:
         netloc = netloc.split("@", 1)[0].split(":", 1)[0] + ":***@" + netloc.split("@", 1)[1]
@@ -383,9 +385,7 @@ class PostgresDatabase:
         return done
 
     def _version(self, conn: psycopg.Connection[Any]) -> int | None:
-        row = conn.execute(
-            "SELECT to_regclass(%s)", (f'"{self.schema}".steadyq_meta',)
-        ).fetchone()
+        row = conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}".steadyq_meta',)).fetchone()
         if row is None or row[0] is None:
             return None
         found = conn.execute(

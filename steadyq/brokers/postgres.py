@@ -336,9 +336,7 @@ class PostgresQueue(Queue):
                     if _seq(s.delivery.message_id) is not None
                 )
                 tokens = {seq: token for seq, token in keyed}
-                cur.execute(
-                    self.db.sql(_ACK), ([k[0] for k in keyed], [k[1] for k in keyed])
-                )
+                cur.execute(self.db.sql(_ACK), ([k[0] for k in keyed], [k[1] for k in keyed]))
                 done.update((str(r[0]), tokens[r[0]]) for r in cur.fetchall())
             if nacks:
                 rows = sorted(
@@ -413,7 +411,12 @@ class PostgresQueue(Queue):
                     f"UPDATE SQ.messages SET visible_at = {DB_NOW} + %(lease)s"
                     " WHERE seq = %(seq)s AND lease_token = %(token)s"
                 ),
-                {"lease": float(lease_s), "seq": seq, "token": delivery.lease_token, "now": self._now()},
+                {
+                    "lease": float(lease_s),
+                    "seq": seq,
+                    "token": delivery.lease_token,
+                    "now": self._now(),
+                },
             )
             if cur.rowcount != 1:
                 raise LeaseLost(f"message {delivery.message_id} was leased again")
@@ -447,7 +450,9 @@ class PostgresQueue(Queue):
     def dlq_list(self, where: DlqFilter | None = None) -> list[DeadLetter]:
         sql, params = _dlq_where(where or DlqFilter())
         with self.db.reading() as conn:
-            rows = conn.execute(self.db.sql(f"SELECT {_DLQ_COLUMNS} FROM SQ.dead_letters{sql}"), params)
+            rows = conn.execute(
+                self.db.sql(f"SELECT {_DLQ_COLUMNS} FROM SQ.dead_letters{sql}"), params
+            )
             return [_letter(r) for r in rows]
 
     def dlq_get(self, message_id: str) -> DeadLetter:

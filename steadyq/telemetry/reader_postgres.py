@@ -29,9 +29,7 @@ if TYPE_CHECKING:
 
     from steadyq.telemetry.store_postgres import PostgresStore
 
-_EXEC_COLUMNS: Final = (
-    "execution_id, status, started_at, finished_at, data -> 'max_runtime_s'"
-)
+_EXEC_COLUMNS: Final = "execution_id, status, started_at, finished_at, data -> 'max_runtime_s'"
 
 
 class PostgresReader(Reader):
@@ -75,10 +73,7 @@ class PostgresReader(Reader):
             "SELECT reason, message_id, attempt, duration_ms FROM SQ.events"
             " WHERE kind = %s AND ts >= %s AND ts < %s ORDER BY ts, id"
         )
-        for reason, message_id, attempt, duration_ms in self._query(
-            sql, (ev.MESSAGE_REJECTED, a, b)
-        ):
-            yield reason, message_id, attempt, duration_ms
+        yield from self._query(sql, (ev.MESSAGE_REJECTED, a, b))
 
     def failures(
         self, a: float, b: float
@@ -87,10 +82,7 @@ class PostgresReader(Reader):
             "SELECT kind, reason, request_id, execution_id FROM SQ.events"
             " WHERE kind = ANY(%s) AND ts >= %s AND ts < %s ORDER BY ts, id"
         )
-        for kind, reason, request_id, execution_id in self._query(
-            sql, (list(FAILURE_KINDS), a, b)
-        ):
-            yield kind, reason, request_id, execution_id
+        yield from self._query(sql, (list(FAILURE_KINDS), a, b))
 
     def texts(self, a: float, b: float) -> Iterator[tuple[str, int]]:
         sql = (

@@ -122,7 +122,9 @@ _EVENT_KINDS = "fttittttitft"
 _LEDGER_KINDS = "ttttfitftffff"
 
 
-def write_events(db: PostgresDatabase, conn: psycopg.Connection[Any], events: Sequence[Event]) -> None:
+def write_events(
+    db: PostgresDatabase, conn: psycopg.Connection[Any], events: Sequence[Event]
+) -> None:
     """Insert ``events`` and update the derived views, inside the caller's transaction."""
     if not events:
         return
@@ -470,7 +472,9 @@ class PostgresStore(EventStore):
     def prune_attempts(self, older_than_s: float, *, now: float | None = None) -> int:
         with self.db.transaction() as conn:
             cur = conn.execute(
-                self.db.sql(f"DELETE FROM SQ.broker_attempts WHERE updated_at < {DB_NOW} - %(age)s"),
+                self.db.sql(
+                    f"DELETE FROM SQ.broker_attempts WHERE updated_at < {DB_NOW} - %(age)s"
+                ),
                 {"now": now, "age": older_than_s},
             )
             return cur.rowcount

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.test_cli import invoke, write_requests
-from tests.test_cli import test_full_cycle as test_full_cycle  # noqa: PLC0414
+from tests.test_cli import test_full_cycle as test_full_cycle
 from tests.test_cli import test_replay_loop_guard_and_purge as test_replay_loop_guard_and_purge
 
 __all__ = ["test_full_cycle", "test_replay_loop_guard_and_purge"]

@@ -49,7 +49,9 @@ def terminate(schema: str, where: str = "true") -> int:
 
 
 def publish(q: PostgresQueue, n: int, topic: str = "ok") -> list[str]:
-    bodies = [json.dumps({"request_id": str(uuid.uuid4()), "topic": topic}).encode() for _ in range(n)]
+    bodies = [
+        json.dumps({"request_id": str(uuid.uuid4()), "topic": topic}).encode() for _ in range(n)
+    ]
     return q.publish_batch([(b, None) for b in bodies])
 
 
@@ -89,10 +91,8 @@ def test_sessions_killed_while_a_worker_runs_are_an_outage_it_resumes_from(pg_ur
         ids = publish(q, 3000)
         worker = Worker(q, q.colocated_store, options())
         thread, results = in_thread(worker)
-        kills = 0
-        for _ in range(3):  # three "restarts" while it works
-            wait_for(lambda: worker.counts["succeeded"] > 300 * (kills + 1), 60, "progress")
-            kills += 1
+        for kill in (1, 2, 3):  # three "restarts" while it works
+            wait_for(lambda k=kill: worker.counts["succeeded"] > 300 * k, 60, "progress")
             terminate(schema)
         thread.join(120)
         assert results and results[0].exit_code == 0, results
@@ -147,7 +147,8 @@ def test_a_settlement_killed_mid_transaction_is_not_acknowledged(
                 """The pid of our session waiting to write events, if any."""
                 row = admin.execute(
                     "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                    " WHERE a.application_name = %s AND NOT l.granted AND l.relation = %s::regclass",
+                    " WHERE a.application_name = %s AND NOT l.granted"
+                    " AND l.relation = %s::regclass",
                     (f"steadyq {schema}", f'"{schema}".events'),
                 ).fetchone()
                 return None if row is None else int(row[0])

@@ -113,7 +113,7 @@ def test_many_pullers_never_share_a_message(pg_url: str) -> None:
                         return
                     got[index].extend(d.message_id for d in batch)
                     mine.settle([Settlement.ack(d) for d in batch])
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=puller, args=(i,)) for i in range(4)]
@@ -137,7 +137,7 @@ def test_ten_workers_opening_a_new_schema_at_once_do_not_race(pg_url: str) -> No
             queue = open_queue(pg_url)
             with lock:
                 opened.append(queue)  # type: ignore[arg-type]
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=opener) for _ in range(10)]
@@ -156,7 +156,9 @@ def test_ten_workers_opening_a_new_schema_at_once_do_not_race(pg_url: str) -> No
 
 def test_a_schema_written_by_a_newer_steadyq_is_refused(q: PostgresQueue, pg_url: str) -> None:
     with q.db.transaction() as conn:
-        conn.execute(q.db.sql("UPDATE SQ.steadyq_meta SET value = '99' WHERE key = 'schema_version'"))
+        conn.execute(
+            q.db.sql("UPDATE SQ.steadyq_meta SET value = '99' WHERE key = 'schema_version'")
+        )
     with pytest.raises(BackendUnavailable, match=r"newer steadyq \(schema 99"):
         open_queue(pg_url)
     with pytest.raises(BackendUnavailable, match="newer steadyq"):
@@ -175,7 +177,7 @@ def test_read_only_open_creates_nothing_and_writes_nothing(pg_url: str) -> None:
 
 
 def test_bad_urls_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match="reserved|PostgreSQL's own"):
+    with pytest.raises(ConfigError, match="PostgreSQL's own"):
         open_queue(BASE_URL + "?schema=pg_x")
     with pytest.raises(ConfigError, match="lowercase"):
         open_queue(BASE_URL + "?schema=Bad-Name")

@@ -6,7 +6,6 @@ workers. Each runs against a fresh schema: the modules' ``url_for`` is pointed a
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 

@@ -24,11 +24,13 @@ from steadyq.watch.sources.store import ExecutionRow, Reader, SqliteReader, read
 from tests.brokers import test_attempt_counts as counts
 from tests.conftest import FakeClock
 from tests.postgres_db import make_postgres_store
-from tests.test_ledger import _random_event
+from tests.test_ledger import (
+    _random_event,
+    test_published_requests_are_pending_then_settle,  # noqa: F401
+)
 from tests.test_ledger import (
     test_ledger_fields_json_cannot_hold_are_left_out_not_a_failed_write as _fields_test,
 )
-from tests.test_ledger import test_published_requests_are_pending_then_settle  # noqa: F401
 from tests.test_ledger import test_status_moves_through_each_state_and_completed_is_final as _moves
 
 # the ledger and attempt-count tests of SQLite, collected here with these fixtures
@@ -130,7 +132,7 @@ def test_completed_is_final_against_concurrent_writers(pg_url: str) -> None:
                 order = rids[:]
                 rng.shuffle(order)
                 store.write([Event(kind, time.time(), request_id=r, message_id="m") for r in order])
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     stores[0].write([Event(ev.MESSAGE_RECEIVED, time.time(), request_id=r) for r in rids])
@@ -169,7 +171,9 @@ def test_claims_race_one_owner_per_request_and_completed_is_never_claimed(pg_url
                         won.setdefault(rid, []).append(owner)
 
     try:
-        threads = [threading.Thread(target=claimer, args=(s, f"e{i}")) for i, s in enumerate(stores)]
+        threads = [
+            threading.Thread(target=claimer, args=(s, f"e{i}")) for i, s in enumerate(stores)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -178,7 +182,9 @@ def test_claims_race_one_owner_per_request_and_completed_is_never_claimed(pg_url
         assert all(len(owners) == 1 for owners in won.values()), "a request claimed twice"
         # the owner completes one; nobody may claim it again, not even after it lapsed
         rid, [owner] = next(iter(won.items()))
-        stores[0].write([Event(ev.MESSAGE_SUCCEEDED, time.time(), request_id=rid, execution_id=owner)])
+        stores[0].write(
+            [Event(ev.MESSAGE_SUCCEEDED, time.time(), request_id=rid, execution_id=owner)]
+        )
         assert stores[1].claim([rid], "late", time.time() + 30) == {rid: CLAIM_COMPLETED}
         other = next(r for r in rids if r != rid)
         assert stores[1].claim([other], "late", time.time() + 30) == {other: CLAIM_BUSY}
