@@ -104,8 +104,6 @@ CREATE INDEX IF NOT EXISTS events_kind_ts ON SQ.events (kind, ts);
 CREATE INDEX IF NOT EXISTS events_warn_ts ON SQ.events (ts) WHERE {WARNINGS_ONLY};
 CREATE INDEX IF NOT EXISTS events_outcome_message ON SQ.events (message_id)
     WHERE {OUTCOME_KINDS_SQL};
-CREATE INDEX IF NOT EXISTS events_execution ON SQ.events (execution_id, ts);
-CREATE INDEX IF NOT EXISTS events_request ON SQ.events (request_id, ts);
 
 CREATE TABLE IF NOT EXISTS SQ.executions (
     execution_id text PRIMARY KEY,
