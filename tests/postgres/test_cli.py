@@ -114,3 +114,15 @@ def test_the_same_session_prints_the_same_on_sqlite_and_postgresql(
     assert on_pg["dlq purge"] == "purged 3 dead letters" or "purged 3" in on_pg["dlq purge"]
     for key in on_sqlite:
         assert on_pg[key] == on_sqlite[key], key
+
+
+def test_readable_errors_for_postgresql_urls(pg_url: str) -> None:
+    code, _, err = invoke(
+        "worker", "--url", "postgresql://postgres@127.0.0.1:9/test?connect_timeout=2",
+        "--handler", "steadyq.handlers:noop", "--drain",
+    )  # fmt: skip
+    assert code == 3 and "cannot connect to PostgreSQL" in err and "Traceback" not in err
+    code, _, err = invoke("queue", "stats", "--url", pg_url)
+    assert code == 3 and "no steadyq database" in err, "a look creates nothing"
+    code, _, err = invoke("dlq", "ls", "--url", pg_url.replace("schema=", "schema=Bad"))
+    assert code == 2 and "lowercase letters" in err
