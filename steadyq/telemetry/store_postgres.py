@@ -93,6 +93,24 @@ DELETE FROM SQ.request_claims c USING unnest(%s::text[], %s::text[]) AS v (reque
 WHERE c.request_id = v.request_id AND c.owner = v.owner
 """
 
+# Key lookups go through unnest + LATERAL (OFFSET 0 keeps the planner from flattening it
+# into a join): one index probe per id, whatever the table's statistics say. With
+# autovacuum off, a plan built on "the table is tiny" or "few rows match" would read
+# the whole ledger (or every outcome event) for each batch.
+_COMPLETED_OF = """
+SELECT i.id FROM unnest(%s::text[]) AS i (id)
+CROSS JOIN LATERAL (SELECT 1 FROM SQ.requests r
+    WHERE r.request_id = i.id AND r.status = 'completed' OFFSET 0) AS x
+"""
+
+# the WHERE repeats the partial index's condition, so the index answers each probe
+_OUTCOMES_OF = f"""
+SELECT {EVENT_COLUMNS} FROM unnest(%s::text[]) AS i (mid)
+CROSS JOIN LATERAL (SELECT *, id AS event_id FROM SQ.events
+    WHERE message_id = i.mid AND {OUTCOME_KINDS_SQL} OFFSET 0) AS e
+ORDER BY ts, event_id
+"""
+
 _REQUEST_COLUMNS = (
     "request_id, status, updated_at, message_id, execution_id, attempts, fields,"
     " duration_s, error, created_at, started_at, completed_at, failed_at"
@@ -290,14 +308,7 @@ class PostgresStore(EventStore):
         if not ids:
             return set()
         with self.db.reading() as conn:
-            rows = conn.execute(
-                self.db.sql(
-                    "SELECT request_id FROM SQ.requests"
-                    " WHERE status = 'completed' AND request_id = ANY(%s)"
-                ),
-                (ids,),
-            )
-            return {r[0] for r in rows}
+            return {r[0] for r in conn.execute(self.db.sql(_COMPLETED_OF), (ids,))}
 
     def requests(
         self,
@@ -331,13 +342,8 @@ class PostgresStore(EventStore):
         ids = list(dict.fromkeys(message_ids))
         if not ids:
             return {}
-        # the WHERE repeats the partial index's condition, so the index answers it
-        sql = (
-            f"SELECT {EVENT_COLUMNS} FROM SQ.events"
-            f" WHERE message_id = ANY(%s) AND {OUTCOME_KINDS_SQL} ORDER BY ts, id"
-        )
         with self.db.reading() as conn:
-            found = [row_to_event(row) for row in conn.execute(self.db.sql(sql), (ids,))]
+            found = [row_to_event(r) for r in conn.execute(self.db.sql(_OUTCOMES_OF), (ids,))]
         return {e.message_id: e for e in found if e.message_id is not None}
 
     # -- claims -----------------------------------------------------------------------
@@ -365,16 +371,7 @@ class PostgresStore(EventStore):
                 )
             }
             # then the ledger: a completion committed before our claim went in is seen
-            done = {
-                r[0]
-                for r in conn.execute(
-                    self.db.sql(
-                        "SELECT request_id FROM SQ.requests"
-                        " WHERE status = 'completed' AND request_id = ANY(%s)"
-                    ),
-                    (ids,),
-                )
-            }
+            done = {r[0] for r in conn.execute(self.db.sql(_COMPLETED_OF), (ids,))}
             if done & taken:
                 conn.execute(
                     self.db.sql(
@@ -394,8 +391,9 @@ class PostgresStore(EventStore):
         with self.db.transaction() as conn:
             conn.execute(
                 self.db.sql(
-                    f"UPDATE SQ.request_claims SET until = {DB_NOW} + %(hold)s"
-                    " WHERE request_id = ANY(%(ids)s) AND owner = %(owner)s"
+                    f"UPDATE SQ.request_claims c SET until = {DB_NOW} + %(hold)s"
+                    " FROM unnest(%(ids)s::text[]) AS v (id)"
+                    " WHERE c.request_id = v.id AND c.owner = %(owner)s"
                 ),
                 {"ids": ids, "owner": owner, "hold": until - time.time(), "now": None},
             )
@@ -430,7 +428,11 @@ class PostgresStore(EventStore):
             return {}
         with self.db.reading() as conn:
             rows = conn.execute(
-                self.db.sql("SELECT key, attempts FROM SQ.broker_attempts WHERE key = ANY(%s)"),
+                self.db.sql(
+                    "SELECT b.key, b.attempts FROM unnest(%s::text[]) AS i (k)"
+                    " CROSS JOIN LATERAL (SELECT key, attempts FROM SQ.broker_attempts"
+                    " WHERE key = i.k OFFSET 0) AS b"
+                ),
                 (ids,),
             )
             return {r[0]: r[1] for r in rows}
@@ -465,7 +467,10 @@ class PostgresStore(EventStore):
                 )
             if forget:
                 cur.execute(
-                    self.db.sql("DELETE FROM SQ.broker_attempts WHERE key = ANY(%s)"),
+                    self.db.sql(
+                        "DELETE FROM SQ.broker_attempts b USING unnest(%s::text[]) AS v (k)"
+                        " WHERE b.key = v.k"
+                    ),
                     (sorted(forget),),
                 )
 

@@ -217,3 +217,22 @@ def test_a_killed_connection_is_an_outage_and_the_next_call_works(pg_url: str) -
                 failures += 1
         assert failures <= 2
         assert q.stats().ready == 1
+
+
+def test_a_claim_after_a_bulk_publish_walks_the_index_not_a_sort(q: PostgresQueue) -> None:
+    """Statistics taken while the table was empty (autovacuum off), then 20,000 rows:
+    the claim is still an index scan in availability order that stops at its batch."""
+    from steadyq.brokers.postgres import _INDEX_ONLY, _PULL
+
+    q.publish(b"first")
+    with q.db.transaction() as conn:
+        conn.execute(q.db.sql("ANALYZE SQ.messages"))
+    q.publish_batch([(b"x", None)] * 20_000)
+    params = {"token": "t", "lease": 30.0, "n": 100, "now": None}
+    with q.db.transaction() as conn:
+        conn.execute(_INDEX_ONLY)  # as the pull does, in its transaction
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + q.db.sql(_PULL), params))
+        conn.rollback()
+    assert "Index Scan using messages_visible" in plan, plan
+    assert "Sort" not in plan and "Seq Scan" not in plan, plan
+    assert [d.body for d in q.pull(2, 30)] == [b"first", b"x"]

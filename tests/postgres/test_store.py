@@ -274,3 +274,42 @@ def test_watch_reader_aggregates_in_sql_as_sqlite_does(pg_url: str, tmp_path: Pa
 def test_queue_and_store_share_one_schema(pg_url: str) -> None:
     with open_queue(pg_url) as q:
         assert store_for(q, "sqlite:///ignored.db") is q.colocated_store
+
+
+def test_key_lookups_probe_the_index_whatever_the_statistics_say(pg_url: str) -> None:
+    """Autovacuum is off on the machine's server: tables analyzed while empty, then
+    filled. The per-batch lookups (completed, claims, outcomes, attempt counts) must
+    still probe an index per id, never read the whole ledger or every outcome."""
+    from steadyq.telemetry import store_postgres as sp
+
+    store = open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    db = store.db
+    try:
+        with db.transaction() as conn:
+            for table in ("requests", "events", "broker_attempts"):
+                conn.execute(db.sql(f"ANALYZE SQ.{table}"))
+        now = time.time()
+        for start in range(0, 6000, 2000):
+            store.write(
+                [
+                    Event(kind, now, message_id=str(i), request_id=f"r{i}")
+                    for i in range(start, start + 2000)
+                    for kind in (ev.MESSAGE_RECEIVED, ev.MESSAGE_SUCCEEDED)
+                ]
+            )
+        store.count_attempts([f"k{i}" for i in range(6000)])
+        ids = [f"r{i}" for i in range(100)]
+        with db.reading() as conn:
+            for sql, params in (
+                (sp._COMPLETED_OF, (ids,)),
+                (sp._OUTCOMES_OF, ([str(i) for i in range(100)],)),
+            ):
+                plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + db.sql(sql), params))
+                assert "Seq Scan" not in plan and "Hash" not in plan, plan
+                assert "Index Scan" in plan, plan
+        assert store.completed(ids) == set(ids)
+        assert len(store.outcomes_of([str(i) for i in range(100)])) == 100
+        assert len(store.attempts_of([f"k{i}" for i in range(100)])) == 100
+    finally:
+        store.close()
