@@ -302,6 +302,42 @@ def driver_error(exc: BaseException, context: str) -> BackendError:
     return BackendError(text)
 
 
+# an escape jsonb refuses: \u0000, or a surrogate not in a high+low pair (a pair is
+# matched first and kept); only where the backslash is not itself escaped
+_JSON_BAD = re.compile(
+    r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|0000|d[89a-f][0-9a-f]{2})",
+    re.IGNORECASE,
+)
+
+
+def _json_fix(match: re.Match[str]) -> str:
+    if len(match.group(2)) > 4:
+        return match.group(0)  # a valid pair
+    return match.group(1) + "\\ufffd"
+
+
+def clean_text(value: str) -> str:
+    """``value`` as PostgreSQL's ``text`` can hold it: a NUL becomes U+FFFD and a lone
+    surrogate (Python text decoded with ``surrogateescape``) becomes ``?``. Either
+    would fail the whole write, and a handler's error text must never poison a batch."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def clean_json(text: str) -> str:
+    """JSON text as ``jsonb`` accepts it: ``\\u0000`` and lone surrogate escapes (which
+    jsonb refuses) become U+FFFD; valid surrogate pairs stay."""
+    if "\\u" not in text:
+        return text
+    return _JSON_BAD.sub(_json_fix, text)
+
+
 def qualify(sql: str, schema: str) -> str:
     """``sql`` with every ``SQ.`` naming ``schema``."""
     return _TOKEN.sub(f'"{schema}".', sql)

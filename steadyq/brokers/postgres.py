@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from steadyq._postgres import DB_NOW, PostgresDatabase, driver_error, import_driver
+from steadyq._postgres import DB_NOW, PostgresDatabase, clean_text, driver_error, import_driver
 from steadyq.brokers.base import (
     Attributes,
     DeadLetter,
@@ -355,7 +355,7 @@ class PostgresQueue(Queue):
                         int(s.delivery.message_id),
                         s.delivery.lease_token,
                         max(0.0, float(s.delay_s)),
-                        s.detail,
+                        None if s.detail is None else clean_text(s.detail),
                         int(s.ran),
                     )
                     for s in nacks
@@ -379,9 +379,9 @@ class PostgresQueue(Queue):
                     (
                         int(s.delivery.message_id),
                         s.delivery.lease_token,
-                        s.request_id,
-                        s.reason or "unspecified",
-                        s.detail or "",
+                        None if s.request_id is None else clean_text(s.request_id),
+                        clean_text(s.reason or "unspecified"),
+                        clean_text(s.detail or ""),
                     )
                     for s in dead
                     if _seq(s.delivery.message_id) is not None

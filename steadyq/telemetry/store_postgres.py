@@ -25,7 +25,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from steadyq._postgres import DB_NOW, OUTCOME_KINDS_SQL, PostgresDatabase
+from steadyq._postgres import (
+    DB_NOW,
+    OUTCOME_KINDS_SQL,
+    PostgresDatabase,
+    clean_json,
+    clean_text,
+)
 from steadyq.telemetry.events import Event, severity_rank
 from steadyq.telemetry.store import (
     CLAIM_BUSY,
@@ -119,6 +125,10 @@ _REQUEST_COLUMNS = (
 _dumps = json.JSONEncoder(default=str).encode
 
 
+def _jsonb(value: Any) -> str:
+    return clean_json(_dumps(value))
+
+
 def _as(kind: str, value: Any) -> Any:
     if value is None:
         return None
@@ -126,18 +136,25 @@ def _as(kind: str, value: Any) -> Any:
         return float(value)
     if kind == "i":
         return int(value)
-    return value if isinstance(value, str) else str(value)
+    text = clean_text(value if isinstance(value, str) else str(value))
+    return clean_json(text) if kind == "j" else text
+
+
+def texts(values: Iterable[str]) -> list[str]:
+    """``values`` as PostgreSQL's text holds them (:func:`~steadyq._postgres.clean_text`)."""
+    return [clean_text(v) for v in values]
 
 
 def columns(rows: Sequence[Sequence[Any]], kinds: str) -> list[list[Any]]:
     """Rows as column lists, the parameters of an ``unnest``; ``kinds`` has one letter
-    per column, ``f`` float8, ``i`` integer, ``t`` text, and each value is made that
-    type (an array takes one type: an int among floats would not be sent)."""
+    per column, ``f`` float8, ``i`` integer, ``t`` text, ``j`` JSON text for jsonb, and
+    each value is made that type (an array takes one type: an int among floats would
+    not be sent) and cleaned of what PostgreSQL refuses (a NUL, a lone surrogate)."""
     return [[_as(kind, row[i]) for row in rows] for i, kind in enumerate(kinds)]
 
 
 _EVENT_KINDS = "fttittttitft"
-_LEDGER_KINDS = "ttttfitftffff"
+_LEDGER_KINDS = "ttttfijftffff"
 
 
 def write_events(
@@ -173,7 +190,7 @@ def _apply_execution(
                 "INSERT INTO SQ.executions (execution_id, status, started_at, data)"
                 " VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT (execution_id) DO NOTHING"
             ),
-            (event.execution_id, RUNNING, values["started_at"], _dumps(values["data"])),
+            (event.execution_id, RUNNING, values["started_at"], _jsonb(values["data"])),
         )
     elif what == "ready":
         cur.execute(
@@ -187,7 +204,7 @@ def _apply_execution(
                 " data = SQ.steadyq_merge(COALESCE(data, '{}'::jsonb), %s::jsonb)"
                 " WHERE execution_id = %s"
             ),
-            (values["finished_at"], values["status"], _dumps(values["data"]), event.execution_id),
+            (values["finished_at"], values["status"], _jsonb(values["data"]), event.execution_id),
         )
 
 
@@ -349,9 +366,11 @@ class PostgresStore(EventStore):
     # -- claims -----------------------------------------------------------------------
 
     def claim(self, request_ids: Sequence[str], owner: str, until: float) -> dict[str, str]:
-        ids = sorted(dict.fromkeys(request_ids))
+        asked = {r: clean_text(r) for r in dict.fromkeys(request_ids)}
+        ids = sorted(set(asked.values()))
         if not ids:
             return {}
+        owner = clean_text(owner)
         params = {"ids": ids, "owner": owner, "hold": until - time.time(), "now": None}
         with self.db.transaction() as conn:
             # take what is free (or ours, or lapsed) first; a concurrent claimer of the
@@ -380,12 +399,13 @@ class PostgresStore(EventStore):
                     (sorted(done & taken), owner),
                 )
         return {
-            r: CLAIM_COMPLETED if r in done else CLAIMED if r in taken else CLAIM_BUSY
-            for r in dict.fromkeys(request_ids)
+            r: CLAIM_COMPLETED if k in done else CLAIMED if k in taken else CLAIM_BUSY
+            for r, k in asked.items()
         }
 
     def extend_claims(self, request_ids: Sequence[str], owner: str, until: float) -> None:
-        ids = sorted(dict.fromkeys(request_ids))
+        ids = sorted(set(texts(request_ids)))
+        owner = clean_text(owner)
         if not ids:
             return
         with self.db.transaction() as conn:
@@ -399,10 +419,10 @@ class PostgresStore(EventStore):
             )
 
     def release_claims(self, request_ids: Sequence[str], owner: str) -> None:
-        ids = sorted(dict.fromkeys(request_ids))
+        ids = sorted(set(texts(request_ids)))
         if ids:
             with self.db.transaction() as conn:
-                conn.execute(self.db.sql(_RELEASE_CLAIMS), (ids, [owner] * len(ids)))
+                conn.execute(self.db.sql(_RELEASE_CLAIMS), (ids, [clean_text(owner)] * len(ids)))
 
     # -- attempt counts of brokers that keep none -------------------------------------
 

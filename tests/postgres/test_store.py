@@ -313,3 +313,42 @@ def test_key_lookups_probe_the_index_whatever_the_statistics_say(pg_url: str) ->
         assert len(store.attempts_of([f"k{i}" for i in range(100)])) == 100
     finally:
         store.close()
+
+
+def test_text_postgresql_cannot_hold_does_not_poison_a_worker(pg_url: str) -> None:
+    """A NUL or a lone surrogate in a handler's error and log record (text SQLite keeps
+    and PostgreSQL's text and jsonb refuse) is stored replaced, and the message still
+    reaches its outcome; so does a ledger field holding them."""
+    import json
+
+    from steadyq import RetryPolicy, Worker, WorkerOptions
+
+    with open_queue(pg_url) as q:
+        store = store_for(q)
+        rid = str(uuid.uuid4())
+        q.publish(json.dumps({"request_id": rid, "topic": "x"}).encode())
+        options = WorkerOptions(
+            handler="tests.postgres.handlers:odd_text",
+            runner="inline",
+            drain=True,
+            retry=RetryPolicy(0, 0, 2),
+            backend_outage_s=5,
+        )
+        result = Worker(q, store, options).run()
+        assert result.exit_code == 0, result.detail
+        [letter] = q.dlq_list()
+        assert letter.reason == "max_attempts_exceeded" and "\ufffd" in letter.detail
+        failed = store.events(EventFilter(kinds=(ev.MESSAGE_FAILED,)))
+        assert len(failed) == 2 and "bad byte \ufffd in x ?" in failed[0].message
+        store.write(
+            [
+                Event(
+                    ev.MESSAGE_SUCCEEDED,
+                    time.time(),
+                    request_id="odd",
+                    data={"result": {"ledger": {"t": "a\x00b\udcff", "ok": "\U0001f600"}}},
+                )
+            ]
+        )
+        [row] = store.requests(request_id="odd")
+        assert row.fields == {"t": "a\ufffdb\ufffd", "ok": "\U0001f600"}
