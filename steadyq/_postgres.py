@@ -176,6 +176,7 @@ class PgUrl:
     pool_max: int
     connect_timeout_s: float
     synchronous_commit: str | None
+    idle_in_transaction_s: float
     shown: str  # for messages: the URL without its password
 
     @property
@@ -184,7 +185,14 @@ class PgUrl:
         return f"steadyq_{self.schema}"[:63]
 
 
-_OWN_OPTIONS = ("schema", "notify", "prepare", "pool_max", "synchronous_commit")
+_OWN_OPTIONS = (
+    "schema",
+    "notify",
+    "prepare",
+    "pool_max",
+    "synchronous_commit",
+    "idle_in_transaction_s",
+)
 
 
 def _flag(value: str, name: str, url: str) -> bool:
@@ -203,7 +211,10 @@ def parse_url(url: str) -> PgUrl:
     ``_``), ``notify`` (``on``; ``off`` polls only, for a transaction-pooling
     PgBouncer), ``prepare`` (``on``; ``off`` never prepares statements server-side,
     for PgBouncer before 1.21), ``pool_max`` (connections per process, 4),
-    ``synchronous_commit`` (sent with each connection when given). Every other query
+    ``synchronous_commit`` (sent with each connection when given),
+    ``idle_in_transaction_s`` (30: the server ends a session of ours that sits inside a
+    transaction that long, so a frozen or vanished worker's row locks cannot keep its
+    messages from other workers; ``0`` sends nothing). Every other query
     option (``sslmode``, ``connect_timeout``, ``application_name`` …) goes to libpq.
 
     Raises:
@@ -231,6 +242,12 @@ def parse_url(url: str) -> PgUrl:
     sync = own.get("synchronous_commit")
     if sync is not None and sync not in ("on", "off", "local", "remote_write", "remote_apply"):
         raise ConfigError(f"synchronous_commit in {url!r}: on, off, local, remote_write or …")
+    try:
+        idle_s = float(own.get("idle_in_transaction_s", "30"))
+    except ValueError:
+        raise ConfigError(f"idle_in_transaction_s in {url!r} must be a number") from None
+    if idle_s < 0:
+        raise ConfigError(f"idle_in_transaction_s in {url!r} must not be negative")
     timeout = dict(rest).get("connect_timeout", "10")
     try:
         connect_timeout_s = float(timeout)
@@ -256,6 +273,7 @@ def parse_url(url: str) -> PgUrl:
         pool_max=pool_max,
         connect_timeout_s=connect_timeout_s,
         synchronous_commit=sync,
+        idle_in_transaction_s=idle_s,
         shown=shown + f" (schema {schema})",
     )
 
@@ -376,6 +394,12 @@ class PostgresDatabase:
         options = []
         if self.url.synchronous_commit is not None:
             options.append(f"-c synchronous_commit={self.url.synchronous_commit}")
+        if self.url.idle_in_transaction_s > 0:
+            # every transaction of steadyq's lasts milliseconds; one idle for this long
+            # belongs to a frozen or vanished process, whose row locks would otherwise
+            # hide its messages from every other worker's SKIP LOCKED claim
+            millis = int(self.url.idle_in_transaction_s * 1000)
+            options.append(f"-c idle_in_transaction_session_timeout={millis}")
         if read_only:
             options.append("-c default_transaction_read_only=on")
         if options:

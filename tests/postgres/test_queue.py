@@ -12,7 +12,7 @@ import pytest
 
 from steadyq.brokers import open_queue
 from steadyq.brokers.base import Settlement
-from steadyq.brokers.postgres import PostgresQueue
+from steadyq.brokers.postgres import PostgresQueue, driver_error
 from steadyq.errors import BackendError, BackendUnavailable, ConfigError
 from tests.postgres_db import BASE_URL
 
@@ -236,3 +236,20 @@ def test_a_claim_after_a_bulk_publish_walks_the_index_not_a_sort(q: PostgresQueu
     assert "Index Scan using messages_visible" in plan, plan
     assert "Sort" not in plan and "Seq Scan" not in plan, plan
     assert [d.body for d in q.pull(2, 30)] == [b"first", b"x"]
+
+
+def test_a_frozen_transaction_does_not_hide_its_messages_for_long(pg_url: str) -> None:
+    """A worker frozen inside a transaction (SIGSTOP, a paused VM) holds row locks; the
+    server ends such a session after ``idle_in_transaction_s`` and the rows are free."""
+    with open_queue(pg_url + "&idle_in_transaction_s=1") as frozen, open_queue(pg_url) as other:
+        assert isinstance(frozen, PostgresQueue)
+        frozen.publish(b"x")
+        with frozen.db.pool.connection() as conn:
+            conn.execute(frozen.db.sql("SELECT seq FROM SQ.messages FOR UPDATE")).fetchall()
+            # ... and the process stops here, its transaction open
+            assert other.pull(1, 30) == [], "the locked row is skipped"
+            wait_until(lambda: other.pull(1, 30), timeout=30)
+            with pytest.raises(psycopg.Error) as ended:
+                conn.execute("SELECT 1")
+            # the resumed worker sees an outage (and retries), as after a restart
+            assert isinstance(driver_error(ended.value, "x"), BackendUnavailable)
