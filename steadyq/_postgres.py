@@ -368,7 +368,7 @@ class PostgresDatabase:
     transaction has a connection of its own for its duration.
 
     ``read_only`` opens an existing steadyq schema for reading: nothing is created,
-    every transaction is READ ONLY, and a schema that is missing or of another
+    every transaction begins READ ONLY, and a schema that is missing or of another
     version is refused.
 
     Raises:
@@ -400,8 +400,6 @@ class PostgresDatabase:
             # hide its messages from every other worker's SKIP LOCKED claim
             millis = int(self.url.idle_in_transaction_s * 1000)
             options.append(f"-c idle_in_transaction_session_timeout={millis}")
-        if read_only:
-            options.append("-c default_transaction_read_only=on")
         if options:
             kwargs["options"] = " ".join(options)
         self._kwargs = kwargs
@@ -410,6 +408,7 @@ class PostgresDatabase:
         psycopg = import_driver()
         try:
             first = psycopg.connect(self.url.conninfo, **kwargs)
+            first.read_only = read_only
         except psycopg.Error as exc:
             raise BackendUnavailable(f"cannot connect to {self.name}: {_first_line(exc)}") from exc
         try:
@@ -427,6 +426,9 @@ class PostgresDatabase:
         self.pool = ConnectionPool(
             self.url.conninfo,
             kwargs=kwargs,
+            # read-only: every transaction begins READ ONLY (no session state, so this
+            # works behind PgBouncer too)
+            configure=_read_only if read_only else None,
             min_size=min(min_size, self.url.pool_max),
             max_size=self.url.pool_max,
             open=True,
@@ -526,6 +528,10 @@ class PostgresDatabase:
             self._closed = True
         with contextlib.suppress(Exception):
             self.pool.close()
+
+
+def _read_only(conn: psycopg.Connection[Any]) -> None:
+    conn.read_only = True
 
 
 def _first_line(exc: BaseException) -> str:
