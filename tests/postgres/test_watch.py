@@ -3,7 +3,11 @@ figures, as on SQLite (the measures read through PostgresReader's SQL)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from steadyq.brokers import open_queue
 from steadyq.brokers.postgres import PostgresQueue
@@ -12,7 +16,23 @@ from steadyq.watch.plan import parse_plan
 from steadyq.watch.run import run_watch
 from steadyq.watch.sources.store import reader_for
 from tests.conftest import FakeClock
+from tests.watch import test_run
 from tests.watch.test_run import DAY, HOUR, T0, incident_events, plan_text
+
+# `steadyq watch --replay --json` on a PostgreSQL URL, through the CLI
+test_cli_replay_json_and_exit_code = test_run.test_cli_replay_json_and_exit_code
+
+
+@pytest.fixture
+def db_url(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL the imported watch tests use, a PostgreSQL schema, and their opener."""
+
+    def opener(url: str, clock: Callable[[], float]) -> tuple[Any, Any]:
+        queue = open_queue(url, clock=clock)
+        return queue, queue.colocated_store
+
+    monkeypatch.setattr(test_run, "open_store", opener)
+    return pg_url
 
 
 def _replay(url: str, folder: Path, hang_at: float | None = None) -> dict[str, object]:
