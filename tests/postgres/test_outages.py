@@ -16,7 +16,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from steadyq import RetryPolicy, Worker, WorkerOptions
@@ -25,6 +24,8 @@ from steadyq.brokers.postgres import PostgresQueue
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.store import EventFilter
 from tests.postgres_db import BASE_URL
+
+psycopg = pytest.importorskip("psycopg", reason="pip install -e .[postgres]")
 
 
 def wait_for(check: object, timeout: float, what: str) -> None:

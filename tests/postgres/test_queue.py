@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from steadyq.brokers import open_queue
@@ -15,6 +14,8 @@ from steadyq.brokers.base import Settlement
 from steadyq.brokers.postgres import PostgresQueue, driver_error
 from steadyq.errors import BackendError, BackendUnavailable, ConfigError
 from tests.postgres_db import BASE_URL
+
+psycopg = pytest.importorskip("psycopg", reason="pip install -e .[postgres]")
 
 
 def wait_until(check: object, timeout: float = 20.0, step: float = 0.1) -> None:
