@@ -518,6 +518,9 @@ class PostgresStore(EventStore):
         inside sees the same state of the store."""
         with self.db.transaction() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            # the watch works between its queries; a read-only snapshot holds no row
+            # locks, so the idle-in-transaction limit (for frozen writers) is lifted
+            conn.execute("SELECT set_config('idle_in_transaction_session_timeout', '0', true)")
             yield conn
 
     def close(self) -> None:

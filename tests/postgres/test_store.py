@@ -352,3 +352,18 @@ def test_text_postgresql_cannot_hold_does_not_poison_a_worker(pg_url: str) -> No
         )
         [row] = store.requests(request_id="odd")
         assert row.fields == {"t": "a\ufffdb\ufffd", "ok": "\U0001f600"}
+
+
+def test_a_watch_session_may_pause_between_queries(pg_url: str) -> None:
+    """The idle-in-transaction limit ends frozen writers' sessions; a reader's snapshot,
+    which locks no rows, may sit between its queries for longer."""
+    store = PostgresStore.from_url(pg_url + "&idle_in_transaction_s=0.5")
+    try:
+        store.write([Event(ev.LOG, 10.0, severity="WARNING", message="x")])
+        reader = store.watch_reader()
+        with reader.session():
+            assert reader.warnings(0, 100) == 1
+            time.sleep(1.2)
+            assert reader.warnings(0, 100) == 1
+    finally:
+        store.close()
