@@ -334,71 +334,66 @@ class PostgresQueue(Queue):
             if events:
                 self._store.write(events)
             return SettleResult()
-        acks = [s for s in settlements if s.action == "ack"]
-        nacks = [s for s in settlements if s.action == "nack"]
-        dead = [s for s in settlements if s.action == "dead_letter"]
-        done: set[tuple[str, str]] = set()  # (message id, lease token) applied
+        acks = sorted(
+            (int(s.delivery.message_id), s.delivery.lease_token)
+            for s in settlements
+            if s.action == "ack" and _seq(s.delivery.message_id) is not None
+        )
+        nacks = sorted(
+            (
+                int(s.delivery.message_id),
+                s.delivery.lease_token,
+                max(0.0, float(s.delay_s)),
+                None if s.detail is None else clean_text(s.detail),
+                int(s.ran),
+            )
+            for s in settlements
+            if s.action == "nack" and _seq(s.delivery.message_id) is not None
+        )
+        letters = sorted(
+            (
+                int(s.delivery.message_id),
+                s.delivery.lease_token,
+                None if s.request_id is None else clean_text(s.request_id),
+                clean_text(s.reason or "unspecified"),
+                clean_text(s.detail or ""),
+            )
+            for s in settlements
+            if s.action == "dead_letter" and _seq(s.delivery.message_id) is not None
+        )
         now = self._now()
-        with self.db.transaction() as conn, conn.cursor() as cur:
-            if acks:
-                keyed = sorted(
-                    (int(s.delivery.message_id), s.delivery.lease_token)
-                    for s in acks
-                    if _seq(s.delivery.message_id) is not None
-                )
-                tokens = {seq: token for seq, token in keyed}
-                cur.execute(self.db.sql(_ACK), ([k[0] for k in keyed], [k[1] for k in keyed]))
-                done.update((str(r[0]), tokens[r[0]]) for r in cur.fetchall())
-            if nacks:
-                rows = sorted(
-                    (
-                        int(s.delivery.message_id),
-                        s.delivery.lease_token,
-                        max(0.0, float(s.delay_s)),
-                        None if s.detail is None else clean_text(s.detail),
-                        int(s.ran),
-                    )
-                    for s in nacks
-                    if _seq(s.delivery.message_id) is not None
-                )
-                tokens = {r[0]: r[1] for r in rows}
-                cur.execute(
-                    self.db.sql(_NACK),
-                    {
-                        "seqs": [r[0] for r in rows],
-                        "tokens": [r[1] for r in rows],
-                        "delays": [r[2] for r in rows],
-                        "errors": [r[3] for r in rows],
-                        "ran": [r[4] for r in rows],
-                        "now": now,
-                    },
-                )
-                done.update((str(r[0]), tokens[r[0]]) for r in cur.fetchall())
-            if dead:
-                letters = sorted(
-                    (
-                        int(s.delivery.message_id),
-                        s.delivery.lease_token,
-                        None if s.request_id is None else clean_text(s.request_id),
-                        clean_text(s.reason or "unspecified"),
-                        clean_text(s.detail or ""),
-                    )
-                    for s in dead
-                    if _seq(s.delivery.message_id) is not None
-                )
-                tokens = {r[0]: r[1] for r in letters}
-                cur.execute(
-                    self.db.sql(_DEAD_LETTER),
-                    {
-                        "seqs": [r[0] for r in letters],
-                        "tokens": [r[1] for r in letters],
-                        "request_ids": [r[2] for r in letters],
-                        "reasons": [r[3] for r in letters],
-                        "details": [r[4] for r in letters],
-                        "now": now,
-                    },
-                )
-                done.update((r[0], tokens[int(r[0])]) for r in cur.fetchall())
+        # (statement, parameters, the lease token each row was settled under)
+        work: list[tuple[str, Any, dict[int, str]]] = []
+        if acks:
+            work.append(
+                (_ACK, ([r[0] for r in acks], [r[1] for r in acks]), {r[0]: r[1] for r in acks})
+            )
+        if nacks:
+            params = {
+                "seqs": [r[0] for r in nacks],
+                "tokens": [r[1] for r in nacks],
+                "delays": [r[2] for r in nacks],
+                "errors": [r[3] for r in nacks],
+                "ran": [r[4] for r in nacks],
+                "now": now,
+            }
+            work.append((_NACK, params, {r[0]: r[1] for r in nacks}))
+        if letters:
+            params = {
+                "seqs": [r[0] for r in letters],
+                "tokens": [r[1] for r in letters],
+                "request_ids": [r[2] for r in letters],
+                "reasons": [r[3] for r in letters],
+                "details": [r[4] for r in letters],
+                "now": now,
+            }
+            work.append((_DEAD_LETTER, params, {r[0]: r[1] for r in letters}))
+        done: set[tuple[str, str]] = set()  # (message id, lease token) applied
+        with self.db.transaction() as conn:
+            with conn.pipeline():  # one round trip; the statements run in this order
+                ran = [(conn.execute(self.db.sql(sql), p), tokens) for sql, p, tokens in work]
+            for cur, tokens in ran:
+                done.update((str(r[0]), tokens[int(r[0])]) for r in cur.fetchall())
             applied: list[Settlement] = []
             lost: list[Settlement] = []
             written: list[Event] = list(events)

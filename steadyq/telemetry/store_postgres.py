@@ -109,6 +109,14 @@ CROSS JOIN LATERAL (SELECT 1 FROM SQ.requests r
     WHERE r.request_id = i.id AND r.status = 'completed' OFFSET 0) AS x
 """
 
+_CLAIM = f"""
+INSERT INTO SQ.request_claims AS c (request_id, owner, until)
+SELECT id, %(owner)s, {DB_NOW} + %(hold)s FROM unnest(%(ids)s::text[]) AS id ORDER BY id
+ON CONFLICT (request_id) DO UPDATE SET owner = excluded.owner, until = excluded.until
+WHERE c.owner = excluded.owner OR c.until <= {DB_NOW}
+RETURNING request_id
+"""
+
 # the WHERE repeats the partial index's condition, so the index answers each probe
 _OUTCOMES_OF = f"""
 SELECT {EVENT_COLUMNS} FROM unnest(%s::text[]) AS i (mid)
@@ -164,7 +172,8 @@ def write_events(
     if not events:
         return
     prepared = prepare_events(events)
-    with conn.cursor() as cur:
+    # one round trip for all of it: the statements still run one after the other
+    with conn.pipeline(), conn.cursor() as cur:
         if prepared.rows:
             cur.execute(db.sql(_INSERT_EVENTS), columns(prepared.rows, _EVENT_KINDS))
         for event, what, values in prepared.executions:
@@ -373,24 +382,15 @@ class PostgresStore(EventStore):
         owner = clean_text(owner)
         params = {"ids": ids, "owner": owner, "hold": until - time.time(), "now": None}
         with self.db.transaction() as conn:
-            # take what is free (or ours, or lapsed) first; a concurrent claimer of the
-            # same id waits for our row lock and then finds it held
-            taken = {
-                r[0]
-                for r in conn.execute(
-                    self.db.sql(
-                        "INSERT INTO SQ.request_claims AS c (request_id, owner, until)"
-                        f" SELECT id, %(owner)s, {DB_NOW} + %(hold)s FROM unnest(%(ids)s::text[])"
-                        " AS id ORDER BY id ON CONFLICT (request_id) DO UPDATE"
-                        " SET owner = excluded.owner, until = excluded.until"
-                        f" WHERE c.owner = excluded.owner OR c.until <= {DB_NOW}"
-                        " RETURNING request_id"
-                    ),
-                    params,
-                )
-            }
-            # then the ledger: a completion committed before our claim went in is seen
-            done = {r[0] for r in conn.execute(self.db.sql(_COMPLETED_OF), (ids,))}
+            with conn.pipeline():  # one round trip; the server runs them in this order
+                # take what is free (or ours, or lapsed) first; a concurrent claimer of
+                # the same id waits for our row lock and then finds it held
+                claimed = conn.execute(self.db.sql(_CLAIM), params)
+                # then the ledger, in a statement of its own (a snapshot taken after the
+                # claim went in): a completion committed meanwhile is seen
+                completed = conn.execute(self.db.sql(_COMPLETED_OF), (ids,))
+            taken = {r[0] for r in claimed.fetchall()}
+            done = {r[0] for r in completed.fetchall()}
             if done & taken:
                 conn.execute(
                     self.db.sql(
