@@ -401,7 +401,9 @@ class PostgresDatabase:
             millis = int(self.url.idle_in_transaction_s * 1000)
             options.append(f"-c idle_in_transaction_session_timeout={millis}")
         if options:
-            kwargs["options"] = " ".join(options)
+            # the URL's own `options` (libpq's), if any, come first and are kept
+            given = dict(parse_qsl(urlsplit(self.url.conninfo).query)).get("options")
+            kwargs["options"] = " ".join([given, *options] if given else options)
         self._kwargs = kwargs
         # one direct connection first: a clear error when the server is unreachable,
         # and the schema checked (or created) before any pool thread starts

@@ -254,3 +254,19 @@ def test_a_frozen_transaction_does_not_hide_its_messages_for_long(pg_url: str) -
                 conn.execute("SELECT 1")
             # the resumed worker sees an outage (and retries), as after a restart
             assert isinstance(driver_error(ended.value, "x"), BackendUnavailable)
+
+
+def test_the_urls_own_libpq_options_are_kept_beside_steadyqs(pg_url: str) -> None:
+    url = pg_url + "&options=-c%20statement_timeout%3D12345&synchronous_commit=off"
+    with open_queue(url) as q:
+        assert isinstance(q, PostgresQueue)
+        with q.db.reading() as conn:
+            shown = [
+                conn.execute(f"SHOW {name}").fetchone()
+                for name in (
+                    "statement_timeout",
+                    "synchronous_commit",
+                    "idle_in_transaction_session_timeout",
+                )
+            ]
+    assert shown == [("12345ms",), ("off",), ("30s",)]
