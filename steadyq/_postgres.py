@@ -177,6 +177,7 @@ class PgUrl:
     connect_timeout_s: float
     synchronous_commit: str | None
     idle_in_transaction_s: float
+    vacuum_every: int
     shown: str  # for messages: the URL without its password
 
     @property
@@ -192,6 +193,7 @@ _OWN_OPTIONS = (
     "pool_max",
     "synchronous_commit",
     "idle_in_transaction_s",
+    "vacuum_every",
 )
 
 
@@ -214,7 +216,9 @@ def parse_url(url: str) -> PgUrl:
     ``synchronous_commit`` (sent with each connection when given),
     ``idle_in_transaction_s`` (30: the server ends a session of ours that sits inside a
     transaction that long, so a frozen or vanished worker's row locks cannot keep its
-    messages from other workers; ``0`` sends nothing). Every other query
+    messages from other workers; ``0`` sends nothing), ``vacuum_every`` (50000: after
+    settling that many messages a process vacuums the queue's hot tables in the
+    background, for servers whose autovacuum is off; ``0`` never). Every other query
     option (``sslmode``, ``connect_timeout``, ``application_name`` …) goes to libpq.
 
     Raises:
@@ -248,6 +252,10 @@ def parse_url(url: str) -> PgUrl:
         raise ConfigError(f"idle_in_transaction_s in {url!r} must be a number") from None
     if idle_s < 0:
         raise ConfigError(f"idle_in_transaction_s in {url!r} must not be negative")
+    try:
+        vacuum_every = int(own.get("vacuum_every", "50000"))
+    except ValueError:
+        raise ConfigError(f"vacuum_every in {url!r} must be an integer") from None
     timeout = dict(rest).get("connect_timeout", "10")
     try:
         connect_timeout_s = float(timeout)
@@ -274,6 +282,7 @@ def parse_url(url: str) -> PgUrl:
         connect_timeout_s=connect_timeout_s,
         synchronous_commit=sync,
         idle_in_transaction_s=idle_s,
+        vacuum_every=max(0, vacuum_every),
         shown=shown + f" (schema {schema})",
     )
 

@@ -199,6 +199,8 @@ class PostgresQueue(Queue):
         self._store = PostgresStore(db)
         self._listener: psycopg.Connection[Any] | None = None
         self._listen_lock = threading.Lock()
+        self._settled_since_vacuum = 0
+        self._vacuum: threading.Thread | None = None
 
     @classmethod
     def from_url(
@@ -405,7 +407,35 @@ class PostgresQueue(Queue):
                 else:
                     lost.append(item)
             write_events(self.db, conn, written)
+        self._note_settled(sum(1 for item in applied if item.action != "nack"))
         return SettleResult(tuple(applied), tuple(lost))
+
+    def _note_settled(self, rows: int) -> None:
+        """Count rows that left the hot tables; every ``vacuum_every`` of them, vacuum
+        those tables in the background. Deleted rows stay as dead tuples until a VACUUM,
+        and with autovacuum off (this machine's server) nothing else would run one."""
+        every = self.db.url.vacuum_every
+        if every <= 0 or self.db.read_only:
+            return
+        self._settled_since_vacuum += rows
+        running = self._vacuum is not None and self._vacuum.is_alive()
+        if self._settled_since_vacuum >= every and not running:
+            self._settled_since_vacuum = 0
+            self._vacuum = threading.Thread(
+                target=self._run_vacuum, name="steadyq-vacuum", daemon=True
+            )
+            self._vacuum.start()
+
+    def _run_vacuum(self) -> None:
+        psycopg = import_driver()
+        try:
+            with psycopg.connect(self.db.url.conninfo, autocommit=True) as conn:
+                # SKIP_LOCKED: another worker's vacuum of the same table is enough
+                conn.execute(
+                    self.db.sql("VACUUM (SKIP_LOCKED, ANALYZE) SQ.messages, SQ.request_claims")
+                )
+        except Exception:  # upkeep only: the next round tries again
+            return
 
     def extend(self, delivery: Delivery, lease_s: float) -> Delivery:
         check_pull_args(1, lease_s)
@@ -522,6 +552,8 @@ class PostgresQueue(Queue):
     def close(self) -> None:
         with self._listen_lock:
             self._drop_listener()
+        if self._vacuum is not None:
+            self._vacuum.join(30)
         if self._owns_db:
             self.db.close()
 

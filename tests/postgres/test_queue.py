@@ -270,3 +270,25 @@ def test_the_urls_own_libpq_options_are_kept_beside_steadyqs(pg_url: str) -> Non
                 )
             ]
     assert shown == [("12345ms",), ("off",), ("30s",)]
+
+
+def test_settled_rows_are_vacuumed_away_without_autovacuum(pg_url: str) -> None:
+    """Acked rows leave dead tuples; with autovacuum off nothing removes them, so a
+    process vacuums the hot tables itself after ``vacuum_every`` settled messages."""
+    schema = pg_url.split("schema=")[1].split("&")[0]
+    with open_queue(pg_url + "&vacuum_every=500") as q:
+        assert isinstance(q, PostgresQueue)
+        q.publish_batch([(b"x", None)] * 1200)
+        while batch := q.pull(100, 30):
+            q.settle([Settlement.ack(d) for d in batch])
+
+        def vacuumed() -> bool:
+            with psycopg.connect(BASE_URL) as look:
+                row = look.execute(
+                    "SELECT vacuum_count + autovacuum_count FROM pg_stat_user_tables"
+                    " WHERE schemaname = %s AND relname = 'messages'",
+                    (schema,),
+                ).fetchone()
+            return bool(row and row[0] >= 1)
+
+        wait_until(vacuumed, timeout=60, step=0.3)
