@@ -18,7 +18,8 @@ from steadyq.brokers.base import (
 from steadyq.errors import ConfigError
 from steadyq.telemetry.store import EventStore
 
-SCHEMES = ("sqlite", "memory", "pubsub")
+SCHEMES = ("sqlite", "memory", "pubsub", "postgresql")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 DEFAULT_STORE_URL = "sqlite:///steadyq.db"
 
 
@@ -26,10 +27,15 @@ def open_queue(
     url: str, *, clock: Callable[[], float] = time.time, read_only: bool = False
 ) -> Queue:
     """Open the queue a URL names: ``sqlite:///steadyq.db``, ``memory://``,
-    ``pubsub://PROJECT/TOPIC_OR_SUBSCRIPTION``.
+    ``pubsub://PROJECT/TOPIC_OR_SUBSCRIPTION``, ``postgresql://user@host/db?schema=NAME``
+    (or ``postgres://``).
 
-    ``read_only`` is for commands that only look: a SQLite file must exist already
-    and is opened without writing (nothing is created).
+    ``read_only`` is for commands that only look: a SQLite file (a PostgreSQL schema)
+    must exist already and is opened without writing (nothing is created).
+
+    ``clock`` is the time of leases and delays where steadyq keeps them; PostgreSQL
+    uses the database's own clock unless a clock other than ``time.time`` is given
+    (tests).
 
     Raises:
         ConfigError: the URL is malformed or names an unknown scheme.
@@ -48,21 +54,34 @@ def open_queue(
         from steadyq.brokers.pubsub import PubSubQueue
 
         return PubSubQueue.from_url(url, clock=clock)
+    if scheme in POSTGRES_SCHEMES:
+        from steadyq.brokers.postgres import PostgresQueue
+
+        return PostgresQueue.from_url(
+            url, clock=None if clock is time.time else clock, read_only=read_only
+        )
     raise ConfigError(
         f"unknown queue URL {url!r}: expected one of " + ", ".join(f"{s}://" for s in SCHEMES)
     )
 
 
 def open_store(url: str, *, read_only: bool = False) -> EventStore:
-    """Open a telemetry store by URL (``sqlite:///steadyq.db``); ``read_only`` as for
-    :func:`open_queue`.
+    """Open a telemetry store by URL (``sqlite:///steadyq.db``,
+    ``postgresql://user@host/db?schema=NAME``); ``read_only`` as for :func:`open_queue`.
 
     Raises:
         ConfigError: the URL names no store steadyq has.
         BackendUnavailable: the store cannot be opened.
     """
-    if urlsplit(url).scheme != "sqlite":
-        raise ConfigError(f"unknown store URL {url!r}: expected sqlite:///path.db")
+    scheme = urlsplit(url).scheme
+    if scheme in POSTGRES_SCHEMES:
+        from steadyq.telemetry.store_postgres import PostgresStore
+
+        return PostgresStore.from_url(url, read_only=read_only)
+    if scheme != "sqlite":
+        raise ConfigError(
+            f"unknown store URL {url!r}: expected sqlite:///path.db or postgresql://…"
+        )
     from steadyq._sqlite import SqliteDatabase, busy_timeout_ms, sqlite_path
     from steadyq.telemetry.store_sqlite import SqliteStore
 
@@ -72,8 +91,9 @@ def open_store(url: str, *, read_only: bool = False) -> EventStore:
 
 def store_for(queue: Queue, url: str | None = None, *, read_only: bool = False) -> EventStore:
     """The telemetry store that goes with ``queue``: its colocated one when it has
-    one, else the store ``url`` names (default ``sqlite:///steadyq.db``), which the
-    queue then owns (closing the queue closes it).
+    one, else the store ``url`` names (default ``sqlite:///steadyq.db``; a
+    ``postgresql://`` store is shared by every host and execution, attempt counts and
+    ledger included), which the queue then owns (closing the queue closes it).
 
     Raises:
         ConfigError: ``url`` names no store steadyq has.

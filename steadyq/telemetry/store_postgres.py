@@ -1,0 +1,528 @@
+"""The telemetry store in PostgreSQL (by default the queue's own schema).
+
+The same tables and rules as the SQLite store (``store_sqlite``): events, the
+``executions`` and ``requests`` views derived from them in the same write, claims and
+the attempt counts of brokers that keep none. What differs is concurrency: many
+worker processes on many hosts write at once, so
+
+* the ledger upsert keeps ``completed`` final with ``ON CONFLICT … DO UPDATE … WHERE
+  requests.status <> 'completed'``, which PostgreSQL evaluates on the row's latest
+  version after waiting for a concurrent writer: a completion is never overwritten;
+* a claim is one ``INSERT … ON CONFLICT DO UPDATE … WHERE`` (the other owner's claim
+  has lapsed), and the ledger is read *after* it: a completion committed by the
+  claim's previous owner is seen, so a completed request is never claimed to run;
+* rows are written in key order (requests, claims), so two writers cannot deadlock
+  on each other's rows;
+* claim lapses and attempt-count ages are kept on the database's clock: a worker's
+  ``until`` (its own wall clock) is turned into "that many seconds from now".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from steadyq._postgres import (
+    DB_NOW,
+    OUTCOME_KINDS_SQL,
+    PostgresDatabase,
+    clean_json,
+    clean_text,
+)
+from steadyq.telemetry.events import Event, severity_rank
+from steadyq.telemetry.store import (
+    CLAIM_BUSY,
+    CLAIM_COMPLETED,
+    CLAIMED,
+    RUNNING,
+    AttemptCount,
+    EventFilter,
+    EventStore,
+    ExecutionRecord,
+    RequestRecord,
+)
+from steadyq.telemetry.store_sqlite import prepare_events
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from steadyq.watch.sources.store import Reader
+
+EVENT_COLUMNS = (
+    "ts, kind, severity, message, execution_id, message_id, request_id, attempt, reason,"
+    " duration_ms, data"
+)
+
+# one statement for a whole batch of events, whatever its size
+_INSERT_EVENTS = """
+INSERT INTO SQ.events (ts, kind, severity, sev_rank, message, execution_id, message_id,
+    request_id, attempt, reason, duration_ms, data)
+SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],
+    %s::text[], %s::text[], %s::int[], %s::text[], %s::float8[], %s::text[])
+"""
+
+# the ledger's one move, as SQLite's: a completed request never moves again, and a
+# change's missing fields keep the row's values; several rows in one statement
+_LEDGER_UPSERT = """
+INSERT INTO SQ.requests AS r (request_id, status, message_id, execution_id, updated_at,
+    attempts, fields, duration_s, error, created_at, started_at, completed_at, failed_at)
+SELECT v.request_id, v.status, v.message_id, v.execution_id, v.updated_at, v.attempts,
+    v.fields::jsonb, v.duration_s, v.error, v.created_at, v.started_at, v.completed_at,
+    v.failed_at
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::int[],
+    %s::text[], %s::float8[], %s::text[], %s::float8[], %s::float8[], %s::float8[],
+    %s::float8[]) AS v (request_id, status, message_id, execution_id, updated_at, attempts,
+    fields, duration_s, error, created_at, started_at, completed_at, failed_at)
+ORDER BY v.request_id
+ON CONFLICT (request_id) DO UPDATE SET
+    status = excluded.status,
+    message_id = COALESCE(excluded.message_id, r.message_id),
+    execution_id = COALESCE(excluded.execution_id, r.execution_id),
+    updated_at = excluded.updated_at,
+    attempts = COALESCE(excluded.attempts, r.attempts),
+    fields = CASE WHEN excluded.fields IS NULL THEN r.fields
+        ELSE SQ.steadyq_merge(COALESCE(r.fields, '{}'::jsonb), excluded.fields) END,
+    duration_s = COALESCE(excluded.duration_s, r.duration_s),
+    error = COALESCE(excluded.error, r.error),
+    created_at = COALESCE(r.created_at, excluded.created_at),
+    started_at = COALESCE(excluded.started_at, r.started_at),
+    completed_at = COALESCE(excluded.completed_at, r.completed_at),
+    failed_at = COALESCE(excluded.failed_at, r.failed_at)
+WHERE r.status <> 'completed'
+"""
+
+_RELEASE_CLAIMS = """
+DELETE FROM SQ.request_claims c USING unnest(%s::text[], %s::text[]) AS v (request_id, owner)
+WHERE c.request_id = v.request_id AND c.owner = v.owner
+"""
+
+# Key lookups go through unnest + LATERAL (OFFSET 0 keeps the planner from flattening it
+# into a join): one index probe per id, whatever the table's statistics say. With
+# autovacuum off, a plan built on "the table is tiny" or "few rows match" would read
+# the whole ledger (or every outcome event) for each batch.
+_COMPLETED_OF = """
+SELECT i.id FROM unnest(%s::text[]) AS i (id)
+CROSS JOIN LATERAL (SELECT 1 FROM SQ.requests r
+    WHERE r.request_id = i.id AND r.status = 'completed' OFFSET 0) AS x
+"""
+
+_CLAIM = f"""
+INSERT INTO SQ.request_claims AS c (request_id, owner, until)
+SELECT id, %(owner)s, {DB_NOW} + %(hold)s FROM unnest(%(ids)s::text[]) AS id ORDER BY id
+ON CONFLICT (request_id) DO UPDATE SET owner = excluded.owner, until = excluded.until
+WHERE c.owner = excluded.owner OR c.until <= {DB_NOW}
+RETURNING request_id
+"""
+
+# the WHERE repeats the partial index's condition, so the index answers each probe
+_OUTCOMES_OF = f"""
+SELECT {EVENT_COLUMNS} FROM unnest(%s::text[]) AS i (mid)
+CROSS JOIN LATERAL (SELECT *, id AS event_id FROM SQ.events
+    WHERE message_id = i.mid AND {OUTCOME_KINDS_SQL} OFFSET 0) AS e
+ORDER BY ts, event_id
+"""
+
+_REQUEST_COLUMNS = (
+    "request_id, status, updated_at, message_id, execution_id, attempts, fields,"
+    " duration_s, error, created_at, started_at, completed_at, failed_at"
+)
+
+_dumps = json.JSONEncoder(default=str).encode
+
+
+def _jsonb(value: Any) -> str:
+    return clean_json(_dumps(value))
+
+
+def _as(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "f":
+        return float(value)
+    if kind == "i":
+        return int(value)
+    text = clean_text(value if isinstance(value, str) else str(value))
+    return clean_json(text) if kind == "j" else text
+
+
+def texts(values: Iterable[str]) -> list[str]:
+    """``values`` as PostgreSQL's text holds them (:func:`~steadyq._postgres.clean_text`)."""
+    return [clean_text(v) for v in values]
+
+
+def columns(rows: Sequence[Sequence[Any]], kinds: str) -> list[list[Any]]:
+    """Rows as column lists, the parameters of an ``unnest``; ``kinds`` has one letter
+    per column, ``f`` float8, ``i`` integer, ``t`` text, ``j`` JSON text for jsonb, and
+    each value is made that type (an array takes one type: an int among floats would
+    not be sent) and cleaned of what PostgreSQL refuses (a NUL, a lone surrogate)."""
+    return [[_as(kind, row[i]) for row in rows] for i, kind in enumerate(kinds)]
+
+
+_EVENT_KINDS = "fttittttitft"
+_LEDGER_KINDS = "ttttfijftffff"
+
+
+def write_events(
+    db: PostgresDatabase, conn: psycopg.Connection[Any], events: Sequence[Event]
+) -> None:
+    """Insert ``events`` and update the derived views, inside the caller's transaction."""
+    if not events:
+        return
+    prepared = prepare_events(events)
+    # one round trip for all of it: the statements still run one after the other
+    with conn.pipeline(), conn.cursor() as cur:
+        if prepared.rows:
+            cur.execute(db.sql(_INSERT_EVENTS), columns(prepared.rows, _EVENT_KINDS))
+        for event, what, values in prepared.executions:
+            _apply_execution(db, cur, event, what, values)
+        if prepared.ledger:
+            ledger = sorted(prepared.ledger, key=lambda row: row[0])
+            cur.execute(db.sql(_LEDGER_UPSERT), columns(ledger, _LEDGER_KINDS))
+        if prepared.releases:
+            releases = sorted(prepared.releases)
+            cur.execute(db.sql(_RELEASE_CLAIMS), columns(releases, "tt"))
+
+
+def _apply_execution(
+    db: PostgresDatabase,
+    cur: psycopg.Cursor[Any],
+    event: Event,
+    what: str,
+    values: dict[str, Any],
+) -> None:
+    if what == "start":
+        cur.execute(
+            db.sql(
+                "INSERT INTO SQ.executions (execution_id, status, started_at, data)"
+                " VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT (execution_id) DO NOTHING"
+            ),
+            (event.execution_id, RUNNING, values["started_at"], _jsonb(values["data"])),
+        )
+    elif what == "ready":
+        cur.execute(
+            db.sql("UPDATE SQ.executions SET ready_at = %s WHERE execution_id = %s"),
+            (values["ready_at"], event.execution_id),
+        )
+    else:
+        cur.execute(
+            db.sql(
+                "UPDATE SQ.executions SET finished_at = %s, status = %s,"
+                " data = SQ.steadyq_merge(COALESCE(data, '{}'::jsonb), %s::jsonb)"
+                " WHERE execution_id = %s"
+            ),
+            (values["finished_at"], values["status"], _jsonb(values["data"]), event.execution_id),
+        )
+
+
+def row_to_event(row: Sequence[Any]) -> Event:
+    (ts, kind, severity, message, execution_id, message_id, request_id, attempt, reason,
+     duration_ms, data) = row  # fmt: skip
+    return Event(
+        kind=kind,
+        timestamp=ts,
+        severity=severity,
+        message=message or "",
+        execution_id=execution_id,
+        message_id=message_id,
+        request_id=request_id,
+        attempt=attempt,
+        reason=reason,
+        duration_ms=duration_ms,
+        data=json.loads(data) if data else {},
+    )
+
+
+def _row_to_request(row: Sequence[Any]) -> RequestRecord:
+    return RequestRecord(
+        request_id=row[0],
+        status=row[1],
+        updated_at=row[2],
+        message_id=row[3],
+        execution_id=row[4],
+        attempts=row[5],
+        fields=row[6] if row[6] else None,
+        duration_s=row[7],
+        error=row[8],
+        created_at=row[9],
+        started_at=row[10],
+        completed_at=row[11],
+        failed_at=row[12],
+    )
+
+
+class PostgresStore(EventStore):
+    """Events, executions, the request ledger, claims and attempt counts in PostgreSQL."""
+
+    def __init__(self, db: PostgresDatabase, *, owns_db: bool = False) -> None:
+        self.db = db
+        self._owns_db = owns_db
+
+    @classmethod
+    def from_url(cls, url: str, *, read_only: bool = False) -> PostgresStore:
+        return cls(PostgresDatabase(url, read_only=read_only), owns_db=True)
+
+    def write(self, events: Sequence[Event]) -> None:
+        if events:
+            with self.db.transaction() as conn:
+                write_events(self.db, conn, events)
+
+    def events(self, where: EventFilter | None = None) -> list[Event]:
+        where = where or EventFilter()
+        clauses: list[str] = []
+        params: list[Any] = []
+        if where.kinds is not None:
+            clauses.append("kind = ANY(%s)")
+            params.append(list(where.kinds))
+        for column, value, op in (
+            ("ts", where.since, ">="),
+            ("ts", where.until, "<"),
+            ("execution_id", where.execution_id, "="),
+            ("message_id", where.message_id, "="),
+            ("request_id", where.request_id, "="),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} %s")
+                params.append(value)
+        if where.min_severity is not None:
+            clauses.append("sev_rank >= %s")
+            params.append(severity_rank(where.min_severity))
+        sql = f"SELECT {EVENT_COLUMNS} FROM SQ.events"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY ts DESC, id DESC" if where.newest_first else " ORDER BY ts, id"
+        if where.limit is not None:
+            sql += " LIMIT %s"
+            params.append(where.limit)
+        with self.db.reading() as conn:
+            return [row_to_event(row) for row in conn.execute(self.db.sql(sql), params)]
+
+    def executions(
+        self, *, since: float | None = None, limit: int | None = None, now: float | None = None
+    ) -> list[ExecutionRecord]:
+        sql = (
+            "SELECT execution_id, status, started_at, ready_at, finished_at, data"
+            " FROM SQ.executions"
+        )
+        params: list[Any] = []
+        if since is not None:
+            sql += " WHERE started_at >= %s"
+            params.append(since)
+        sql += " ORDER BY started_at DESC, execution_id"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        with self.db.reading() as conn:
+            rows = conn.execute(self.db.sql(sql), params).fetchall()
+        at = time.time() if now is None else now
+        return [
+            ExecutionRecord(
+                execution_id=r[0],
+                status=r[1],
+                started_at=r[2],
+                ready_at=r[3],
+                finished_at=r[4],
+                data=r[5] or {},
+            ).as_of(at)
+            for r in rows
+        ]
+
+    def completed(self, request_ids: Iterable[str]) -> set[str]:
+        ids = list(dict.fromkeys(request_ids))
+        if not ids:
+            return set()
+        with self.db.reading() as conn:
+            return {r[0] for r in conn.execute(self.db.sql(_COMPLETED_OF), (ids,))}
+
+    def requests(
+        self,
+        *,
+        status: str | None = None,
+        request_id: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[RequestRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value, op in (
+            ("status", status, "="),
+            ("request_id", request_id, "="),
+            ("updated_at", since, ">="),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} %s")
+                params.append(value)
+        sql = f"SELECT {_REQUEST_COLUMNS} FROM SQ.requests"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY updated_at DESC, request_id"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        with self.db.reading() as conn:
+            return [_row_to_request(row) for row in conn.execute(self.db.sql(sql), params)]
+
+    def outcomes_of(self, message_ids: Sequence[str]) -> dict[str, Event]:
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return {}
+        with self.db.reading() as conn:
+            found = [row_to_event(r) for r in conn.execute(self.db.sql(_OUTCOMES_OF), (ids,))]
+        return {e.message_id: e for e in found if e.message_id is not None}
+
+    # -- claims -----------------------------------------------------------------------
+
+    def claim(self, request_ids: Sequence[str], owner: str, until: float) -> dict[str, str]:
+        asked = {r: clean_text(r) for r in dict.fromkeys(request_ids)}
+        ids = sorted(set(asked.values()))
+        if not ids:
+            return {}
+        owner = clean_text(owner)
+        params = {"ids": ids, "owner": owner, "hold": until - time.time(), "now": None}
+        with self.db.transaction() as conn:
+            with conn.pipeline():  # one round trip; the server runs them in this order
+                # take what is free (or ours, or lapsed) first; a concurrent claimer of
+                # the same id waits for our row lock and then finds it held
+                claimed = conn.execute(self.db.sql(_CLAIM), params)
+                # then the ledger, in a statement of its own (a snapshot taken after the
+                # claim went in): a completion committed meanwhile is seen
+                completed = conn.execute(self.db.sql(_COMPLETED_OF), (ids,))
+            taken = {r[0] for r in claimed.fetchall()}
+            done = {r[0] for r in completed.fetchall()}
+            if done & taken:
+                conn.execute(
+                    self.db.sql(
+                        "DELETE FROM SQ.request_claims WHERE request_id = ANY(%s) AND owner = %s"
+                    ),
+                    (sorted(done & taken), owner),
+                )
+        return {
+            r: CLAIM_COMPLETED if k in done else CLAIMED if k in taken else CLAIM_BUSY
+            for r, k in asked.items()
+        }
+
+    def extend_claims(self, request_ids: Sequence[str], owner: str, until: float) -> None:
+        ids = sorted(set(texts(request_ids)))
+        owner = clean_text(owner)
+        if not ids:
+            return
+        with self.db.transaction() as conn:
+            conn.execute(
+                self.db.sql(
+                    f"UPDATE SQ.request_claims c SET until = {DB_NOW} + %(hold)s"
+                    " FROM unnest(%(ids)s::text[]) AS v (id)"
+                    " WHERE c.request_id = v.id AND c.owner = %(owner)s"
+                ),
+                {"ids": ids, "owner": owner, "hold": until - time.time(), "now": None},
+            )
+
+    def release_claims(self, request_ids: Sequence[str], owner: str) -> None:
+        ids = sorted(set(texts(request_ids)))
+        if ids:
+            with self.db.transaction() as conn:
+                conn.execute(self.db.sql(_RELEASE_CLAIMS), (ids, [clean_text(owner)] * len(ids)))
+
+    # -- attempt counts of brokers that keep none -------------------------------------
+
+    def count_attempts(self, keys: Sequence[str]) -> dict[str, AttemptCount]:
+        ids = sorted(dict.fromkeys(keys))
+        if not ids:
+            return {}
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                self.db.sql(
+                    "INSERT INTO SQ.broker_attempts AS b (key, attempts, updated_at)"
+                    f" SELECT k, 1, {DB_NOW} FROM unnest(%(keys)s::text[]) AS k ORDER BY k"
+                    " ON CONFLICT (key) DO UPDATE SET attempts = b.attempts + 1,"
+                    " updated_at = excluded.updated_at RETURNING key, attempts, last_error, runs"
+                ),
+                {"keys": ids, "now": None},
+            ).fetchall()
+        return {r[0]: AttemptCount(r[1], r[2], r[3]) for r in rows}
+
+    def attempts_of(self, keys: Sequence[str]) -> dict[str, int]:
+        ids = list(dict.fromkeys(keys))
+        if not ids:
+            return {}
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                self.db.sql(
+                    "SELECT b.key, b.attempts FROM unnest(%s::text[]) AS i (k)"
+                    " CROSS JOIN LATERAL (SELECT key, attempts FROM SQ.broker_attempts"
+                    " WHERE key = i.k OFFSET 0) AS b"
+                ),
+                (ids,),
+            )
+            return {r[0]: r[1] for r in rows}
+
+    def settle_attempts(
+        self,
+        errors: Mapping[str, str | None],
+        forget: Sequence[str] = (),
+        ran: Sequence[str] = (),
+    ) -> None:
+        noted = sorted((key, error) for key, error in errors.items() if error is not None)
+        if not noted and not forget and not ran:
+            return
+        with self.db.transaction() as conn, conn.cursor() as cur:
+            if noted:
+                cur.execute(
+                    self.db.sql(
+                        "UPDATE SQ.broker_attempts b SET last_error = v.error"
+                        " FROM unnest(%s::text[], %s::text[]) AS v (key, error)"
+                        " WHERE b.key = v.key"
+                    ),
+                    columns(noted, "tt"),
+                )
+            if ran:
+                cur.execute(
+                    self.db.sql(
+                        "UPDATE SQ.broker_attempts b SET runs = b.runs + v.n"
+                        " FROM (SELECT k, count(*) AS n FROM unnest(%s::text[]) AS k GROUP BY k)"
+                        " AS v (key, n) WHERE b.key = v.key"
+                    ),
+                    (sorted(ran),),
+                )
+            if forget:
+                cur.execute(
+                    self.db.sql(
+                        "DELETE FROM SQ.broker_attempts b USING unnest(%s::text[]) AS v (k)"
+                        " WHERE b.key = v.k"
+                    ),
+                    (sorted(forget),),
+                )
+
+    def prune_attempts(self, older_than_s: float, *, now: float | None = None) -> int:
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                self.db.sql(
+                    f"DELETE FROM SQ.broker_attempts WHERE updated_at < {DB_NOW} - %(age)s"
+                ),
+                {"now": now, "age": older_than_s},
+            )
+            return cur.rowcount
+
+    # -- the watch ----------------------------------------------------------------------
+
+    def watch_reader(self) -> Reader:
+        """The watch's reader of this store: aggregates in SQL (:class:`PostgresReader`)."""
+        from steadyq.telemetry.reader_postgres import PostgresReader
+
+        return PostgresReader(self)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[psycopg.Connection[Any]]:
+        """One connection in a REPEATABLE READ, READ ONLY transaction: every query
+        inside sees the same state of the store."""
+        with self.db.transaction() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            # the watch works between its queries; a read-only snapshot holds no row
+            # locks, so the idle-in-transaction limit (for frozen writers) is lifted
+            conn.execute("SELECT set_config('idle_in_transaction_session_timeout', '0', true)")
+            yield conn
+
+    def close(self) -> None:
+        if self._owns_db:
+            self.db.close()
