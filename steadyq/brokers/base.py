@@ -363,6 +363,13 @@ class Queue(abc.ABC):
         if result.lost:
             raise LeaseLost(f"message {settlement.delivery.message_id} was leased again")
 
+    def wait_for_messages(self, timeout_s: float) -> bool | None:
+        """For an idle worker: block up to ``timeout_s`` until the queue announces a
+        publish, True when one woke it, False after the timeout. ``None`` (this
+        default, returned at once): the queue announces nothing, and the caller
+        sleeps between polls itself. PostgreSQL answers through LISTEN/NOTIFY."""
+        return None
+
     @abc.abstractmethod
     def extend(self, delivery: Delivery, lease_s: float) -> Delivery:
         """Extend a lease to ``lease_s`` seconds from now; return the updated delivery.

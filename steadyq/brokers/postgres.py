@@ -281,7 +281,7 @@ class PostgresQueue(Queue):
             for r in rows
         ]
 
-    def wait_for_messages(self, timeout_s: float) -> bool:
+    def wait_for_messages(self, timeout_s: float) -> bool | None:
         """Block until a publish on this queue's schema is announced, or ``timeout_s``
         passes; True when woken by a publish.
 
@@ -546,6 +546,20 @@ class PostgresQueue(Queue):
                     f" (SELECT message_id FROM SQ.dead_letters{sql})"
                 ),
                 params,
+            )
+            return cur.rowcount
+
+    def dlq_expire(self, older_than_s: float, now: float | None = None) -> int:
+        from steadyq.brokers.base import dlq_cut
+
+        if dlq_cut(older_than_s, 0.0 if now is None else now) is None:
+            return 0  # 0 keeps them forever
+        with self.db.transaction() as conn:  # through the dead_letters_at index
+            cur = conn.execute(
+                self.db.sql(
+                    f"DELETE FROM SQ.dead_letters WHERE dead_lettered_at < {DB_NOW} - %(age)s"
+                ),
+                {"now": now if now is not None else self._now(), "age": older_than_s},
             )
             return cur.rowcount
 

@@ -42,7 +42,11 @@ from steadyq.telemetry.store import (
     EventFilter,
     EventStore,
     ExecutionRecord,
+    LedgerRow,
+    PruneCounts,
     RequestRecord,
+    compose_ledger_rows,
+    prune_cut,
 )
 from steadyq.telemetry.store_sqlite import prepare_events
 
@@ -64,9 +68,11 @@ SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::int[], %s::text[]
     %s::text[], %s::text[], %s::int[], %s::text[], %s::float8[], %s::text[])
 """
 
-# the ledger's one move, as SQLite's: a completed request never moves again, and a
-# change's missing fields keep the row's values; several rows in one statement
-_LEDGER_UPSERT = """
+# the ledger rows as the one rule composed them (store.move_ledger_row, in Python),
+# written as they are, unless the stored row is completed: a completion committed by
+# a concurrent writer meanwhile is never overwritten (PostgreSQL evaluates the WHERE
+# on the row's latest version, after waiting for that writer)
+_LEDGER_WRITE = """
 INSERT INTO SQ.requests AS r (request_id, status, message_id, execution_id, updated_at,
     attempts, fields, duration_s, error, created_at, started_at, completed_at, failed_at)
 SELECT v.request_id, v.status, v.message_id, v.execution_id, v.updated_at, v.attempts,
@@ -78,19 +84,12 @@ FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::in
     fields, duration_s, error, created_at, started_at, completed_at, failed_at)
 ORDER BY v.request_id
 ON CONFLICT (request_id) DO UPDATE SET
-    status = excluded.status,
-    message_id = COALESCE(excluded.message_id, r.message_id),
-    execution_id = COALESCE(excluded.execution_id, r.execution_id),
-    updated_at = excluded.updated_at,
-    attempts = COALESCE(excluded.attempts, r.attempts),
-    fields = CASE WHEN excluded.fields IS NULL THEN r.fields
-        ELSE SQ.steadyq_merge(COALESCE(r.fields, '{}'::jsonb), excluded.fields) END,
-    duration_s = COALESCE(excluded.duration_s, r.duration_s),
-    error = COALESCE(excluded.error, r.error),
-    created_at = COALESCE(r.created_at, excluded.created_at),
-    started_at = COALESCE(excluded.started_at, r.started_at),
-    completed_at = COALESCE(excluded.completed_at, r.completed_at),
-    failed_at = COALESCE(excluded.failed_at, r.failed_at)
+    status = excluded.status, message_id = excluded.message_id,
+    execution_id = excluded.execution_id, updated_at = excluded.updated_at,
+    attempts = excluded.attempts, fields = excluded.fields,
+    duration_s = excluded.duration_s, error = excluded.error,
+    created_at = excluded.created_at, started_at = excluded.started_at,
+    completed_at = excluded.completed_at, failed_at = excluded.failed_at
 WHERE r.status <> 'completed'
 """
 
@@ -172,18 +171,47 @@ def write_events(
     if not events:
         return
     prepared = prepare_events(events)
-    # one round trip for all of it: the statements still run one after the other
+    ledger: list[tuple[Any, ...]] = []
+    if prepared.changes:
+        # the stored rows, locked until this transaction ends, moved by the one rule
+        with conn.cursor() as cur:
+            rows = compose_ledger_rows(prepared.changes, lambda ids: _stored_requests(db, cur, ids))
+        ledger = sorted((_ledger_params(r) for r in rows.values()), key=lambda p: p[0])
+    # one round trip for the rest: the statements still run one after the other
     with conn.pipeline(), conn.cursor() as cur:
         if prepared.rows:
             cur.execute(db.sql(_INSERT_EVENTS), columns(prepared.rows, _EVENT_KINDS))
         for event, what, values in prepared.executions:
             _apply_execution(db, cur, event, what, values)
-        if prepared.ledger:
-            ledger = sorted(prepared.ledger, key=lambda row: row[0])
-            cur.execute(db.sql(_LEDGER_UPSERT), columns(ledger, _LEDGER_KINDS))
+        if ledger:
+            cur.execute(db.sql(_LEDGER_WRITE), columns(ledger, _LEDGER_KINDS))
         if prepared.releases:
             releases = sorted(prepared.releases)
             cur.execute(db.sql(_RELEASE_CLAIMS), columns(releases, "tt"))
+
+
+def _stored_requests(
+    db: PostgresDatabase, cur: psycopg.Cursor[Any], ids: Sequence[str]
+) -> dict[str, LedgerRow]:
+    """The stored ledger rows of ``ids`` (LEDGER_COLUMNS order, fields a dict), locked
+    (FOR UPDATE, in key order) so that no writer moves them before this write does."""
+    cur.execute(
+        db.sql(
+            f"SELECT {_REQUEST_COLUMNS} FROM SQ.requests WHERE request_id = ANY(%s)"
+            " ORDER BY request_id FOR UPDATE"
+        ),
+        (texts(sorted(ids)),),
+    )
+    return {row[0]: list(row) for row in cur.fetchall()}
+
+
+def _ledger_params(row: LedgerRow) -> tuple[Any, ...]:
+    """A composed row as the write's parameters (in _LEDGER_KINDS order)."""
+    (request_id, status, updated_at, message_id, execution_id, attempts, fields,
+     duration_s, error, created_at, started_at, completed_at, failed_at) = row  # fmt: skip
+    return (request_id, status, message_id, execution_id, updated_at, attempts,
+            None if fields is None else _dumps(fields), duration_s, error,
+            created_at, started_at, completed_at, failed_at)  # fmt: skip
 
 
 def _apply_execution(
@@ -504,6 +532,38 @@ class PostgresStore(EventStore):
             )
             return cur.rowcount
 
+    # -- retention ----------------------------------------------------------------------
+
+    def prune(
+        self, older_than_s: float, *, now: float | None = None, dry_run: bool = False
+    ) -> PruneCounts:
+        cut = prune_cut(older_than_s, now)
+        counts: dict[str, int] = {}
+        for table, where in _PRUNED.items():
+            if dry_run:
+                with self.db.transaction() as conn:
+                    sql = self.db.sql(f"SELECT count(*) FROM SQ.{table} WHERE {where}")
+                    counts[table] = int(conn.execute(sql, (cut,)).fetchone()[0])  # type: ignore[index]
+                continue
+            # short transactions: workers writing beside the prune wait for one chunk
+            dropped = 0
+            while True:
+                with self.db.transaction() as conn:
+                    n = conn.execute(
+                        self.db.sql(
+                            f"DELETE FROM SQ.{table} WHERE ctid = ANY(ARRAY("
+                            f"SELECT ctid FROM SQ.{table} WHERE {where} LIMIT {_PRUNE_CHUNK}))"
+                        ),
+                        (cut,),
+                    ).rowcount
+                dropped += n
+                if n < _PRUNE_CHUNK:
+                    break
+            counts[table] = dropped
+        return PruneCounts(
+            counts["events"], counts["requests"], counts["executions"], counts["request_claims"]
+        )
+
     # -- the watch ----------------------------------------------------------------------
 
     def watch_reader(self) -> Reader:
@@ -526,3 +586,18 @@ class PostgresStore(EventStore):
     def close(self) -> None:
         if self._owns_db:
             self.db.close()
+
+
+_PRUNE_CHUNK = 5000
+# What prune drops, per table (one parameter: the cut, epoch seconds); EventStore.prune.
+# Claims lapse on the database's clock, which the cut (a wall-clock time) stands in for.
+_PRUNED = {
+    "events": "ts < %s",
+    "requests": "status IN ('completed', 'failed') AND updated_at < %s",
+    "executions": (
+        "coalesce(finished_at, CASE WHEN status = 'running'"
+        " AND (data->>'max_runtime_s')::float8 > 0"
+        " THEN started_at + (data->>'max_runtime_s')::float8 END) < %s"
+    ),
+    "request_claims": "until < %s",
+}

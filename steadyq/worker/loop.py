@@ -254,8 +254,13 @@ class Worker:
                 idle_s = 0.0
             else:
                 idle_s = min(opts.idle_poll_s, max(0.01, idle_s * 2))
-                if not leases.inflight:
-                    self._sleep(idle_s)
+                if not leases.inflight and self._signals == 0:
+                    # a queue that announces publishes (PostgreSQL) wakes the worker at once
+                    woken = self.queue.wait_for_messages(idle_s)
+                    if woken is None:
+                        self._sleep(idle_s)
+                    elif woken:
+                        idle_s = 0.0
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -292,3 +292,39 @@ def test_settled_rows_are_vacuumed_away_without_autovacuum(pg_url: str) -> None:
             return bool(row and row[0] >= 1)
 
         wait_until(vacuumed, timeout=60, step=0.3)
+
+
+def test_an_idle_worker_is_woken_by_a_publish_not_by_its_poll(pg_url: str) -> None:
+    """A forever worker polling every 10 s runs a message published while it idles
+    within a second, while its next poll is seconds away: the NOTIFY wakes it."""
+    import json
+    import threading
+    import uuid
+
+    from steadyq import Worker, WorkerOptions
+    from steadyq.brokers import open_queue, store_for
+
+    queue = open_queue(pg_url)
+    worker = Worker(
+        queue,
+        store_for(queue),
+        WorkerOptions(handler="steadyq.handlers:noop", runner="inline", idle_poll_s=10.0),
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(3.0)  # its empty polls are 2.5 s apart by now (they double)
+        with open_queue(pg_url) as publisher:
+            t0 = time.monotonic()
+            publisher.publish(json.dumps({"request_id": str(uuid.uuid4())}).encode())
+        end = t0 + 8
+        while worker.counts["succeeded"] < 1 and time.monotonic() < end:
+            time.sleep(0.01)
+        took = time.monotonic() - t0
+        assert worker.counts["succeeded"] == 1, "not run before its poll came round"
+        assert took < 1.0, took
+    finally:
+        worker.request_stop("test over")
+        thread.join(30)
+        queue.close()
+    assert not thread.is_alive()

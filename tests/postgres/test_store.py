@@ -21,23 +21,9 @@ from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import CLAIM_BUSY, CLAIM_COMPLETED, CLAIMED, EventFilter, EventStore
 from steadyq.telemetry.store_postgres import PostgresStore
 from steadyq.watch.sources.store import ExecutionRow, Reader, SqliteReader, reader_for
-from tests.brokers import test_attempt_counts as counts
-from tests.conftest import FakeClock
 from tests.postgres_db import make_postgres_store
-from tests.test_ledger import (
-    _random_event,
-    test_published_requests_are_pending_then_settle,  # noqa: F401
-)
-from tests.test_ledger import (
-    test_ledger_fields_json_cannot_hold_are_left_out_not_a_failed_write as _fields_test,
-)
-from tests.test_ledger import test_status_moves_through_each_state_and_completed_is_final as _moves
-
-# the ledger and attempt-count tests of SQLite, collected here with these fixtures
-test_counts_rise_per_pull_keep_the_last_error_and_can_be_forgotten = (
-    counts.test_counts_rise_per_pull_keep_the_last_error_and_can_be_forgotten
-)
-test_counts_untouched_for_long_are_pruned = counts.test_counts_untouched_for_long_are_pruned
+from tests.stores.contract import _random_event
+from tests.test_ledger import test_published_requests_are_pending_then_settle  # noqa: F401
 
 
 @pytest.fixture
@@ -50,14 +36,6 @@ def queue(pg_url: str) -> Iterator[Queue]:
 def store() -> Iterator[EventStore]:
     with make_postgres_store() as made:
         yield made
-
-
-def test_status_moves_and_completed_is_final(pg_url: str, clock: FakeClock) -> None:
-    _moves(pg_url, clock)
-
-
-def test_fields_json_cannot_hold_are_left_out(pg_url: str) -> None:
-    _fields_test(pg_url)
 
 
 def test_store_url_opens_a_postgres_store_that_survives_reopening(pg_url: str) -> None:

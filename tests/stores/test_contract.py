@@ -39,9 +39,30 @@ def sqlite_store(tmp_path: Path) -> Iterator[Open]:
         store.close()
 
 
+@contextmanager
+def postgres_store(tmp_path: Path) -> Iterator[Open]:
+    """Stores on one fresh schema of the machine's PostgreSQL (tests/postgres_db.py):
+    skipped without it, failed under CI."""
+    from tests.postgres_db import postgres_url
+
+    opened: list[EventStore] = []
+    with postgres_url() as url:
+
+        def open_() -> EventStore:
+            opened.append(open_store(url))
+            return opened[-1]
+
+        try:
+            yield open_
+        finally:
+            for store in opened:
+                store.close()
+
+
 STORES: dict[str, StoreFactory] = {
     "memory": memory_store,
     "sqlite": sqlite_store,
+    "postgres": postgres_store,
 }
 
 

@@ -25,9 +25,16 @@ DAY = 86400.0
 T0 = 1_700_000_000.0  # 2023: older than any cut the CLI takes from the wall clock
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue]:
     clock = FakeClock(T0)
+    if request.param == "postgres":
+        from steadyq.brokers.postgres import PostgresQueue
+        from tests.postgres_db import postgres_url
+
+        with postgres_url() as url, PostgresQueue.from_url(url, clock=clock) as pq:
+            yield pq
+        return
     if request.param == "memory":
         q: Queue = MemoryQueue(clock=clock)
     else:
