@@ -8,7 +8,9 @@
 * The database server restarted under a running worker: the worker reports the
   outage, resumes, and nothing is lost or acknowledged without its record.
 
-They need the machine's PostgreSQL: skipped with a reason without it, failed under CI.
+They need the machine's PostgreSQL (``pg_url``: a fresh schema, tests/postgres_db.py):
+skipped with a reason without it, failed under CI. The restart test also needs
+``pg_ctlcluster`` as root, as on these machines.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,6 @@ from tests.test_reliability import Processes, log_lines, wait_for
 
 pytestmark = pytest.mark.slow
 
-PG = os.environ.get("STEADYQ_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 HANDLER = "start_then_maybe_fail"
 MESSAGES = 10_000
 WORKERS = 4
@@ -49,32 +49,6 @@ POISON = (
     b'{"topic": "no id"}',  # request_id_missing
     b'{"request_id": "test-smoke"}',  # request_id_invalid
 )
-
-
-def _admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A ``postgresql://`` URL on a schema of its own, dropped afterwards."""
-    try:
-        import psycopg  # noqa: F401
-
-        _admin("SELECT 1")
-        reachable, why = True, ""
-    except Exception as exc:
-        reachable, why = False, f"PostgreSQL at {PG} not usable: {exc}"
-    require_service(reachable, why)
-    schema = f"fleet_{uuid.uuid4().hex[:10]}"
-    _admin(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG}?schema={schema}"
-    finally:
-        _admin(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def _worker(procs: Processes, url: str, *args: str, name: str) -> subprocess.Popen[bytes]:
