@@ -27,7 +27,6 @@ expired lease needs no sweeper: the row is simply ready again.
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import threading
 import time
@@ -36,6 +35,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from steadyq._postgres import DB_NOW, PostgresDatabase, clean_text, driver_error, import_driver
+from steadyq._sql import (
+    DLQ_COLUMNS,
+    POSTGRES,
+    attrs_of,
+    attrs_text,
+    dlq_where,
+    letter_of,
+)
 from steadyq.brokers.base import (
     Attributes,
     DeadLetter,
@@ -55,10 +62,6 @@ from steadyq.telemetry.store_postgres import PostgresStore, write_events
 if TYPE_CHECKING:
     import psycopg
 
-_DLQ_COLUMNS = (
-    "message_id, request_id, reason, detail, attempts, payload, attributes, published_at,"
-    " dead_lettered_at, replays"
-)
 
 # lease a batch: the oldest ready rows in availability order, skipping rows another
 # claim holds right now
@@ -113,7 +116,7 @@ WITH gone AS (
     RETURNING m.seq, m.body, m.attributes, m.published_at, m.attempts, m.replays, v.request_id,
         v.reason, v.detail
 )
-INSERT INTO SQ.dead_letters AS d ({_DLQ_COLUMNS})
+INSERT INTO SQ.dead_letters AS d ({DLQ_COLUMNS})
 SELECT seq::text, request_id, reason, detail, attempts, body, attributes, published_at,
     {DB_NOW}, replays FROM gone ORDER BY seq
 ON CONFLICT (message_id) DO UPDATE SET request_id = excluded.request_id,
@@ -123,53 +126,6 @@ ON CONFLICT (message_id) DO UPDATE SET request_id = excluded.request_id,
     replays = excluded.replays
 RETURNING message_id
 """
-
-
-def _attrs_text(attrs: dict[str, str]) -> str | None:
-    return json.dumps(attrs, separators=(",", ":")) if attrs else None
-
-
-def _attrs(text: str | None) -> dict[str, str]:
-    return json.loads(text) if text else {}
-
-
-def _letter(row: Sequence[Any]) -> DeadLetter:
-    return DeadLetter(
-        message_id=row[0],
-        request_id=row[1],
-        reason=row[2],
-        detail=row[3],
-        attempts=row[4],
-        payload=bytes(row[5]),
-        attributes=_attrs(row[6]),
-        published_at=row[7],
-        dead_lettered_at=row[8],
-        replays=row[9],
-    )
-
-
-def _dlq_where(where: DlqFilter, *, limit: bool = True) -> tuple[str, list[Any]]:
-    """The ``WHERE … ORDER BY … LIMIT`` of the letters ``where`` selects, with parameters."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if where.reason is not None:
-        clauses.append("reason = %s")
-        params.append(where.reason)
-    if where.since is not None:
-        clauses.append("dead_lettered_at >= %s")
-        params.append(where.since)
-    if where.before is not None:
-        clauses.append("dead_lettered_at < %s")
-        params.append(where.before)
-    if where.message_ids is not None:
-        clauses.append("message_id = ANY(%s)")
-        params.append(list(where.message_ids))
-    sql = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    sql += " ORDER BY dead_lettered_at, message_id"
-    if limit and where.limit is not None:
-        sql += " LIMIT %s"
-        params.append(where.limit)
-    return sql, params
 
 
 def _seq(message_id: str) -> int | None:
@@ -230,7 +186,7 @@ class PostgresQueue(Queue):
         for body, attributes in items:
             checked = check_publish_args(body, attributes)
             bodies.append(bytes(body))
-            attrs.append(_attrs_text(checked))
+            attrs.append(attrs_text(checked))
         if not bodies:
             return []
         return self._insert(bodies, attrs, [0] * len(bodies))
@@ -269,7 +225,7 @@ class PostgresQueue(Queue):
             Delivery(
                 message_id=str(r[0]),
                 body=bytes(r[1]),
-                attributes=_attrs(r[2]),
+                attributes=attrs_of(r[2]),
                 attempt=r[3],
                 published_at=r[4],
                 lease_token=token,
@@ -484,35 +440,35 @@ class PostgresQueue(Queue):
         )
 
     def dlq_list(self, where: DlqFilter | None = None) -> list[DeadLetter]:
-        sql, params = _dlq_where(where or DlqFilter())
+        sql, params = dlq_where(POSTGRES, where or DlqFilter())
         with self.db.reading() as conn:
             rows = conn.execute(
-                self.db.sql(f"SELECT {_DLQ_COLUMNS} FROM SQ.dead_letters{sql}"), params
+                self.db.sql(f"SELECT {DLQ_COLUMNS} FROM SQ.dead_letters{sql}"), params
             )
-            return [_letter(r) for r in rows]
+            return [letter_of(r) for r in rows]
 
     def dlq_get(self, message_id: str) -> DeadLetter:
         with self.db.reading() as conn:
             row = conn.execute(
-                self.db.sql(f"SELECT {_DLQ_COLUMNS} FROM SQ.dead_letters WHERE message_id = %s"),
+                self.db.sql(f"SELECT {DLQ_COLUMNS} FROM SQ.dead_letters WHERE message_id = %s"),
                 (message_id,),
             ).fetchone()
         if row is None:
             raise NotFound(f"no dead letter with message id {message_id!r}")
-        return _letter(row)
+        return letter_of(row)
 
     def dlq_replay(
         self, where: DlqFilter, *, max_replays: int = 3, dry_run: bool = False
     ) -> list[tuple[DeadLetter, str | None]]:
-        sql, params = _dlq_where(where)
+        sql, params = dlq_where(POSTGRES, where)
         out: list[tuple[DeadLetter, str | None]] = []
         with self.db.transaction() as conn:
             # the letters stay locked until the replay commits: two replays of the same
             # letters cannot both publish them
             letters = [
-                _letter(r)
+                letter_of(r)
                 for r in conn.execute(
-                    self.db.sql(f"SELECT {_DLQ_COLUMNS} FROM SQ.dead_letters{sql} FOR UPDATE"),
+                    self.db.sql(f"SELECT {DLQ_COLUMNS} FROM SQ.dead_letters{sql} FOR UPDATE"),
                     params,
                 )
             ]
@@ -520,7 +476,7 @@ class PostgresQueue(Queue):
             new_ids = iter(
                 self._insert(
                     [x.payload for x in go],
-                    [_attrs_text(dict(x.attributes)) for x in go],
+                    [attrs_text(dict(x.attributes)) for x in go],
                     [x.replays + 1 for x in go],
                     conn,
                 )
@@ -538,7 +494,7 @@ class PostgresQueue(Queue):
         return out
 
     def dlq_purge(self, where: DlqFilter) -> int:
-        sql, params = _dlq_where(where)
+        sql, params = dlq_where(POSTGRES, where)
         with self.db.transaction() as conn:
             cur = conn.execute(
                 self.db.sql(

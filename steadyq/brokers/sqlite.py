@@ -9,13 +9,19 @@ attempt count as any pull does.
 
 from __future__ import annotations
 
-import json
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
+from steadyq._sql import (
+    DLQ_COLUMNS,
+    SQLITE,
+    attrs_of,
+    attrs_text,
+    dlq_where,
+    letter_of,
+)
 from steadyq._sqlite import SqliteDatabase, busy_timeout_ms, max_page_count, sqlite_path
 from steadyq.brokers.base import (
     Attributes,
@@ -32,66 +38,6 @@ from steadyq.brokers.base import (
 from steadyq.errors import LeaseLost, NotFound
 from steadyq.telemetry.events import Event
 from steadyq.telemetry.store_sqlite import SqliteStore, write_events
-
-_DLQ_COLUMNS = (
-    "message_id, request_id, reason, detail, attempts, payload, attributes, published_at,"
-    " dead_lettered_at, replays"
-)
-
-
-def _attrs_text(attrs: dict[str, str]) -> str | None:
-    return json.dumps(attrs, separators=(",", ":")) if attrs else None
-
-
-def _attrs(text: str | None) -> dict[str, str]:
-    return json.loads(text) if text else {}
-
-
-def _letter(row: Sequence[Any]) -> DeadLetter:
-    return DeadLetter(
-        message_id=row[0],
-        request_id=row[1],
-        reason=row[2],
-        detail=row[3],
-        attempts=row[4],
-        payload=bytes(row[5]),
-        attributes=_attrs(row[6]),
-        published_at=row[7],
-        dead_lettered_at=row[8],
-        replays=row[9],
-    )
-
-
-def dlq_conditions(where: DlqFilter) -> tuple[str, list[Any]]:
-    """The ``WHERE`` clause (or nothing) of the dead letters ``where`` selects, and its
-    parameters; its ``limit`` is not applied."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if where.reason is not None:
-        clauses.append("reason = ?")
-        params.append(where.reason)
-    if where.since is not None:
-        clauses.append("dead_lettered_at >= ?")
-        params.append(where.since)
-    if where.before is not None:
-        clauses.append("dead_lettered_at < ?")
-        params.append(where.before)
-    if where.message_ids is not None:
-        if not where.message_ids:
-            clauses.append("0")
-        else:
-            clauses.append(f"message_id IN ({','.join('?' * len(where.message_ids))})")
-            params.extend(where.message_ids)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _where(where: DlqFilter) -> tuple[str, list[Any]]:
-    sql, params = dlq_conditions(where)
-    sql += " ORDER BY dead_lettered_at, message_id"
-    if where.limit is not None:
-        sql += " LIMIT ?"
-        params.append(where.limit)
-    return sql, params
 
 
 class SqliteQueue(Queue):
@@ -134,15 +80,15 @@ class SqliteQueue(Queue):
         rows = []
         for body, attributes in items:
             attrs = check_publish_args(body, attributes)
-            rows.append((bytes(body), _attrs_text(attrs)))
+            rows.append((bytes(body), attrs_text(attrs)))
         now = self.clock()
         ids: list[str] = []
         with self.db.transaction() as conn:
-            for body_bytes, attrs_text in rows:
+            for body_bytes, attrs_json in rows:
                 cur = conn.execute(
                     "INSERT INTO messages (body, attributes, published_at, visible_at)"
                     " VALUES (?, ?, ?, ?)",
-                    (body_bytes, attrs_text, now, now),
+                    (body_bytes, attrs_json, now, now),
                 )
                 ids.append(str(cur.lastrowid))
         return ids
@@ -166,7 +112,7 @@ class SqliteQueue(Queue):
             Delivery(
                 message_id=str(r[0]),
                 body=bytes(r[1]),
-                attributes=_attrs(r[2]),
+                attributes=attrs_of(r[2]),
                 attempt=r[3],
                 published_at=r[4],
                 lease_token=token,
@@ -252,7 +198,7 @@ class SqliteQueue(Queue):
         if row is None:
             return False
         conn.execute(
-            f"INSERT OR REPLACE INTO dead_letters ({_DLQ_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO dead_letters ({DLQ_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 d.message_id,
                 item.request_id,
@@ -300,30 +246,30 @@ class SqliteQueue(Queue):
         )
 
     def dlq_list(self, where: DlqFilter | None = None) -> list[DeadLetter]:
-        sql, params = _where(where or DlqFilter())
+        sql, params = dlq_where(SQLITE, where or DlqFilter())
         with self.db.reading() as conn:
-            rows = conn.execute(f"SELECT {_DLQ_COLUMNS} FROM dead_letters{sql}", params)
-            return [_letter(r) for r in rows]
+            rows = conn.execute(f"SELECT {DLQ_COLUMNS} FROM dead_letters{sql}", params)
+            return [letter_of(r) for r in rows]
 
     def dlq_get(self, message_id: str) -> DeadLetter:
         with self.db.reading() as conn:
             row = conn.execute(
-                f"SELECT {_DLQ_COLUMNS} FROM dead_letters WHERE message_id = ?", (message_id,)
+                f"SELECT {DLQ_COLUMNS} FROM dead_letters WHERE message_id = ?", (message_id,)
             ).fetchone()
         if row is None:
             raise NotFound(f"no dead letter with message id {message_id!r}")
-        return _letter(row)
+        return letter_of(row)
 
     def dlq_replay(
         self, where: DlqFilter, *, max_replays: int = 3, dry_run: bool = False
     ) -> list[tuple[DeadLetter, str | None]]:
-        sql, params = _where(where)
+        sql, params = dlq_where(SQLITE, where)
         now = self.clock()
         out: list[tuple[DeadLetter, str | None]] = []
         with self.db.transaction() as conn:
             letters = [
-                _letter(r)
-                for r in conn.execute(f"SELECT {_DLQ_COLUMNS} FROM dead_letters{sql}", params)
+                letter_of(r)
+                for r in conn.execute(f"SELECT {DLQ_COLUMNS} FROM dead_letters{sql}", params)
             ]
             for letter in letters:
                 if dry_run or letter.replays >= max_replays:
@@ -334,7 +280,7 @@ class SqliteQueue(Queue):
                     " VALUES (?, ?, ?, ?, ?)",
                     (
                         letter.payload,
-                        _attrs_text(dict(letter.attributes)),
+                        attrs_text(dict(letter.attributes)),
                         now,
                         now,
                         letter.replays + 1,
@@ -345,7 +291,9 @@ class SqliteQueue(Queue):
         return out
 
     def dlq_purge(self, where: DlqFilter) -> int:
-        sql, params = _where(DlqFilter(where.reason, where.since, where.before, where.message_ids))
+        sql, params = dlq_where(
+            SQLITE, DlqFilter(where.reason, where.since, where.before, where.message_ids)
+        )
         with self.db.transaction() as conn:
             if where.limit is None:
                 cur = conn.execute(

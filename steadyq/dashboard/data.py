@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from steadyq._sql import SQLITE, dlq_conditions
 from steadyq._sqlite import WARNINGS_ONLY, SqliteDatabase
 from steadyq.brokers.base import DeadLetter, DlqFilter, Queue, QueueStats
-from steadyq.brokers.sqlite import dlq_conditions
 from steadyq.dlq import stats as dlq_stats
 from steadyq.errors import BackendError
 from steadyq.telemetry import events as ev
@@ -285,7 +285,7 @@ class StoreView:
         """How many letters ``where`` selects (its limit ignored)."""
         if not self._dlq_sql:
             return len(self.queue.dlq_list(where))
-        clauses, params = dlq_conditions(where)
+        clauses, params = dlq_conditions(SQLITE, where)
         with self.db.reading() as conn:
             return int(
                 conn.execute(f"SELECT count(*) FROM dead_letters{clauses}", params).fetchone()[0]

@@ -32,7 +32,8 @@ from steadyq._postgres import (
     clean_json,
     clean_text,
 )
-from steadyq.telemetry.events import Event, severity_rank
+from steadyq._sql import POSTGRES, events_query, requests_query
+from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import (
     CLAIM_BUSY,
     CLAIM_COMPLETED,
@@ -298,32 +299,7 @@ class PostgresStore(EventStore):
                 write_events(self.db, conn, events)
 
     def events(self, where: EventFilter | None = None) -> list[Event]:
-        where = where or EventFilter()
-        clauses: list[str] = []
-        params: list[Any] = []
-        if where.kinds is not None:
-            clauses.append("kind = ANY(%s)")
-            params.append(list(where.kinds))
-        for column, value, op in (
-            ("ts", where.since, ">="),
-            ("ts", where.until, "<"),
-            ("execution_id", where.execution_id, "="),
-            ("message_id", where.message_id, "="),
-            ("request_id", where.request_id, "="),
-        ):
-            if value is not None:
-                clauses.append(f"{column} {op} %s")
-                params.append(value)
-        if where.min_severity is not None:
-            clauses.append("sev_rank >= %s")
-            params.append(severity_rank(where.min_severity))
-        sql = f"SELECT {EVENT_COLUMNS} FROM SQ.events"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY ts DESC, id DESC" if where.newest_first else " ORDER BY ts, id"
-        if where.limit is not None:
-            sql += " LIMIT %s"
-            params.append(where.limit)
+        sql, params = events_query(POSTGRES, EVENT_COLUMNS, where or EventFilter())
         with self.db.reading() as conn:
             return [row_to_event(row) for row in conn.execute(self.db.sql(sql), params)]
 
@@ -372,23 +348,14 @@ class PostgresStore(EventStore):
         since: float | None = None,
         limit: int | None = None,
     ) -> list[RequestRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value, op in (
-            ("status", status, "="),
-            ("request_id", request_id, "="),
-            ("updated_at", since, ">="),
-        ):
-            if value is not None:
-                clauses.append(f"{column} {op} %s")
-                params.append(value)
-        sql = f"SELECT {_REQUEST_COLUMNS} FROM SQ.requests"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY updated_at DESC, request_id"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
+        sql, params = requests_query(
+            POSTGRES,
+            _REQUEST_COLUMNS,
+            status=status,
+            request_id=request_id,
+            since=since,
+            limit=limit,
+        )
         with self.db.reading() as conn:
             return [_row_to_request(row) for row in conn.execute(self.db.sql(sql), params)]
 

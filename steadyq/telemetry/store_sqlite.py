@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from steadyq._sql import SQLITE, events_query, requests_query
 from steadyq._sqlite import OUTCOME_KINDS_SQL, SqliteDatabase
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event, EventFilter, severity_rank
@@ -338,32 +339,7 @@ class SqliteStore(EventStore):
             apply_prepared(conn, prepared)
 
     def events(self, where: EventFilter | None = None) -> list[Event]:
-        where = where or EventFilter()
-        clauses: list[str] = []
-        params: list[Any] = []
-        if where.kinds is not None:
-            clauses.append(f"kind IN ({','.join('?' * len(where.kinds))})")
-            params.extend(where.kinds)
-        for column, value, op in (
-            ("ts", where.since, ">="),
-            ("ts", where.until, "<"),
-            ("execution_id", where.execution_id, "="),
-            ("message_id", where.message_id, "="),
-            ("request_id", where.request_id, "="),
-        ):
-            if value is not None:
-                clauses.append(f"{column} {op} ?")
-                params.append(value)
-        if where.min_severity is not None:
-            clauses.append("sev_rank >= ?")
-            params.append(severity_rank(where.min_severity))
-        sql = f"SELECT {EVENT_COLUMNS} FROM events"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY ts DESC, id DESC" if where.newest_first else " ORDER BY ts, id"
-        if where.limit is not None:
-            sql += " LIMIT ?"
-            params.append(where.limit)
+        sql, params = events_query(SQLITE, EVENT_COLUMNS, where or EventFilter())
         with self.db.reading() as conn:
             return [row_to_event(row) for row in conn.execute(sql, params)]
 
@@ -448,23 +424,9 @@ class SqliteStore(EventStore):
         since: float | None = None,
         limit: int | None = None,
     ) -> list[RequestRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value, op in (
-            ("status", status, "="),
-            ("request_id", request_id, "="),
-            ("updated_at", since, ">="),
-        ):
-            if value is not None:
-                clauses.append(f"{column} {op} ?")
-                params.append(value)
-        sql = f"SELECT {_REQUEST_COLUMNS} FROM requests"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY updated_at DESC, request_id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        sql, params = requests_query(
+            SQLITE, _REQUEST_COLUMNS, status=status, request_id=request_id, since=since, limit=limit
+        )
         with self.db.reading() as conn:
             return [_row_to_request(tuple(row)) for row in conn.execute(sql, params)]
 

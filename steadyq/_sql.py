@@ -1,0 +1,168 @@
+"""What the two SQL backends (SQLite, PostgreSQL) say alike, written once.
+
+The tables have the same columns on both (``_sqlite.py``, ``_postgres.py``); what
+differs is the parameter mark (``?`` or ``%s``), how a list is matched (``IN (?, …)``
+or ``= ANY(%s)``) and where the tables live (PostgreSQL's ``SQ.`` schema token). A
+:class:`Dialect` says that much, and the filters of the listings (events, ledger rows,
+dead letters) and the row decoding of dead letters are built from it here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from steadyq.telemetry.events import severity_rank
+
+if TYPE_CHECKING:
+    from steadyq.brokers.base import DeadLetter, DlqFilter
+    from steadyq.telemetry.store import EventFilter
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one SQL backend writes a parameter, a list match and a table name."""
+
+    mark: str  # one parameter
+    prefix: str  # before a table name
+    array: bool  # a list is one parameter (= ANY), else one mark per item (IN)
+
+    def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column`` is one of ``values`` (none: false), and its parameters."""
+        if self.array:
+            return f"{column} = ANY({self.mark})", [list(values)]
+        if not values:
+            return "0", []
+        return f"{column} IN ({','.join([self.mark] * len(values))})", list(values)
+
+
+SQLITE = Dialect(mark="?", prefix="", array=False)
+POSTGRES = Dialect(mark="%s", prefix="SQ.", array=True)
+
+
+def _where(clauses: list[str]) -> str:
+    return (" WHERE " + " AND ".join(clauses)) if clauses else ""
+
+
+def events_query(d: Dialect, columns: str, where: EventFilter) -> tuple[str, list[Any]]:
+    """The SELECT of the events ``where`` picks (oldest first unless newest_first)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if where.kinds is not None:
+        clause, values = d.any_of("kind", where.kinds)
+        clauses.append(clause)
+        params += values
+    for column, value, op in (
+        ("ts", where.since, ">="),
+        ("ts", where.until, "<"),
+        ("execution_id", where.execution_id, "="),
+        ("message_id", where.message_id, "="),
+        ("request_id", where.request_id, "="),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} {d.mark}")
+            params.append(value)
+    if where.min_severity is not None:
+        clauses.append(f"sev_rank >= {d.mark}")
+        params.append(severity_rank(where.min_severity))
+    sql = f"SELECT {columns} FROM {d.prefix}events" + _where(clauses)
+    sql += " ORDER BY ts DESC, id DESC" if where.newest_first else " ORDER BY ts, id"
+    if where.limit is not None:
+        sql += f" LIMIT {d.mark}"
+        params.append(where.limit)
+    return sql, params
+
+
+def requests_query(
+    d: Dialect,
+    columns: str,
+    *,
+    status: str | None,
+    request_id: str | None,
+    since: float | None,
+    limit: int | None,
+) -> tuple[str, list[Any]]:
+    """The SELECT of ledger rows, most recently updated first."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value, op in (
+        ("status", status, "="),
+        ("request_id", request_id, "="),
+        ("updated_at", since, ">="),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} {d.mark}")
+            params.append(value)
+    sql = f"SELECT {columns} FROM {d.prefix}requests" + _where(clauses)
+    sql += " ORDER BY updated_at DESC, request_id"
+    if limit is not None:
+        sql += f" LIMIT {d.mark}"
+        params.append(limit)
+    return sql, params
+
+
+# -- dead letters -----------------------------------------------------------------
+
+DLQ_COLUMNS = (
+    "message_id, request_id, reason, detail, attempts, payload, attributes, published_at,"
+    " dead_lettered_at, replays"
+)
+
+
+def dlq_conditions(d: Dialect, where: DlqFilter) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (or nothing) of the dead letters ``where`` selects, and its
+    parameters; its ``limit`` is not applied."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value, op in (
+        ("reason", where.reason, "="),
+        ("dead_lettered_at", where.since, ">="),
+        ("dead_lettered_at", where.before, "<"),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} {d.mark}")
+            params.append(value)
+    if where.message_ids is not None:
+        clause, values = d.any_of("message_id", where.message_ids)
+        clauses.append(clause)
+        params += values
+    return _where(clauses), params
+
+
+def dlq_where(d: Dialect, where: DlqFilter, *, limit: bool = True) -> tuple[str, list[Any]]:
+    """``dlq_conditions`` in the listing's order, with ``where.limit`` unless not ``limit``."""
+    sql, params = dlq_conditions(d, where)
+    sql += " ORDER BY dead_lettered_at, message_id"
+    if limit and where.limit is not None:
+        sql += f" LIMIT {d.mark}"
+        params.append(where.limit)
+    return sql, params
+
+
+def attrs_text(attrs: dict[str, str]) -> str | None:
+    """Message attributes as stored: compact JSON, or NULL for none."""
+    return json.dumps(attrs, separators=(",", ":")) if attrs else None
+
+
+def attrs_of(text: str | None) -> dict[str, str]:
+    return json.loads(text) if text else {}
+
+
+def letter_of(row: Sequence[Any]) -> DeadLetter:
+    """A dead letter from a row of :data:`DLQ_COLUMNS`."""
+    from steadyq.brokers.base import DeadLetter
+
+    return DeadLetter(
+        message_id=str(row[0]),
+        request_id=row[1],
+        reason=row[2],
+        detail=row[3],
+        attempts=row[4],
+        payload=bytes(row[5]),
+        attributes=attrs_of(row[6]),
+        published_at=row[7],
+        dead_lettered_at=row[8],
+        replays=row[9],
+    )
