@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from steadyq.errors import HandlerLoadError, PermanentError
-from steadyq.telemetry.events import Event
+from steadyq.telemetry.events import Event, storable_text
 from steadyq.telemetry.logs import EventLogHandler
 
 Handler = Callable[[Any, "HandlerContext"], object]
@@ -153,7 +153,7 @@ def load_handler(spec: str | Handler) -> Handler:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    text = storable_text(f"{type(exc).__name__}: {exc}")
     return text if len(text) <= 2000 else text[:1999] + "…"
 
 
@@ -162,7 +162,7 @@ MAX_TRACEBACK_CHARS = 8000
 
 def _traceback_text(exc: BaseException) -> str:
     """The traceback of ``exc``, its innermost frames kept when it is too long."""
-    text = "".join(traceback.format_exception(exc)).rstrip()
+    text = storable_text("".join(traceback.format_exception(exc)).rstrip())
     if len(text) <= MAX_TRACEBACK_CHARS:
         return text
     return "… (earlier frames cut)\n" + text[-(MAX_TRACEBACK_CHARS - 24) :]
@@ -175,7 +175,11 @@ def run_call(handler: Handler, call: Call, ctx: HandlerContext) -> Outcome:
         returned = handler(call.request, ctx)
     except PermanentError as exc:
         return Outcome(
-            call.call_id, "permanent", time.perf_counter() - start, _error_text(exc), exc.reason
+            call.call_id,
+            "permanent",
+            time.perf_counter() - start,
+            _error_text(exc),
+            storable_text(exc.reason),
         )
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a handler fail the call
         if isinstance(exc, KeyboardInterrupt) and not _IN_CHILD:

@@ -476,3 +476,20 @@ def test_a_rejection_is_dead_lettered_beside_a_slow_commit_of_other_outcomes(
     ]
     assert arrival.timestamp <= rejected.timestamp
     assert queue.dlq_get(poison).reason == "payload_not_json"
+
+
+def test_a_handler_error_text_utf8_cannot_hold_is_stored_not_a_poison(tmp_path: Path) -> None:
+    """A lone surrogate in a handler's error and log line is stored as ``?``: the
+    execution goes on, the message is retried and dead-lettered like any failure."""
+    queue = open_queue(f"sqlite:///{tmp_path}/odd.db")
+    mid = queue.publish(request("odd"))
+    result = Worker(
+        queue, store_for(queue), options(handler="tests.worker_handlers:odd_text")
+    ).run()
+    assert result.exit_code == 0, result.detail
+    assert result.counts["dead_lettered"] == 1
+    letter = queue.dlq_get(mid)
+    assert letter.reason == "max_attempts_exceeded" and "bad byte in odd: ?" in letter.detail
+    logs = [e.message for e in kinds(queue, ev.LOG) if "careful" in (e.message or "")]
+    assert logs and all("careful: ?" in m for m in logs)
+    queue.close()

@@ -65,3 +65,10 @@ def sleep_then_hang(request: Any, ctx: HandlerContext) -> None:
 def environment(request: Any, ctx: HandlerContext) -> dict[str, str | None]:
     """What this process sees of $STEADYQ_TEST_WHO."""
     return {"who": os.environ.get("STEADYQ_TEST_WHO")}
+
+
+def odd_text(request: Any, ctx: HandlerContext) -> None:
+    """Log and fail with a lone surrogate in the text (an undecodable byte kept by
+    ``surrogateescape``), which UTF-8 cannot encode."""
+    ctx.logger.warning("careful: \udcff in a log record")
+    raise ValueError(f"bad byte in {request.topic!s}: \udcff")

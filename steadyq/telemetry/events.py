@@ -59,6 +59,19 @@ def severity_rank(name: str) -> int:
     return SEVERITY_RANK.get(name.upper(), -1)
 
 
+def storable_text(text: str) -> str:
+    """``text`` as every store can hold it: a lone surrogate (what ``surrogateescape``
+    leaves of an undecodable byte, in a handler's error or log line) becomes ``?``,
+    since UTF-8 cannot encode it and SQLite's driver refuses the whole write."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One thing that happened, with the labels that tie it to an execution and a message.

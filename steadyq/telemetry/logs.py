@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from steadyq.durations import rfc3339
-from steadyq.telemetry.events import LOG, MESSAGE_SUCCEEDED, Event, severity_rank
+from steadyq.telemetry.events import LOG, MESSAGE_SUCCEEDED, Event, severity_rank, storable_text
 
 LABELS_KEY = "logging.googleapis.com/labels"
 
@@ -147,7 +147,7 @@ class EventLogHandler(logging.Handler):
                     kind=LOG,
                     timestamp=self._clock(),
                     severity=severity_of(record.levelno),
-                    message=text,
+                    message=storable_text(text),
                     execution_id=self.labels.get("execution_id"),
                     message_id=self.labels.get("message_id"),
                     request_id=self.labels.get("request_id"),
