@@ -774,62 +774,15 @@ class PubSubQueue(Queue):
 
     def _resolve(self) -> _Names:
         """Ask the API whether NAME is a subscription or a topic (once)."""
-        if self._names is not None:
-            return self._names
-        from google.api_core import exceptions as gexc
-
-        publisher, subscriber = self._api()
-        sub_path = subscriber.subscription_path(self.project, self.name)
-        subscription: str | None = sub_path
-        ack_deadline = 0  # unknown: every pull sets its lease
-        dead_letter_topic = None
-        try:
-            if self._topic_id is not None:  # named in the URL: nothing to read
-                raise _Given
-            with mapped(f"get subscription {self.name}", missing_is_outage=False):
-                sub = subscriber.get_subscription(
-                    subscription=sub_path, retry=None, timeout=RPC_TIMEOUT_S
-                )
-            topic = sub.topic
-            ack_deadline = sub.ack_deadline_seconds or 10
-            if sub.dead_letter_policy and sub.dead_letter_policy.dead_letter_topic:
-                dead_letter_topic = sub.dead_letter_policy.dead_letter_topic
-        except NotFound as missing:
-            subscription = None
-            topic = publisher.topic_path(self.project, self.name)
-            try:
-                with mapped(f"get topic {self.name}", missing_is_outage=False):
-                    publisher.get_topic(topic=topic, retry=None, timeout=RPC_TIMEOUT_S)
-            except NotFound:
-                raise BackendUnavailable(
-                    f"Pub/Sub project {self.project!r} has no subscription or topic named"
-                    f" {self.name!r} (create them with `steadyq pubsub setup`)"
-                ) from missing.__cause__
-        except _Given:
-            topic = publisher.topic_path(self.project, self._topic_id)
-        except BackendUnavailable as exc:
-            if isinstance(exc.__cause__, gexc.PermissionDenied):
-                raise BackendUnavailable(
-                    f"{exc}; steadyq reads the subscription to find its topic: grant"
-                    " pubsub.subscriptions.get (roles/pubsub.viewer) or name the topic"
-                    f" in the URL: pubsub://{self.project}/{self.name}?topic=TOPIC"
-                ) from exc.__cause__
-            raise
-        topic_id = topic.rsplit("/", 1)[-1]
-        dlq_topic_id = self._dlq_topic_id
-        if dlq_topic_id is None and dead_letter_topic is not None:
-            dlq_topic_id = dead_letter_topic.rsplit("/", 1)[-1]
-        dlq_topic_id, dlq_sub_id = dlq_names(topic_id, dlq_topic_id)
-        self._names = _Names(
-            project=self.project,
-            topic=topic,
-            subscription=subscription,
-            dlq_topic=publisher.topic_path(self.project, dlq_topic_id),
-            dlq_subscription=subscriber.subscription_path(
-                self.project, self._dlq_subscription_id or dlq_sub_id
-            ),
-            ack_deadline_s=int(ack_deadline),
-        )
+        if self._names is None:
+            self._names = resolve_names(
+                self._api(),
+                self.project,
+                self.name,
+                topic=self._topic_id,
+                dlq_topic=self._dlq_topic_id,
+                dlq_subscription=self._dlq_subscription_id,
+            )
         return self._names
 
     def _subscription(self) -> str:
@@ -1071,6 +1024,78 @@ class PubSubQueue(Queue):
 
 
 # -- what the queue does without holding state of its own ---------------------------
+
+
+def resolve_names(
+    api: tuple[Any, Any],
+    project: str,
+    name: str,
+    *,
+    topic: str | None = None,
+    dlq_topic: str | None = None,
+    dlq_subscription: str | None = None,
+) -> _Names:
+    """What ``pubsub://PROJECT/NAME`` names, asked of the API with ``api`` (publisher,
+    subscriber): a subscription and its topic, or a topic (``topic`` given: NAME is its
+    subscription, nothing is read); the dead-letter names ``dlq_topic`` and
+    ``dlq_subscription`` override (see the module docstring).
+
+    Raises:
+        BackendUnavailable: no subscription or topic has that name, or the API is
+            unreachable or refuses.
+    """
+    from google.api_core import exceptions as gexc
+
+    publisher, subscriber = api
+    sub_path = subscriber.subscription_path(project, name)
+    subscription: str | None = sub_path
+    ack_deadline = 0  # unknown: every pull sets its lease
+    dead_letter_topic = None
+    try:
+        if topic is not None:  # named in the URL: nothing to read
+            raise _Given
+        with mapped(f"get subscription {name}", missing_is_outage=False):
+            sub = subscriber.get_subscription(
+                subscription=sub_path, retry=None, timeout=RPC_TIMEOUT_S
+            )
+        topic_path = sub.topic
+        ack_deadline = sub.ack_deadline_seconds or 10
+        if sub.dead_letter_policy and sub.dead_letter_policy.dead_letter_topic:
+            dead_letter_topic = sub.dead_letter_policy.dead_letter_topic
+    except NotFound as missing:
+        subscription = None
+        topic_path = publisher.topic_path(project, name)
+        try:
+            with mapped(f"get topic {name}", missing_is_outage=False):
+                publisher.get_topic(topic=topic_path, retry=None, timeout=RPC_TIMEOUT_S)
+        except NotFound:
+            raise BackendUnavailable(
+                f"Pub/Sub project {project!r} has no subscription or topic named"
+                f" {name!r} (create them with `steadyq pubsub setup`)"
+            ) from missing.__cause__
+    except _Given:
+        topic_path = publisher.topic_path(project, topic)
+    except BackendUnavailable as exc:
+        if isinstance(exc.__cause__, gexc.PermissionDenied):
+            raise BackendUnavailable(
+                f"{exc}; steadyq reads the subscription to find its topic: grant"
+                " pubsub.subscriptions.get (roles/pubsub.viewer) or name the topic"
+                f" in the URL: pubsub://{project}/{name}?topic=TOPIC"
+            ) from exc.__cause__
+        raise
+    topic_id = topic_path.rsplit("/", 1)[-1]
+    dlq_topic_id = dlq_topic
+    if dlq_topic_id is None and dead_letter_topic is not None:
+        dlq_topic_id = dead_letter_topic.rsplit("/", 1)[-1]
+    dlq_topic_id, dlq_sub_id = dlq_names(topic_id, dlq_topic_id)
+    return _Names(
+        project=project,
+        topic=topic_path,
+        subscription=subscription,
+        dlq_topic=publisher.topic_path(project, dlq_topic_id),
+        dlq_subscription=subscriber.subscription_path(project, dlq_subscription or dlq_sub_id),
+        ack_deadline_s=int(ack_deadline),
+    )
 
 
 def monitoring_stats(names: _Names) -> QueueStats:
