@@ -85,7 +85,7 @@ def test_a_dlq_reader_that_dies_mid_scan_holds_the_letters_ten_seconds_at_most(
     assert _subscription(f"{topic}-dlq-sub").ack_deadline_seconds == 10
     ids = _dead_lettered(sub, 3)
     dying = PubSubQueue(PROJECT, sub, store=MemoryStore())
-    scan = dying._dlq()
+    scan = dying._dead_letters.scan()
     assert len(scan.__enter__()) == 3  # read, then never given back: as if killed
     started = time.monotonic()
     other = PubSubQueue(PROJECT, sub, store=MemoryStore())
@@ -119,7 +119,7 @@ def test_setup_defaults_to_the_workers_lease_and_says_what_it_chose(
     # the worker's default lease (a 600 s --deadline plus slack) needs no lease call
     q = PubSubQueue(PROJECT, sub, store=MemoryStore())
     calls: list[int] = []
-    q._lease = lambda ack_ids, deadline_s: calls.append(deadline_s)  # type: ignore[method-assign]
+    q._transport.lease = lambda ack_ids, deadline_s: calls.append(deadline_s)  # type: ignore[method-assign]
     q.publish(b"x")
     from steadyq import WorkerOptions
 
@@ -227,19 +227,21 @@ def test_transient_refusals_are_asked_again_and_permanent_ones_are_lost() -> Non
         ]
     )
     q._clients = (None, fake)
-    assert q._ack("projects/p/subscriptions/sub-x", ["a", "b", "c"]) == {"a"}
+    assert q._transport.ack("projects/p/subscriptions/sub-x", ["a", "b", "c"]) == {"a"}
     assert fake.asked == [["a", "b", "c"], ["b"]]
 
     always = _refusal({"b": "TRANSIENT_FAILURE_UNORDERED"})
     fake = Subscriber([always, always, always])
     q._clients = (None, fake)
-    assert q._ack("projects/p/subscriptions/sub-x", ["b", "c"]) == {"b"}, "never believed done"
+    assert q._transport.ack("projects/p/subscriptions/sub-x", ["b", "c"]) == {"b"}, (
+        "never believed done"
+    )
     assert fake.asked == [["b", "c"], ["b"], ["b"]]
 
     # refused without naming the ack ids: none of them is taken as done
     fake = Subscriber([gexc.InvalidArgument("", error_info=_info_without_ids())])
     q._clients = (None, fake)
-    assert q._ack("projects/p/subscriptions/sub-x", ["d", "e"]) == {"d", "e"}
+    assert q._transport.ack("projects/p/subscriptions/sub-x", ["d", "e"]) == {"d", "e"}
     q._clients = None
 
 
