@@ -63,7 +63,10 @@ def main() -> int:
 
     from google.pubsub_v1.types import PullResponse
 
-    from steadyq import worker as w
+    from steadyq.worker import WorkerOptions
+    from steadyq.worker.policy import OutcomePolicy, ledger_fields
+
+    policy = OutcomePolicy(WorkerOptions(), "parts", clock=lambda: 1.0, rng=random.Random(1))
     from steadyq.brokers import open_store
     from steadyq.brokers.base import Delivery, Settlement
     from steadyq.brokers.pubsub import PubSubQueue, _Names
@@ -119,9 +122,9 @@ def main() -> int:
 
     def events_of(i: int) -> list[Any]:
         d, c, rid = deliveries[i], checked[i], request_ids[i]
-        fields = w._ledger_fields(c)  # type: ignore[arg-type]
+        fields = ledger_fields(c)  # type: ignore[arg-type]
         return [
-            w._arrival("parts", d, 1.0, {"request": fields}, rid),
+            policy.arrival(d, 1.0, {"request": fields}, rid),
             ev.Event(
                 ev.MESSAGE_SUCCEEDED,
                 1.1,
