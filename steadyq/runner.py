@@ -158,6 +158,8 @@ def _error_text(exc: BaseException) -> str:
 
 
 MAX_TRACEBACK_CHARS = 8000
+# how often a handler process's start is tried before the execution gives up on it
+START_TRIES = 4
 
 
 def _traceback_text(exc: BaseException) -> str:
@@ -445,7 +447,10 @@ def _child_main(
         conn.send(("fatal", str(exc)))
         return
     logger, hook = _handler_logger(lambda event: conn.send(("log", event)), log_level)
-    conn.send(("ready", os.getpid()))
+    try:
+        conn.send(("ready", os.getpid()))
+    except OSError:
+        return  # the worker is gone (killed while this child started): nothing to do
     while True:
         try:
             message = conn.recv()
@@ -637,27 +642,40 @@ class ProcessRunner:
         parent_conn, child_conn = self._mp.Pipe(duplex=True)
         ring = range(index * self._ring_size, (index + 1) * self._ring_size)
         self._running[index * _RUNNING_FIELDS + _STARTED] = 0.0
-        process = self._mp.Process(
-            target=_child_main,
-            args=(
-                child_conn,
-                self._payload,
-                self._execution_id,
-                self._start_by,
-                ring,
-                self._log_level,
-                self._running,
-                index,
-                None if self.start_method == "fork" else dict(os.environ),
-            ),
-            name="steadyq-handler",
-            daemon=True,
-        )
-        if self.start_method == "fork":
-            process.start()
-        else:
-            with _without_main(self._payload):
-                process.start()
+        for attempt in range(START_TRIES):
+            process = self._mp.Process(
+                target=_child_main,
+                args=(
+                    child_conn,
+                    self._payload,
+                    self._execution_id,
+                    self._start_by,
+                    ring,
+                    self._log_level,
+                    self._running,
+                    index,
+                    None if self.start_method == "fork" else dict(os.environ),
+                ),
+                name="steadyq-handler",
+                daemon=True,
+            )
+            try:
+                if self.start_method == "fork":
+                    process.start()
+                else:
+                    with _without_main(self._payload):
+                        process.start()
+                break
+            except (EOFError, OSError) as exc:
+                # the forkserver died (killed, OOM) between the check that it runs and
+                # the request for a child: the next start launches a new server
+                if attempt == START_TRIES - 1:
+                    child_conn.close()
+                    parent_conn.close()
+                    raise HandlerLoadError(
+                        f"could not start a handler process ({type(exc).__name__}: {exc})"
+                    ) from None
+                time.sleep(0.05 * (attempt + 1))
         child_conn.close()
         return process, parent_conn, ring
 

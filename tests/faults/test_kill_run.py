@@ -28,12 +28,31 @@ WORKERS = 3
 RUN_LIMIT_S = 240.0
 
 
-def children_of(pid: int) -> list[int]:
+def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:
         return []
     return [int(p) for p in text.split()]
+
+
+def children_of(pid: int) -> list[int]:
+    """Every process below ``pid``: the handler children and the forkserver they come
+    from (and multiprocessing's resource tracker); killing any of them is a fault the
+    worker must survive."""
+    found, todo = [], _children(pid)
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += _children(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def ready_pids(store: EventStore) -> set[int]:
@@ -134,3 +153,31 @@ def test_random_kills_lose_nothing_and_never_rerun_a_completed_request(
         if float(t) > completed_at[r]
     ]
     assert late == []
+
+
+def test_a_killed_forkserver_is_replaced_and_the_worker_goes_on(
+    tmp_path: Path, procs: Processes
+) -> None:
+    url = url_for(tmp_path)
+    attrs = {"dir": str(tmp_path)}
+    ids = [str(uuid.uuid4()) for _ in range(400)]
+    with open_queue(url) as q:
+        q.publish_batch(
+            [(json.dumps({"request_id": r, "topic": "t"}).encode(), attrs) for r in ids]
+        )
+    args = ["--concurrency", "2", "--deadline", "20s", "--lease", "3s", "--forever"]
+    worker = procs.worker(url, "note_start", *args, name="w")
+    wait_for(lambda: len(log_lines(tmp_path / "starts.log")) >= 20, 120, "20 handler runs")
+    [server] = [p for p in _children(worker.pid) if "forkserver" in cmdline(p)]
+    os.kill(server, signal.SIGKILL)
+    # the handler children die with their server; the worker starts new ones
+    with open_queue(url) as q:
+        wait_for(lambda: q.stats().ready == 0 and q.stats().in_flight == 0, 120, "the rest run")
+        assert worker.poll() is None, "the worker ended"
+        wait_for(
+            lambda: {r.request_id for r in store_for(q).requests(status=COMPLETED)} >= set(ids),
+            60,
+            "all completed",
+        )
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
