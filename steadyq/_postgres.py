@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from steadyq._sql import OUTCOME_KINDS_SQL, WARNINGS_ONLY
 from steadyq.errors import BackendError, BackendUnavailable, ConfigError
-from steadyq.telemetry.events import SEVERITY_RANK
 
 if TYPE_CHECKING:
     import psycopg
@@ -39,11 +39,6 @@ DEFAULT_SCHEMA = "steadyq"
 # statement, so a comparison with it can bound an index scan.
 DB_NOW = "COALESCE(%(now)s::float8, extract(epoch FROM statement_timestamp())::float8)"
 
-WARNINGS_ONLY = f"sev_rank >= {SEVERITY_RANK['WARNING']}"
-OUTCOME_KINDS_SQL = (
-    "kind IN ('message.succeeded', 'message.duplicate', 'message.rejected',"
-    " 'message.dead_lettered')"
-)
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TOKEN = re.compile(r"\bSQ\.")

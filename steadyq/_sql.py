@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from steadyq.telemetry.events import severity_rank
+from steadyq.telemetry import events as ev
+from steadyq.telemetry.events import SEVERITY_RANK, severity_rank
 
 if TYPE_CHECKING:
     from steadyq.brokers.base import DeadLetter, DlqFilter
@@ -37,6 +38,23 @@ class Dialect:
             return "0", []
         return f"{column} IN ({','.join([self.mark] * len(values))})", list(values)
 
+
+# WARNING and above: the condition of both backends' partial index on events, and of
+# the watch's and the dashboard's queries that must use it (one constant)
+WARNINGS_ONLY = f"sev_rank >= {SEVERITY_RANK['WARNING']}"
+# the outcomes that end a message's life (store.FINAL_OUTCOME_KINDS), for the partial
+# index that answers "is this redelivered message's outcome recorded?"
+OUTCOME_KINDS_SQL = "kind IN ({})".format(
+    ", ".join(
+        f"'{kind}'"
+        for kind in (
+            ev.MESSAGE_SUCCEEDED,
+            ev.MESSAGE_DUPLICATE,
+            ev.MESSAGE_REJECTED,
+            ev.MESSAGE_DEAD_LETTERED,
+        )
+    )
+)
 
 SQLITE = Dialect(mark="?", prefix="", array=False)
 POSTGRES = Dialect(mark="%s", prefix="SQ.", array=True)

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from steadyq._sql import OUTCOME_KINDS_SQL, WARNINGS_ONLY
 from steadyq.errors import BackendError, BackendUnavailable, ConfigError
-from steadyq.telemetry.events import SEVERITY_RANK
 
 SCHEMA_VERSION = 3
 
@@ -59,7 +59,6 @@ JOURNAL_SIZE_LIMIT = 128 * 1024 * 1024
 
 # The partial index's condition, WARNING and above. SQLite uses a partial index only
 # for a query whose WHERE contains this very term: queries build theirs from it.
-WARNINGS_ONLY = f"sev_rank >= {SEVERITY_RANK['WARNING']}"
 
 # Columns added after a table first shipped: (table, column, type). A file made by
 # an older steadyq gets them on open; nothing is ever dropped or renamed.
@@ -77,10 +76,6 @@ ADDED_COLUMNS = (
 
 # The condition of the partial index events_outcome_message; a query uses the index
 # only when its WHERE repeats this term as written.
-OUTCOME_KINDS_SQL = (
-    "kind IN ('message.succeeded', 'message.duplicate', 'message.rejected',"
-    " 'message.dead_lettered')"
-)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS steadyq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from steadyq._sql import SQLITE, dlq_conditions
-from steadyq._sqlite import WARNINGS_ONLY, SqliteDatabase
+from steadyq._sql import SQLITE, WARNINGS_ONLY, dlq_conditions
+from steadyq._sqlite import SqliteDatabase
 from steadyq.brokers.base import DeadLetter, DlqFilter, Queue, QueueStats
 from steadyq.dlq import stats as dlq_stats
 from steadyq.errors import BackendError

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
-from steadyq._postgres import WARNINGS_ONLY
+from steadyq._sql import WARNINGS_ONLY
 from steadyq.gate import REASONS
 from steadyq.telemetry import events as ev
 from steadyq.watch.sources.store import (

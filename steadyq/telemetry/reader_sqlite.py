@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
-from steadyq._sqlite import WARNINGS_ONLY
+from steadyq._sql import WARNINGS_ONLY
 from steadyq.gate import REASONS
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.reader import (

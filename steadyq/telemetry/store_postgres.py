@@ -27,12 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from steadyq._postgres import (
     DB_NOW,
-    OUTCOME_KINDS_SQL,
     PostgresDatabase,
     clean_json,
     clean_text,
 )
-from steadyq._sql import POSTGRES, events_query, requests_query
+from steadyq._sql import OUTCOME_KINDS_SQL, POSTGRES, events_query, requests_query
 from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import (
     CLAIM_BUSY,

@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from steadyq._sql import SQLITE, events_query, requests_query
-from steadyq._sqlite import OUTCOME_KINDS_SQL, SqliteDatabase
+from steadyq._sql import OUTCOME_KINDS_SQL, SQLITE, events_query, requests_query
+from steadyq._sqlite import SqliteDatabase
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event, EventFilter, severity_rank
 from steadyq.telemetry.reader import Reader
