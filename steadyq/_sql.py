@@ -64,6 +64,16 @@ def _where(clauses: list[str]) -> str:
     return (" WHERE " + " AND ".join(clauses)) if clauses else ""
 
 
+def _compare(
+    d: Dialect, tests: Sequence[tuple[str, Any, str]], clauses: list[str], params: list[Any]
+) -> None:
+    """Add ``column op ?`` for each (column, value, op) whose value is set."""
+    for column, value, op in tests:
+        if value is not None:
+            clauses.append(f"{column} {op} {d.mark}")
+            params.append(value)
+
+
 def events_query(d: Dialect, columns: str, where: EventFilter) -> tuple[str, list[Any]]:
     """The SELECT of the events ``where`` picks (oldest first unless newest_first)."""
     clauses: list[str] = []
@@ -72,16 +82,14 @@ def events_query(d: Dialect, columns: str, where: EventFilter) -> tuple[str, lis
         clause, values = d.any_of("kind", where.kinds)
         clauses.append(clause)
         params += values
-    for column, value, op in (
+    tests = (
         ("ts", where.since, ">="),
         ("ts", where.until, "<"),
         ("execution_id", where.execution_id, "="),
         ("message_id", where.message_id, "="),
         ("request_id", where.request_id, "="),
-    ):
-        if value is not None:
-            clauses.append(f"{column} {op} {d.mark}")
-            params.append(value)
+    )
+    _compare(d, tests, clauses, params)
     if where.min_severity is not None:
         clauses.append(f"sev_rank >= {d.mark}")
         params.append(severity_rank(where.min_severity))
@@ -105,14 +113,8 @@ def requests_query(
     """The SELECT of ledger rows, most recently updated first."""
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value, op in (
-        ("status", status, "="),
-        ("request_id", request_id, "="),
-        ("updated_at", since, ">="),
-    ):
-        if value is not None:
-            clauses.append(f"{column} {op} {d.mark}")
-            params.append(value)
+    tests = (("status", status, "="), ("request_id", request_id, "="), ("updated_at", since, ">="))
+    _compare(d, tests, clauses, params)
     sql = f"SELECT {columns} FROM {d.prefix}requests" + _where(clauses)
     sql += " ORDER BY updated_at DESC, request_id"
     if limit is not None:
@@ -134,14 +136,12 @@ def dlq_conditions(d: Dialect, where: DlqFilter) -> tuple[str, list[Any]]:
     parameters; its ``limit`` is not applied."""
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value, op in (
+    tests = (
         ("reason", where.reason, "="),
         ("dead_lettered_at", where.since, ">="),
         ("dead_lettered_at", where.before, "<"),
-    ):
-        if value is not None:
-            clauses.append(f"{column} {op} {d.mark}")
-            params.append(value)
+    )
+    _compare(d, tests, clauses, params)
     if where.message_ids is not None:
         clause, values = d.any_of("message_id", where.message_ids)
         clauses.append(clause)

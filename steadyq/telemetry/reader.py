@@ -54,6 +54,25 @@ def positive(value: Any) -> float | None:
     return float(value) if value > 0 else None
 
 
+def execution_rows(rows: Iterable[Sequence[Any]]) -> list[ExecutionRow]:
+    """Rows of (execution_id, status, started_at, finished_at, max_runtime_s), as a SQL
+    reader selects them, as :class:`ExecutionRow`."""
+    return [
+        ExecutionRow(str(eid), str(status), float(started), finished, positive(budget))
+        for eid, status, started, finished, budget in rows
+    ]
+
+
+def startup_seconds(rows: Iterable[Sequence[Any]]) -> Iterator[float]:
+    """Startup times from rows of (the ready event's duration_ms, its time since the
+    execution started): the duration when the event has one, else the gap."""
+    for duration_ms, since_start in rows:
+        if duration_ms is not None:
+            yield float(duration_ms) / 1000.0
+        elif since_start is not None:
+            yield float(since_start)
+
+
 class Reader(abc.ABC):
     """The rows the measures need, for one interval ``[a, b)``.
 

@@ -9,19 +9,20 @@ queries share one REPEATABLE READ snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 from steadyq._sql import WARNINGS_ONLY
 from steadyq.gate import REASONS
 from steadyq.telemetry import events as ev
-from steadyq.watch.sources.store import (
+from steadyq.telemetry.reader import (
     FAILURE_KINDS,
     PATTERN_KINDS,
     ExecutionRow,
     Reader,
-    positive,
+    execution_rows,
+    startup_seconds,
 )
 
 if TYPE_CHECKING:
@@ -102,25 +103,14 @@ class PostgresReader(Reader):
             " LEFT JOIN SQ.executions AS x ON x.execution_id = e.execution_id"
             " WHERE e.kind = %s AND e.ts >= %s AND e.ts < %s ORDER BY e.ts, e.id"
         )
-        for duration_ms, since_start in self._query(sql, (ev.EXECUTION_READY, a, b)):
-            if duration_ms is not None:
-                yield float(duration_ms) / 1000.0
-            elif since_start is not None:
-                yield float(since_start)
-
-    @staticmethod
-    def _rows(rows: Iterable[tuple[Any, ...]]) -> list[ExecutionRow]:
-        return [
-            ExecutionRow(str(eid), str(status), float(started), finished, positive(budget))
-            for eid, status, started, finished, budget in rows
-        ]
+        yield from startup_seconds(self._query(sql, (ev.EXECUTION_READY, a, b)))
 
     def executions_started(self, a: float, b: float) -> list[ExecutionRow]:
         sql = (
             f"SELECT {_EXEC_COLUMNS} FROM SQ.executions WHERE started_at >= %s AND started_at < %s"
             " ORDER BY started_at, execution_id"
         )
-        return self._rows(self._query(sql, (a, b)))
+        return execution_rows(self._query(sql, (a, b)))
 
     def executions_open_at(self, t: float) -> list[ExecutionRow]:
         sql = (
@@ -128,10 +118,10 @@ class PostgresReader(Reader):
             " WHERE started_at < %s AND (finished_at IS NULL OR finished_at >= %s)"
             " ORDER BY started_at, execution_id"
         )
-        return self._rows(self._query(sql, (t, t)))
+        return execution_rows(self._query(sql, (t, t)))
 
     def executions_by_id(self, ids: Sequence[str]) -> list[ExecutionRow]:
         if not ids:
             return []
         sql = f"SELECT {_EXEC_COLUMNS} FROM SQ.executions WHERE execution_id = ANY(%s)"
-        return self._rows(self._query(sql, (list(ids),)))
+        return execution_rows(self._query(sql, (list(ids),)))

@@ -7,7 +7,7 @@ contract is :class:`steadyq.telemetry.reader.Reader`.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
@@ -19,7 +19,8 @@ from steadyq.telemetry.reader import (
     PATTERN_KINDS,
     ExecutionRow,
     Reader,
-    positive,
+    execution_rows,
+    startup_seconds,
 )
 
 if TYPE_CHECKING:
@@ -118,29 +119,18 @@ class SqliteReader(Reader):
             " LEFT JOIN executions AS x ON x.execution_id = e.execution_id"
             " WHERE e.kind = ? AND e.ts >= ? AND e.ts < ?"
         )
-        for duration_ms, since_start in self._query(sql, (ev.EXECUTION_READY, a, b)):
-            if duration_ms is not None:
-                yield float(duration_ms) / 1000.0
-            elif since_start is not None:
-                yield float(since_start)
-
-    @staticmethod
-    def _rows(rows: Iterable[tuple[Any, ...]]) -> list[ExecutionRow]:
-        return [
-            ExecutionRow(str(eid), str(status), float(started), finished, positive(budget))
-            for eid, status, started, finished, budget in rows
-        ]
+        yield from startup_seconds(self._query(sql, (ev.EXECUTION_READY, a, b)))
 
     def executions_started(self, a: float, b: float) -> list[ExecutionRow]:
         sql = f"SELECT {_EXEC_COLUMNS} FROM executions WHERE started_at >= ? AND started_at < ?"
-        return self._rows(self._query(sql, (a, b)))
+        return execution_rows(self._query(sql, (a, b)))
 
     def executions_open_at(self, t: float) -> list[ExecutionRow]:
         sql = (
             f"SELECT {_EXEC_COLUMNS} FROM executions"
             " WHERE started_at < ? AND (finished_at IS NULL OR finished_at >= ?)"
         )
-        return self._rows(self._query(sql, (t, t)))
+        return execution_rows(self._query(sql, (t, t)))
 
     def executions_by_id(self, ids: Sequence[str]) -> list[ExecutionRow]:
         found: list[ExecutionRow] = []
@@ -150,5 +140,5 @@ class SqliteReader(Reader):
                 f"SELECT {_EXEC_COLUMNS} FROM executions"
                 f" WHERE execution_id IN ({','.join('?' * len(chunk))})"
             )
-            found.extend(self._rows(self._query(sql, chunk)))
+            found.extend(execution_rows(self._query(sql, chunk)))
         return found

@@ -590,6 +590,32 @@ def prune_cut(older_than_s: float, now: float | None) -> float:
     return (time.time() if now is None else now) - older_than_s
 
 
+PRUNE_CHUNK = 5000  # rows a prune deletes per transaction
+PRUNED_TABLES = ("events", "requests", "executions", "request_claims")
+
+
+def prune_tables(
+    count: Callable[[str], int], delete_chunk: Callable[[str], int], *, dry_run: bool
+) -> PruneCounts:
+    """:meth:`EventStore.prune` over a SQL store's tables: ``count(table)`` says what
+    the cut selects, ``delete_chunk(table)`` deletes at most :data:`PRUNE_CHUNK` of it
+    in a transaction of its own and says how many. Short transactions: a worker
+    writing beside the prune waits for one chunk at a time, never for the history."""
+    counts = {}
+    for table in PRUNED_TABLES:
+        if dry_run:
+            counts[table] = count(table)
+            continue
+        dropped = 0
+        while True:
+            n = delete_chunk(table)
+            dropped += n
+            if n < PRUNE_CHUNK:
+                break
+        counts[table] = dropped
+    return PruneCounts(*(counts[table] for table in PRUNED_TABLES))
+
+
 def ledger_update(event: Event) -> LedgerChange | None:
     """How an event moves its request in the ledger, if it does."""
     request_id = event.request_id

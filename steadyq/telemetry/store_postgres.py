@@ -37,6 +37,7 @@ from steadyq.telemetry.store import (
     CLAIM_BUSY,
     CLAIM_COMPLETED,
     CLAIMED,
+    PRUNE_CHUNK,
     RUNNING,
     AttemptCount,
     EventFilter,
@@ -47,6 +48,7 @@ from steadyq.telemetry.store import (
     RequestRecord,
     compose_ledger_rows,
     prune_cut,
+    prune_tables,
 )
 from steadyq.telemetry.store_sqlite import prepare_events
 
@@ -504,31 +506,21 @@ class PostgresStore(EventStore):
         self, older_than_s: float, *, now: float | None = None, dry_run: bool = False
     ) -> PruneCounts:
         cut = prune_cut(older_than_s, now)
-        counts: dict[str, int] = {}
-        for table, where in _PRUNED.items():
-            if dry_run:
-                with self.db.transaction() as conn:
-                    sql = self.db.sql(f"SELECT count(*) FROM SQ.{table} WHERE {where}")
-                    counts[table] = int(conn.execute(sql, (cut,)).fetchone()[0])  # type: ignore[index]
-                continue
-            # short transactions: workers writing beside the prune wait for one chunk
-            dropped = 0
-            while True:
-                with self.db.transaction() as conn:
-                    n = conn.execute(
-                        self.db.sql(
-                            f"DELETE FROM SQ.{table} WHERE ctid = ANY(ARRAY("
-                            f"SELECT ctid FROM SQ.{table} WHERE {where} LIMIT {_PRUNE_CHUNK}))"
-                        ),
-                        (cut,),
-                    ).rowcount
-                dropped += n
-                if n < _PRUNE_CHUNK:
-                    break
-            counts[table] = dropped
-        return PruneCounts(
-            counts["events"], counts["requests"], counts["executions"], counts["request_claims"]
-        )
+
+        def count(table: str) -> int:
+            with self.db.transaction() as conn:
+                sql = self.db.sql(f"SELECT count(*) FROM SQ.{table} WHERE {_PRUNED[table]}")
+                return int(conn.execute(sql, (cut,)).fetchone()[0])  # type: ignore[index]
+
+        def delete_chunk(table: str) -> int:
+            with self.db.transaction() as conn:
+                sql = self.db.sql(
+                    f"DELETE FROM SQ.{table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM SQ.{table}"
+                    f" WHERE {_PRUNED[table]} LIMIT {PRUNE_CHUNK}))"
+                )
+                return int(conn.execute(sql, (cut,)).rowcount)
+
+        return prune_tables(count, delete_chunk, dry_run=dry_run)
 
     # -- the watch ----------------------------------------------------------------------
 
@@ -554,7 +546,6 @@ class PostgresStore(EventStore):
             self.db.close()
 
 
-_PRUNE_CHUNK = 5000
 # What prune drops, per table (one parameter: the cut, epoch seconds); EventStore.prune.
 # Claims lapse on the database's clock, which the cut (a wall-clock time) stands in for.
 _PRUNED = {

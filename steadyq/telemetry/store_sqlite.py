@@ -19,6 +19,7 @@ from steadyq.telemetry.store import (
     CLAIM_COMPLETED,
     CLAIMED,
     LEDGER_COLUMNS,
+    PRUNE_CHUNK,
     RUNNING,
     AttemptCount,
     EventStore,
@@ -32,6 +33,7 @@ from steadyq.telemetry.store import (
     execution_updates,
     ledger_update,
     prune_cut,
+    prune_tables,
 )
 
 _INSERT_EVENT = (
@@ -491,30 +493,23 @@ class SqliteStore(EventStore):
         self, older_than_s: float, *, now: float | None = None, dry_run: bool = False
     ) -> PruneCounts:
         cut = prune_cut(older_than_s, now)
-        counts = {}
-        for part, where in _PRUNED.items():
-            if dry_run:
-                with self.db.reading() as conn:
-                    sql = f"SELECT count(*) FROM {part} WHERE {where}"
-                    counts[part] = int(conn.execute(sql, (cut,)).fetchone()[0])
-                continue
-            # short transactions: a worker writing beside the prune waits for one
-            # chunk at a time, never for the whole history
-            dropped = 0
-            while True:
-                with self.db.transaction() as conn:
-                    n = conn.execute(
-                        f"DELETE FROM {part} WHERE rowid IN"
-                        f" (SELECT rowid FROM {part} WHERE {where} LIMIT {_PRUNE_CHUNK})",
+
+        def count(table: str) -> int:
+            with self.db.reading() as conn:
+                sql = f"SELECT count(*) FROM {table} WHERE {_PRUNED[table]}"
+                return int(conn.execute(sql, (cut,)).fetchone()[0])
+
+        def delete_chunk(table: str) -> int:
+            with self.db.transaction() as conn:
+                return int(
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}"
+                        f" WHERE {_PRUNED[table]} LIMIT {PRUNE_CHUNK})",
                         (cut,),
                     ).rowcount
-                dropped += n
-                if n < _PRUNE_CHUNK:
-                    break
-            counts[part] = dropped
-        return PruneCounts(
-            counts["events"], counts["requests"], counts["executions"], counts["request_claims"]
-        )
+                )
+
+        return prune_tables(count, delete_chunk, dry_run=dry_run)
 
     # -- what other parts ask of a store ------------------------------------------
 
@@ -529,7 +524,6 @@ class SqliteStore(EventStore):
             self.db.close()
 
 
-_PRUNE_CHUNK = 5000
 # What prune drops, per table (one parameter: the cut); see EventStore.prune.
 _PRUNED = {
     "events": "ts < ?",
