@@ -133,7 +133,8 @@ class Processes:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         cmd = [
             sys.executable, "-m", "steadyq.cli", "worker",
-            "--url", url, "--handler", f"{HANDLERS}:{handler}", "--log-format", "none", *args,
+            "--url", url, "--handler", handler if ":" in handler else f"{HANDLERS}:{handler}",
+            "--log-format", "none", *args,
         ]  # fmt: skip
         with open(self.tmp_path / f"{name}.log", "wb") as log:
             # cwd is the scratch folder: no steadyq.toml from the repository is picked up

@@ -12,14 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from steadyq.runner import HandlerContext
-
-
-def _note(path: Path, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+from tests.faults.handlers import _note
 
 
 def start_then_maybe_fail(request: Any, ctx: HandlerContext) -> None:

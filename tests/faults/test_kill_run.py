@@ -19,7 +19,7 @@ import pytest
 from steadyq.brokers import open_queue, store_for
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.store import COMPLETED, EventFilter, EventStore
-from tests.test_reliability import Processes, log_lines, url_for, wait_for
+from tests.test_reliability import HANDLERS, Processes, log_lines, url_for, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +46,52 @@ def children_of(pid: int) -> list[int]:
         found.append(child)
         todo += _children(child)
     return found
+
+
+def kill_at_random(
+    procs: Processes,
+    url: str,
+    handler: str,
+    args: list[str],
+    workers: int,
+    rng: random.Random,
+    *,
+    pause_s: tuple[float, float],
+) -> Counter[str]:
+    """Run ``workers`` worker processes on ``url`` and SIGKILL one of them, or one of
+    the processes below it, every ``pause_s`` until the queue is drained (a killed
+    worker is replaced at once); then stop them all with SIGTERM, each exiting 0.
+    Returns how many workers and how many of their descendants were killed."""
+    running = [procs.worker(url, handler, *args, name=f"w{i}") for i in range(workers)]
+    kills = Counter[str]()
+    end = time.monotonic() + RUN_LIMIT_S
+    with open_queue(url) as q:
+        while time.monotonic() < end:
+            s = q.stats()
+            if s.ready == 0 and s.in_flight == 0 and s.delayed == 0:
+                break
+            time.sleep(rng.uniform(*pause_s))
+            index = rng.randrange(workers)
+            below = children_of(running[index].pid)
+            if below and rng.random() < 0.5:
+                os.kill(rng.choice(below), signal.SIGKILL)
+                kills["child"] += 1
+            else:
+                running[index].kill()
+                running[index].wait(30)
+                kills["worker"] += 1
+                name = f"w{index}-{kills['worker']}"
+                running[index] = procs.worker(url, handler, *args, name=name)
+        else:
+            pytest.fail(f"not drained in {RUN_LIMIT_S:g}s: {q.stats()}")
+        # a worker signalled before it has set up its signal handling would just die
+        pids = {w.pid for w in running}
+        wait_for(lambda: pids <= ready_pids(store_for(q)), 60, "every worker to be ready")
+    for w in running:
+        w.send_signal(signal.SIGTERM)
+    for w in running:
+        assert w.wait(60) == 0
+    return kills
 
 
 def cmdline(pid: int) -> str:
@@ -85,36 +131,9 @@ def test_random_kills_lose_nothing_and_never_rerun_a_completed_request(
 
     args = ["--concurrency", "2", "--deadline", "20s", "--lease", "3s", "--max-attempts", "50",
             "--retry-min", "0", "--retry-max", "0.1s", "--forever"]  # fmt: skip
-    workers = [procs.worker(url, "note_start", *args, name=f"w{i}") for i in range(WORKERS)]
-    kills = Counter[str]()
-    end = time.monotonic() + RUN_LIMIT_S
-    with open_queue(url) as q:
-        while time.monotonic() < end:
-            s = q.stats()
-            if s.ready == 0 and s.in_flight == 0 and s.delayed == 0:
-                break
-            time.sleep(rng.uniform(0.1, 0.4))
-            index = rng.randrange(WORKERS)
-            victim = workers[index]
-            children = children_of(victim.pid)
-            if children and rng.random() < 0.5:
-                os.kill(rng.choice(children), signal.SIGKILL)
-                kills["child"] += 1
-            else:
-                victim.kill()
-                victim.wait(30)
-                kills["worker"] += 1
-                workers[index] = procs.worker(url, "note_start", *args, name=f"w{index}")
-        else:
-            pytest.fail(f"not drained in {RUN_LIMIT_S:g}s: {q.stats()}")
-    # a worker signalled before it has set up its signal handling would just die
-    with open_queue(url) as q:
-        pids = {w.pid for w in workers}
-        wait_for(lambda: pids <= ready_pids(store_for(q)), 60, "every worker to be ready")
-    for w in workers:
-        w.send_signal(signal.SIGTERM)
-    for w in workers:
-        assert w.wait(60) == 0
+    kills = kill_at_random(
+        procs, url, f"{HANDLERS}:note_start", args, WORKERS, rng, pause_s=(0.1, 0.4)
+    )
     assert kills["worker"] >= 3, kills
 
     with open_queue(url) as q:

@@ -21,7 +21,6 @@ import random
 import shutil
 import signal
 import subprocess
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -32,15 +31,14 @@ from steadyq.brokers import open_queue, store_for
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.store import COMPLETED, FINAL_OUTCOME_KINDS, EventFilter, EventStore
 from tests.conftest import require_service
-from tests.faults.test_kill_run import children_of, ready_pids
+from tests.faults.test_kill_run import kill_at_random
 from tests.test_reliability import Processes, log_lines, wait_for
 
 pytestmark = pytest.mark.slow
 
-HANDLER = "start_then_maybe_fail"
+HANDLER = "tests.faults.fleet_handlers:start_then_maybe_fail"
 MESSAGES = 10_000
 WORKERS = 4
-RUN_LIMIT_S = 300.0
 # one body per poison reason the gate can name for the core request
 POISON = (
     b"\xff\xfe not utf-8",  # payload_not_utf8
@@ -49,17 +47,6 @@ POISON = (
     b'{"topic": "no id"}',  # request_id_missing
     b'{"request_id": "test-smoke"}',  # request_id_invalid
 )
-
-
-def _worker(procs: Processes, url: str, *args: str, name: str) -> subprocess.Popen[bytes]:
-    import tests.test_reliability as rel
-
-    saved = rel.HANDLERS
-    rel.HANDLERS = "tests.faults.fleet_handlers"
-    try:
-        return procs.worker(url, HANDLER, *args, name=name)
-    finally:
-        rel.HANDLERS = saved
 
 
 def _mixed_bodies(rng: random.Random) -> tuple[list[bytes], list[str], int]:
@@ -125,33 +112,7 @@ def test_four_workers_killed_at_random_lose_nothing(
 
     args = ["--concurrency", "2", "--deadline", "20s", "--lease", "3s", "--max-attempts", "50",
             "--retry-min", "0", "--retry-max", "0.1s", "--forever"]  # fmt: skip
-    workers = [_worker(procs, pg_url, *args, name=f"w{i}") for i in range(WORKERS)]
-    kills = Counter[str]()
-    end = time.monotonic() + RUN_LIMIT_S
-    with open_queue(pg_url) as q:
-        while time.monotonic() < end:
-            s = q.stats()
-            if s.ready == 0 and s.in_flight == 0 and s.delayed == 0:
-                break
-            time.sleep(rng.uniform(0.2, 0.6))
-            index = rng.randrange(WORKERS)
-            children = children_of(workers[index].pid)
-            if children and rng.random() < 0.5:
-                os.kill(rng.choice(children), signal.SIGKILL)
-                kills["child"] += 1
-            else:
-                workers[index].kill()
-                workers[index].wait(30)
-                kills["worker"] += 1
-                workers[index] = _worker(procs, pg_url, *args, name=f"w{index}-{kills['worker']}")
-        else:
-            pytest.fail(f"not drained in {RUN_LIMIT_S:g}s: {q.stats()}")
-        pids = {w.pid for w in workers}
-        wait_for(lambda: pids <= ready_pids(store_for(q)), 60, "every worker to be ready")
-    for w in workers:
-        w.send_signal(signal.SIGTERM)
-    for w in workers:
-        assert w.wait(60) == 0
+    kills = kill_at_random(procs, pg_url, HANDLER, args, WORKERS, rng, pause_s=(0.2, 0.6))
     assert kills["worker"] >= 3, kills
     _check_outcomes(pg_url, published, ids, poison, tmp_path)
 
@@ -175,7 +136,7 @@ def test_database_restart_is_an_outage_and_loses_nothing(
     with open_queue(pg_url) as q:
         published = q.publish_batch([(b, attrs) for b in bodies])
     args = ["--runner", "inline", "--lease", "5s", "--forever"]
-    worker = _worker(procs, pg_url, *args, name="restarted")
+    worker = procs.worker(pg_url, HANDLER, *args, name="restarted")
     # restart once the worker is well into the work
     wait_for(lambda: len(log_lines(tmp_path / "starts.log")) >= 300, 120, "300 handler runs")
     subprocess.run(command, check=True, capture_output=True, timeout=120)
