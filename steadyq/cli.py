@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import os
@@ -151,6 +152,22 @@ def table(*columns: str) -> Table:
 # piped, a table keeps its natural width: a terminal's 80-column default would squeeze
 # and cut it for the program reading it
 PIPED_WIDTH = 100_000
+
+
+def _one_more(limit: int | None) -> int | None:
+    """Ask a listing for one row past ``limit``: that row says whether more match."""
+    return None if limit is None else limit + 1
+
+
+def _cut(rows: list[Any], limit: int | None, what: str, narrow: str) -> list[Any]:
+    """The first ``limit`` rows; when more matched, say so on stderr (stdout stays the
+    listing, JSON included)."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    err.print(
+        f"showing the first {limit} {what}; more match: raise --limit, or narrow with {narrow}"
+    )
+    return rows[:limit]
 
 
 def _show(renderable: Any) -> None:
@@ -440,7 +457,8 @@ def executions(
     def run() -> int:
         queue, store = _open(url, config, store_url, read_only=True)
         with queue:
-            rows = store.executions(since=_since(since), limit=limit)
+            rows = store.executions(since=_since(since), limit=_one_more(limit))
+        rows = _cut(rows, limit, "executions (newest first)", "--since")
         if json_out:
             _print_json([r.to_dict() for r in rows])
             return 0
@@ -487,8 +505,9 @@ def requests(
         queue, store = _open(url, config, store_url, read_only=True)
         with queue:
             rows = store.requests(
-                status=status, request_id=request_id, since=_since(since), limit=limit
+                status=status, request_id=request_id, since=_since(since), limit=_one_more(limit)
             )
+        rows = _cut(rows, limit, "requests (most recently updated first)", "--status or --since")
         if json_out:
             _print_json([r.to_dict() for r in rows])
             return 0
@@ -558,7 +577,9 @@ def events(
             limit=limit,
             newest_first=True,
         )
-        _show_events(url, config, store_url, where, json_out)
+        _show_events(
+            url, config, store_url, where, json_out, "--kind, --since, --execution or --message"
+        )
         return 0
 
     _guard(run)
@@ -588,18 +609,24 @@ def logs(
             limit=limit,
             newest_first=True,
         )
-        _show_events(url, config, store_url, where, json_out)
+        _show_events(url, config, store_url, where, json_out, "--severity or --since")
         return 0
 
     _guard(run)
 
 
 def _show_events(
-    url: str | None, config: Path | None, store_url: str | None, where: EventFilter, json_out: bool
+    url: str | None,
+    config: Path | None,
+    store_url: str | None,
+    where: EventFilter,
+    json_out: bool,
+    narrow: str,
 ) -> None:
     queue, store = _open(url, config, store_url, read_only=True)
     with queue:
-        found = list(reversed(store.events(where)))
+        newest = store.events(dataclasses.replace(where, limit=_one_more(where.limit)))
+    found = list(reversed(_cut(newest, where.limit, "events (the newest)", narrow)))
     if json_out:
         _print_json([e.to_dict() for e in found])
         return
@@ -692,7 +719,8 @@ def dlq_ls(
     def run() -> int:
         queue = _look_at_queue(url, config)
         with queue:
-            letters = queue.dlq_list(_filter(reason, since, limit))
+            letters = queue.dlq_list(_filter(reason, since, _one_more(limit)))
+        letters = _cut(letters, limit, "dead letters (oldest first)", "--reason or --since")
         if json_out:
             _print_json([d.to_dict() for d in letters])
             return 0

@@ -257,3 +257,21 @@ def test_ledger_fields_print_on_one_line_with_file_names() -> None:
     fields = {"modalities": ["text", "video"], "artifacts": {"text": "/a/r/lesson.md"}, "n": 3}
     assert _fields_text(fields) == "modalities=text+video artifacts=lesson.md n=3"
     assert _fields_text(None) == "—"
+
+
+def test_listings_say_when_more_match_than_shown(url: str, tmp_path: Path) -> None:
+    publish_and_drain(url, tmp_path)  # 5 dead letters, 3 completed requests
+    code, out, err = invoke("dlq", "ls", "--url", url, "--limit", "2", "--json")
+    assert code == 0 and len(json.loads(out)) == 2  # stdout stays the listing
+    assert "showing the first 2 dead letters" in err and "--limit" in err
+    code, out, err = invoke("dlq", "ls", "--url", url, "--limit", "5", "--json")
+    assert code == 0 and len(json.loads(out)) == 5 and "more match" not in err
+    code, out, err = invoke("requests", "--url", url, "--limit", "1", "--json")
+    assert code == 0 and len(json.loads(out)) == 1 and "showing the first 1 requests" in err
+    code, out, err = invoke("events", "--url", url, "--limit", "3", "--json")
+    shown = json.loads(out)
+    assert code == 0 and len(shown) == 3 and "more match" in err
+    newest = json.loads(invoke("events", "--url", url, "--limit", "1000", "--json")[1])
+    assert shown == newest[-3:]  # the newest three, oldest first
+    code, out, err = invoke("executions", "--url", url, "--limit", "1")
+    assert code == 0 and "more match" not in err  # one execution: nothing hidden
