@@ -5,8 +5,7 @@ checkpoint and the window so far), samples the queue when the checkpoint is *now
 judges every criterion, checks the risks, persists all of it in one transaction,
 rewrites the three reports and sends alerts.
 
-State lives in the store's SQLite file (tables ``watch_runs``, ``watch_checkpoints``,
-``watch_alerts``; an in-memory database when the store is not SQLite). A live run is
+State lives in the store's database (:mod:`steadyq.watch.state`). A live run is
 keyed by its plan's ``name``: a watch started again with the same plan resumes the
 unfinished run (the same window, none of its checkpoints taken twice or lost); a watch
 started with a *changed* plan while a run is unfinished is refused, unless ``fresh``
@@ -32,15 +31,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steadyq._signals import stop_signals
-from steadyq._sqlite import SqliteDatabase
 from steadyq.durations import format_duration, rfc3339
-from steadyq.errors import AlreadyRunning, BackendError, ConfigError
+from steadyq.errors import BackendError, ConfigError
 from steadyq.exit_codes import VerdictCode, verdict_code
 from steadyq.telemetry.store import EventStore
 from steadyq.watch import judge as jd
@@ -48,6 +46,15 @@ from steadyq.watch.judge import CriterionResult, Decision, Verdict
 from steadyq.watch.measures import QUEUE_MEASURES, Figures, Snapshotter, sample_queue
 from steadyq.watch.observer import WatchObserver
 from steadyq.watch.plan import Alerts, Plan, load_plan
+from steadyq.watch.state import (
+    ABANDONED,
+    HEARTBEAT_S,
+    INTERRUPTED,
+    RUNNING,
+    CheckpointRecord,
+    RunState,
+    WatchState,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -55,408 +62,10 @@ if TYPE_CHECKING:
     from steadyq.brokers.base import Queue
     from steadyq.watch.sources.base import PlatformSource
 
-STATE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS watch_runs (
-    run_id        TEXT PRIMARY KEY,
-    plan_name     TEXT NOT NULL,
-    plan_hash     TEXT NOT NULL,
-    plan          TEXT NOT NULL,
-    mode          TEXT NOT NULL,
-    status        TEXT NOT NULL,
-    window_start  REAL NOT NULL,
-    window_end    REAL NOT NULL,
-    baseline      TEXT,
-    verdict       TEXT,
-    verdict_reason TEXT,
-    ended_early   INTEGER NOT NULL DEFAULT 0,
-    created_at    REAL NOT NULL,
-    updated_at    REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS watch_runs_plan ON watch_runs (plan_name, mode, status);
-
--- the process that runs a plan's live watch now: a second one is refused
-CREATE TABLE IF NOT EXISTS watch_owners (
-    plan_name TEXT NOT NULL,
-    mode      TEXT NOT NULL,
-    owner     TEXT NOT NULL,
-    seen_at   REAL NOT NULL,
-    PRIMARY KEY (plan_name, mode)
-);
-
-CREATE TABLE IF NOT EXISTS watch_checkpoints (
-    run_id   TEXT NOT NULL,
-    idx      INTEGER NOT NULL,
-    at       REAL NOT NULL,
-    taken_at REAL NOT NULL,
-    record   TEXT NOT NULL,
-    PRIMARY KEY (run_id, idx)
-);
-
-CREATE TABLE IF NOT EXISTS watch_alerts (
-    id         INTEGER PRIMARY KEY,
-    run_id     TEXT NOT NULL,
-    idx        INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    payload    TEXT NOT NULL,
-    deliveries TEXT
-);
-CREATE INDEX IF NOT EXISTS watch_alerts_run ON watch_alerts (run_id, id);
-"""
-
-RUNNING = "running"
-FINISHED = "finished"
-INTERRUPTED = "interrupted"
-ABANDONED = "abandoned"
-
 
 def queue_sample_tolerance_s(checkpoint_every_s: float) -> float:
     """How late a checkpoint may be taken and still sample the queue as its own state."""
     return max(30.0, 0.05 * checkpoint_every_s)
-
-
-# -- state ---------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class CheckpointRecord:
-    """Everything one checkpoint found; stored as JSON, never recomputed."""
-
-    index: int
-    at: float
-    taken_at: float
-    interval: dict[str, Any]
-    cumulative: dict[str, Any]
-    queue: dict[str, Any] | None
-    queue_note: str | None
-    criteria: list[CriterionResult]
-    risks: list[dict[str, Any]]
-    decision: Decision | None = None
-    source_note: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "at": self.at,
-            "taken_at": self.taken_at,
-            "interval": self.interval,
-            "cumulative": self.cumulative,
-            "queue": self.queue,
-            "queue_note": self.queue_note,
-            "criteria": [r.to_dict() for r in self.criteria],
-            "risks": self.risks,
-            "decision": None if self.decision is None else self.decision.to_dict(),
-            "source_note": self.source_note,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CheckpointRecord:
-        decision = data.get("decision")
-        return cls(
-            index=int(data["index"]),
-            at=float(data["at"]),
-            taken_at=float(data["taken_at"]),
-            interval=dict(data["interval"]),
-            cumulative=dict(data["cumulative"]),
-            queue=data.get("queue"),
-            queue_note=data.get("queue_note"),
-            criteria=[CriterionResult.from_dict(c) for c in data["criteria"]],
-            risks=list(data.get("risks", [])),
-            decision=None
-            if not decision
-            else Decision(Verdict(decision["verdict"]), decision["reason"], decision["early"]),
-            source_note=data.get("source_note"),
-        )
-
-    def values(self, which: str = "cumulative") -> dict[str, Any]:
-        """The measured values of the interval or the window so far."""
-        figures = self.interval if which == "interval" else self.cumulative
-        values = figures.get("values", {})
-        return dict(values) if isinstance(values, Mapping) else {}
-
-
-@dataclass(slots=True)
-class RunState:
-    """One run of a plan: its window, the checkpoints taken, and how it ended."""
-
-    run_id: str
-    plan_name: str
-    plan_hash: str
-    mode: str
-    status: str
-    window_start: float
-    window_end: float
-    baseline: dict[str, Any] | None
-    created_at: float
-    updated_at: float
-    verdict: Verdict | None = None
-    verdict_reason: str | None = None
-    ended_early: bool = False
-    checkpoints: list[CheckpointRecord] = field(default_factory=list)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-
-
-# A live watch says it is alive this often; one silent for OWNER_STALE_S (or whose
-# process is gone, on this host) is taken over by the next watch of the plan.
-HEARTBEAT_S = 30.0
-OWNER_STALE_S = 120.0
-
-
-def _owner_parts(owner: str) -> tuple[str, str]:
-    """(host, pid) of an owner written as ``host:pid:token``."""
-    host, _, rest = owner.partition(":")
-    return host, rest.partition(":")[0]
-
-
-def _owner_alive(owner: str, seen_at: float, now: float) -> bool:
-    host, pid = _owner_parts(owner)
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # someone else's process, alive
-    return now - seen_at < OWNER_STALE_S
-
-
-class WatchState:
-    """Runs, checkpoints and alerts in a SQLite database (the store's own, by default)."""
-
-    def __init__(self, db: SqliteDatabase) -> None:
-        self.db = db
-        with db.transaction() as conn:
-            for statement in STATE_SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-
-    @classmethod
-    def for_store(cls, store: EventStore) -> WatchState:
-        """State beside ``store`` when it is SQLite and writable, else in memory (no
-        resume)."""
-        db = getattr(store, "db", None)
-        if isinstance(db, SqliteDatabase) and not db.read_only:
-            return cls(db)
-        return cls(SqliteDatabase(":memory:"))
-
-    def open_run(self, plan_name: str, mode: str) -> RunState | None:
-        """The newest unfinished run of this plan in this mode, if any."""
-        with self.db.reading() as conn:
-            row = conn.execute(
-                "SELECT run_id FROM watch_runs WHERE plan_name = ? AND mode = ? AND status = ?"
-                " ORDER BY created_at DESC LIMIT 1",
-                (plan_name, mode, RUNNING),
-            ).fetchone()
-        return None if row is None else self.load(str(row[0]))
-
-    def claim(self, plan_name: str, mode: str, owner: str) -> None:
-        """Make ``owner`` the one process running this plan in this mode.
-
-        Raises:
-            AlreadyRunning: another live process holds it.
-        """
-        now = time.time()
-        with self.db.transaction() as conn:
-            row = conn.execute(
-                "SELECT owner, seen_at FROM watch_owners WHERE plan_name = ? AND mode = ?",
-                (plan_name, mode),
-            ).fetchone()
-            if row is not None and row[0] != owner and _owner_alive(row[0], row[1], now):
-                host, pid = _owner_parts(row[0])
-                raise AlreadyRunning(
-                    f"plan {plan_name!r} is already being watched by process"
-                    f" {pid} on {host} (last seen"
-                    f" {format_duration(max(0.0, now - row[1]))} ago); stop that watch first."
-                    f" A watch that died is taken over after {format_duration(OWNER_STALE_S)}"
-                    " of silence, or at once on the same host"
-                )
-            conn.execute(
-                "INSERT INTO watch_owners (plan_name, mode, owner, seen_at) VALUES (?,?,?,?)"
-                " ON CONFLICT (plan_name, mode) DO UPDATE SET owner = excluded.owner,"
-                " seen_at = excluded.seen_at",
-                (plan_name, mode, owner, now),
-            )
-
-    def heartbeat(self, plan_name: str, mode: str, owner: str) -> None:
-        """Say ``owner`` is alive.
-
-        Raises:
-            AlreadyRunning: another watch took the plan over meanwhile (this one was
-                silent too long, e.g. its machine slept).
-        """
-        with self.db.transaction() as conn:
-            kept = conn.execute(
-                "UPDATE watch_owners SET seen_at = ? WHERE plan_name = ? AND mode = ?"
-                " AND owner = ?",
-                (time.time(), plan_name, mode, owner),
-            ).rowcount
-        if not kept:
-            raise AlreadyRunning(
-                f"another watch took plan {plan_name!r} over while this one was silent;"
-                " this one stops (its checkpoints so far are kept)"
-            )
-
-    def release(self, plan_name: str, mode: str, owner: str) -> None:
-        with self.db.transaction() as conn:
-            conn.execute(
-                "DELETE FROM watch_owners WHERE plan_name = ? AND mode = ? AND owner = ?",
-                (plan_name, mode, owner),
-            )
-
-    def load(self, run_id: str) -> RunState:
-        with self.db.reading() as conn:
-            row = conn.execute(
-                "SELECT run_id, plan_name, plan_hash, mode, status, window_start, window_end,"
-                " baseline, verdict, verdict_reason, ended_early, created_at, updated_at"
-                " FROM watch_runs WHERE run_id = ?",
-                (run_id,),
-            ).fetchone()
-            if row is None:
-                raise BackendError(f"no watch run {run_id!r} in the state database")
-            records = conn.execute(
-                "SELECT record FROM watch_checkpoints WHERE run_id = ? ORDER BY idx", (run_id,)
-            ).fetchall()
-            alerts = conn.execute(
-                "SELECT id, payload, deliveries FROM watch_alerts WHERE run_id = ? ORDER BY id",
-                (run_id,),
-            ).fetchall()
-        return RunState(
-            run_id=row[0],
-            plan_name=row[1],
-            plan_hash=row[2],
-            mode=row[3],
-            status=row[4],
-            window_start=row[5],
-            window_end=row[6],
-            baseline=json.loads(row[7]) if row[7] else None,
-            verdict=Verdict(row[8]) if row[8] else None,
-            verdict_reason=row[9],
-            ended_early=bool(row[10]),
-            created_at=row[11],
-            updated_at=row[12],
-            checkpoints=[CheckpointRecord.from_dict(json.loads(r[0])) for r in records],
-            alerts=[
-                {
-                    "id": a[0],
-                    **json.loads(a[1]),
-                    "deliveries": None if a[2] is None else json.loads(a[2]),
-                }
-                for a in alerts
-            ],
-        )
-
-    def create(self, run: RunState, plan: Plan) -> None:
-        with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO watch_runs (run_id, plan_name, plan_hash, plan, mode, status,"
-                " window_start, window_end, baseline, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    run.run_id,
-                    run.plan_name,
-                    run.plan_hash,
-                    json.dumps(plan.to_doc()),
-                    run.mode,
-                    run.status,
-                    run.window_start,
-                    run.window_end,
-                    None if run.baseline is None else json.dumps(run.baseline, default=str),
-                    run.created_at,
-                    run.updated_at,
-                ),
-            )
-
-    def set_status(self, run: RunState, status: str, now: float) -> None:
-        with self.db.transaction() as conn:
-            conn.execute(
-                "UPDATE watch_runs SET status = ?, updated_at = ? WHERE run_id = ?",
-                (status, now, run.run_id),
-            )
-        run.status = status
-        run.updated_at = now
-
-    def record(
-        self,
-        run: RunState,
-        record: CheckpointRecord,
-        alerts: Sequence[dict[str, Any]],
-        decision: Decision | None,
-        now: float,
-    ) -> list[int]:
-        """Store a checkpoint, its alerts and (when it ends the run) the verdict, atomically.
-
-        Returns the ids of the stored alerts, for :meth:`delivered`.
-
-        Raises:
-            BackendError: the database failed, or this checkpoint was already recorded
-                (another watch runs the same plan).
-        """
-        ids: list[int] = []
-        with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO watch_checkpoints (run_id, idx, at, taken_at, record)"
-                " VALUES (?,?,?,?,?)",
-                (
-                    run.run_id,
-                    record.index,
-                    record.at,
-                    record.taken_at,
-                    json.dumps(record.to_dict(), default=str),
-                ),
-            )
-            for alert in alerts:
-                cur = conn.execute(
-                    "INSERT INTO watch_alerts (run_id, idx, created_at, payload) VALUES (?,?,?,?)",
-                    (run.run_id, record.index, now, json.dumps(alert, default=str)),
-                )
-                ids.append(int(cur.lastrowid or 0))
-            if decision is not None:
-                conn.execute(
-                    "UPDATE watch_runs SET status = ?, verdict = ?, verdict_reason = ?,"
-                    " ended_early = ?, updated_at = ? WHERE run_id = ?",
-                    (
-                        FINISHED,
-                        decision.verdict.value,
-                        decision.reason,
-                        int(decision.early),
-                        now,
-                        run.run_id,
-                    ),
-                )
-            else:
-                conn.execute(
-                    "UPDATE watch_runs SET updated_at = ? WHERE run_id = ?", (now, run.run_id)
-                )
-        run.checkpoints.append(record)
-        for alert_id, alert in zip(ids, alerts, strict=True):
-            run.alerts.append({"id": alert_id, **alert, "deliveries": None})
-        run.updated_at = now
-        if decision is not None:
-            run.status = FINISHED
-            run.verdict = decision.verdict
-            run.verdict_reason = decision.reason
-            run.ended_early = decision.early
-        return ids
-
-    def unsent(self, plan_name: str, mode: str) -> list[tuple[int, str, dict[str, Any]]]:
-        """Alerts of this plan's runs stored but never sent: (id, run id, alert)."""
-        with self.db.reading() as conn:
-            rows = conn.execute(
-                "SELECT a.id, a.run_id, a.payload FROM watch_alerts a"
-                " JOIN watch_runs r ON r.run_id = a.run_id"
-                " WHERE r.plan_name = ? AND r.mode = ? AND a.deliveries IS NULL ORDER BY a.id",
-                (plan_name, mode),
-            ).fetchall()
-        return [(int(r[0]), str(r[1]), json.loads(r[2])) for r in rows]
-
-    def delivered(self, run: RunState, alert_id: int, deliveries: list[dict[str, Any]]) -> None:
-        with self.db.transaction() as conn:
-            conn.execute(
-                "UPDATE watch_alerts SET deliveries = ? WHERE id = ?",
-                (json.dumps(deliveries), alert_id),
-            )
-        for alert in run.alerts:
-            if alert.get("id") == alert_id:
-                alert["deliveries"] = deliveries
 
 
 # -- alerts --------------------------------------------------------------------------------

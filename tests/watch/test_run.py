@@ -450,13 +450,13 @@ def test_a_second_live_watch_of_the_plan_is_refused_and_a_dead_ones_is_taken_ove
     }
 
     # another host: alive while it says so, taken over after OWNER_STALE_S of silence
-    import steadyq.watch.run as run_module
+    import steadyq.watch.state as state_module
 
     state.claim("uuid-fix", "live", "elsewhere:4242:x")
     with pytest.raises(AlreadyRunning, match="elsewhere"):
         state.claim("uuid-fix", "live", "here:1:y")
     store.db.conn.execute(
-        "UPDATE watch_owners SET seen_at = ?", (time.time() - run_module.OWNER_STALE_S - 1,)
+        "UPDATE watch_owners SET seen_at = ?", (time.time() - state_module.OWNER_STALE_S - 1,)
     )
     state.claim("uuid-fix", "live", "here:1:y")
     with pytest.raises(AlreadyRunning, match="took plan 'uuid-fix' over"):
