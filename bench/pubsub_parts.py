@@ -69,7 +69,7 @@ def main() -> int:
     policy = OutcomePolicy(WorkerOptions(), "parts", clock=lambda: 1.0, rng=random.Random(1))
     from steadyq.brokers import open_store
     from steadyq.brokers.base import Delivery, Settlement
-    from steadyq.brokers.pubsub import PubSubQueue, _Names
+    from steadyq.brokers.pubsub import FORGET_BATCH, PubSubQueue, _Names
     from steadyq.content.schema import ContentRequest
     from steadyq.gate import Gate
     from steadyq.samples import valid_request
@@ -80,6 +80,7 @@ def main() -> int:
     rng = random.Random(1)
     bodies = [json.dumps(valid_request(rng)).encode() for _ in range(n)]
     responses = []
+    with_attributes: list[bytes] = []
     for b in range(batches):
         response = PullResponse.pb()()
         for i in range(BATCH):
@@ -90,6 +91,10 @@ def main() -> int:
             m.message.publish_time.seconds = 1_700_000_000 + b
             m.message.publish_time.nanos = i
         responses.append(response.SerializeToString())
+        for i in range(BATCH):  # the same batch with three user attributes on each message
+            attributes = response.received_messages[i].message.attributes
+            attributes.update(source="bench", tenant="t-42", trace_id=f"{b:08x}{i:08x}")
+        with_attributes.append(response.SerializeToString())
     gate = Gate(ContentRequest, max_bytes=10 << 20)
     checked = [gate.check(body) for body in bodies]
     request_ids = [str(getattr(c, "request_id", "")) for c in checked]
@@ -101,9 +106,9 @@ def main() -> int:
         stores.append(store)
         return store
 
-    def queue_on(store: Any) -> PubSubQueue:
+    def queue_on(store: Any, pulled: list[bytes] = responses) -> PubSubQueue:
         q = PubSubQueue("steadyq-bench", "parts", store=store)
-        q._clients = (None, _Subscriber(responses))
+        q._clients = (None, _Subscriber(pulled))
         q._names = _Names(
             "steadyq-bench",
             "projects/steadyq-bench/topics/parts",
@@ -164,8 +169,40 @@ def main() -> int:
 
         return run
 
+    count_keys = [
+        [f"parts/{1_000_000 + b * BATCH + i}" for i in range(BATCH)] for b in range(batches)
+    ]
+
+    def piece_counts(part: str) -> Callable[[], None]:
+        """The attempt counts' own SQLite work, as the queue asks for it: raised at
+        pull (one transaction per batch), read back at settle (the lost-lease check),
+        dropped once settled (one transaction per FORGET_BATCH)."""
+        store = fresh_store()
+        if part != "count":
+            for keys in count_keys:
+                store.count_attempts(keys)
+
+        def run() -> None:
+            if part == "count":
+                for keys in count_keys:
+                    store.count_attempts(keys)
+            elif part == "lease_check":
+                for keys in count_keys:
+                    store.attempts_of(keys)
+            else:
+                flat = [k for keys in count_keys for k in keys]
+                for start in range(0, len(flat), FORGET_BATCH):
+                    store.settle_attempts({}, flat[start : start + FORGET_BATCH])
+
+        return run
+
+    def piece_objects() -> None:
+        # the frozen dataclasses every message passes through (steadyq/brokers/base.py)
+        for i, body in enumerate(bodies):
+            Settlement.ack(Delivery(str(i), body, {}, 1, 1.0, "1 a", 2.0, 0, None, 0))
+
     def piece_pull_settle(part: str) -> Callable[[], None]:
-        q = queue_on(fresh_store())
+        q = queue_on(fresh_store(), with_attributes if part == "attributes" else responses)
 
         def run() -> None:
             for _ in range(batches):
@@ -183,8 +220,18 @@ def main() -> int:
         ("claim", "store.claim of the batch's request ids (SQLite)", piece_claim),
         ("write", "store.write of both events: rows, ledger, claims released (SQLite)",
          piece_write),
+        ("counts_raise", "  attempt counts: raised at pull (SQLite, a transaction a batch)",
+         lambda: piece_counts("count")),
+        ("counts_check", "  attempt counts: read back at settle (the lost-lease check)",
+         lambda: piece_counts("lease_check")),
+        ("counts_forget", f"  attempt counts: dropped once settled (per {FORGET_BATCH:,})",
+         lambda: piece_counts("forget")),
+        ("objects", "Delivery + Settlement.ack (frozen dataclasses, brokers/base.py)",
+         lambda: piece_objects),
         ("pull", "PubSubQueue.pull: deserialize, count attempts (SQLite), deliveries",
          lambda: piece_pull_settle("pull")),
+        ("pull_attributes", "PubSubQueue.pull, messages with three attributes each",
+         lambda: piece_pull_settle("attributes")),
         ("pull_settle", "PubSubQueue.pull + settle (lost-lease check, ack, forget)",
          lambda: piece_pull_settle("settle")),
     ]  # fmt: skip
@@ -200,6 +247,8 @@ def main() -> int:
         figures[key] = round(statistics.median(used), 2)
         rows.append((label, figures[key]))
     figures["settle"] = round(figures["pull_settle"] - figures["pull"], 2)
+    counts = figures["counts_raise"] + figures["counts_check"] + figures["counts_forget"]
+    figures["queue_python"] = round(figures["pull_settle"] - counts, 2)
     for store in stores:
         store.close()
     width = max(len(r[0]) for r in rows)
@@ -207,6 +256,8 @@ def main() -> int:
     for label, value in rows:
         print(f"  {label:<{width}}  {value:6.2f} µs")
     print(f"  {'of which settle':<{width}}  {figures['settle']:6.2f} µs")
+    label = "pull + settle less the attempt counts (the queue's own Python)"
+    print(f"  {label:<{width}}  {figures['queue_python']:6.2f} µs")
     print(json.dumps(figures))
     return 0
 
