@@ -10,6 +10,7 @@ against the hand-written peer's ~16 µs per message.
 
     python bench/pubsub_parts.py                 # 5 rounds of 20,000 messages
     python bench/pubsub_parts.py --messages 5000 --rounds 3
+    python bench/pubsub_parts.py --against /tmp/before   # + pull/settle A/B, one process
 
 Prints a table, then one line of JSON (piece -> µs per message) as the last line.
 """
@@ -58,6 +59,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--against",
+        metavar="TREE",
+        help="also time pull + settle with TREE's steadyq/brokers/pubsub.py (e.g. a"
+        " `git archive` of an older commit), in rounds interleaved with this tree's, in"
+        " one process; the rest of steadyq is this tree's",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
 
@@ -106,10 +114,13 @@ def main() -> int:
         stores.append(store)
         return store
 
-    def queue_on(store: Any, pulled: list[bytes] = responses) -> PubSubQueue:
-        q = PubSubQueue("steadyq-bench", "parts", store=store)
+    def queue_on(store: Any, pulled: list[bytes] = responses, module: Any = None) -> Any:
+        names = _Names if module is None else module._Names
+        q = (PubSubQueue if module is None else module.PubSubQueue)(
+            "steadyq-bench", "parts", store=store
+        )
         q._clients = (None, _Subscriber(pulled))
-        q._names = _Names(
+        q._names = names(
             "steadyq-bench",
             "projects/steadyq-bench/topics/parts",
             "projects/steadyq-bench/subscriptions/parts",
@@ -249,8 +260,6 @@ def main() -> int:
     figures["settle"] = round(figures["pull_settle"] - figures["pull"], 2)
     counts = figures["counts_raise"] + figures["counts_check"] + figures["counts_forget"]
     figures["queue_python"] = round(figures["pull_settle"] - counts, 2)
-    for store in stores:
-        store.close()
     width = max(len(r[0]) for r in rows)
     print(f"CPU per message, {n:,} messages in batches of {BATCH}, median of {args.rounds}")
     for label, value in rows:
@@ -258,8 +267,44 @@ def main() -> int:
     print(f"  {'of which settle':<{width}}  {figures['settle']:6.2f} µs")
     label = "pull + settle less the attempt counts (the queue's own Python)"
     print(f"  {label:<{width}}  {figures['queue_python']:6.2f} µs")
+    if args.against:
+        figures.update(against(args.against, args.rounds, n, queue_on, fresh_store, batches))
+    for store in stores:
+        store.close()
     print(json.dumps(figures))
     return 0
+
+
+def against(
+    tree: str, rounds: int, n: int, queue_on: Any, fresh_store: Any, batches: int
+) -> dict[str, float]:
+    """pull + settle on this tree's PubSubQueue and on TREE's, interleaved (ABBA)."""
+    import importlib.util
+
+    from steadyq.brokers.base import Settlement
+
+    path = Path(tree) / "steadyq" / "brokers" / "pubsub.py"
+    spec = importlib.util.spec_from_file_location("pubsub_against", path)
+    assert spec is not None and spec.loader is not None
+    other = importlib.util.module_from_spec(spec)
+    sys.modules["pubsub_against"] = other  # dataclasses look their module up
+    spec.loader.exec_module(other)
+
+    def one(module: Any) -> float:
+        q = queue_on(fresh_store(), module=module)
+        started = time.process_time()
+        for _ in range(batches):
+            q.settle([Settlement.ack(d) for d in q.pull(BATCH, 630)])
+        return (time.process_time() - started) / n * 1e6
+
+    used: dict[str, list[float]] = {"this": [], "against": []}
+    for r in range(rounds * 2):
+        sides = [("this", None), ("against", other)]
+        for side, module in sides if r % 2 == 0 else sides[::-1]:
+            used[side].append(one(module))
+    this, then = statistics.median(used["this"]), statistics.median(used["against"])
+    print(f"pull + settle, interleaved: {tree} {then:.2f} µs, this tree {this:.2f} µs")
+    return {"pull_settle_this": round(this, 2), "pull_settle_against": round(then, 2)}
 
 
 if __name__ == "__main__":
