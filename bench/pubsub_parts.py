@@ -10,6 +10,7 @@ against the hand-written peer's ~16 µs per message.
 
     python bench/pubsub_parts.py                 # 5 rounds of 20,000 messages
     python bench/pubsub_parts.py --messages 5000 --rounds 3
+    python bench/pubsub_parts.py --against /tmp/before   # + pull/settle A/B, one process
 
 Prints a table, then one line of JSON (piece -> µs per message) as the last line.
 """
@@ -58,6 +59,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--against",
+        metavar="TREE",
+        help="also time pull + settle with TREE's steadyq/brokers/pubsub.py (e.g. a"
+        " `git archive` of an older commit), in rounds interleaved with this tree's, in"
+        " one process; the rest of steadyq is this tree's",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
 
@@ -69,7 +77,7 @@ def main() -> int:
     policy = OutcomePolicy(WorkerOptions(), "parts", clock=lambda: 1.0, rng=random.Random(1))
     from steadyq.brokers import open_store
     from steadyq.brokers.base import Delivery, Settlement
-    from steadyq.brokers.pubsub import PubSubQueue, _Names
+    from steadyq.brokers.pubsub import FORGET_BATCH, PubSubQueue, _Names
     from steadyq.content.schema import ContentRequest
     from steadyq.gate import Gate
     from steadyq.samples import valid_request
@@ -80,6 +88,7 @@ def main() -> int:
     rng = random.Random(1)
     bodies = [json.dumps(valid_request(rng)).encode() for _ in range(n)]
     responses = []
+    with_attributes: list[bytes] = []
     for b in range(batches):
         response = PullResponse.pb()()
         for i in range(BATCH):
@@ -90,6 +99,10 @@ def main() -> int:
             m.message.publish_time.seconds = 1_700_000_000 + b
             m.message.publish_time.nanos = i
         responses.append(response.SerializeToString())
+        for i in range(BATCH):  # the same batch with three user attributes on each message
+            attributes = response.received_messages[i].message.attributes
+            attributes.update(source="bench", tenant="t-42", trace_id=f"{b:08x}{i:08x}")
+        with_attributes.append(response.SerializeToString())
     gate = Gate(ContentRequest, max_bytes=10 << 20)
     checked = [gate.check(body) for body in bodies]
     request_ids = [str(getattr(c, "request_id", "")) for c in checked]
@@ -101,10 +114,13 @@ def main() -> int:
         stores.append(store)
         return store
 
-    def queue_on(store: Any) -> PubSubQueue:
-        q = PubSubQueue("steadyq-bench", "parts", store=store)
-        q._clients = (None, _Subscriber(responses))
-        q._names = _Names(
+    def queue_on(store: Any, pulled: list[bytes] = responses, module: Any = None) -> Any:
+        names = _Names if module is None else module._Names
+        q = (PubSubQueue if module is None else module.PubSubQueue)(
+            "steadyq-bench", "parts", store=store
+        )
+        q._clients = (None, _Subscriber(pulled))
+        q._names = names(
             "steadyq-bench",
             "projects/steadyq-bench/topics/parts",
             "projects/steadyq-bench/subscriptions/parts",
@@ -164,8 +180,40 @@ def main() -> int:
 
         return run
 
+    count_keys = [
+        [f"parts/{1_000_000 + b * BATCH + i}" for i in range(BATCH)] for b in range(batches)
+    ]
+
+    def piece_counts(part: str) -> Callable[[], None]:
+        """The attempt counts' own SQLite work, as the queue asks for it: raised at
+        pull (one transaction per batch), read back at settle (the lost-lease check),
+        dropped once settled (one transaction per FORGET_BATCH)."""
+        store = fresh_store()
+        if part != "count":
+            for keys in count_keys:
+                store.count_attempts(keys)
+
+        def run() -> None:
+            if part == "count":
+                for keys in count_keys:
+                    store.count_attempts(keys)
+            elif part == "lease_check":
+                for keys in count_keys:
+                    store.attempts_of(keys)
+            else:
+                flat = [k for keys in count_keys for k in keys]
+                for start in range(0, len(flat), FORGET_BATCH):
+                    store.settle_attempts({}, flat[start : start + FORGET_BATCH])
+
+        return run
+
+    def piece_objects() -> None:
+        # the frozen dataclasses every message passes through (steadyq/brokers/base.py)
+        for i, body in enumerate(bodies):
+            Settlement.ack(Delivery(str(i), body, {}, 1, 1.0, "1 a", 2.0, 0, None, 0))
+
     def piece_pull_settle(part: str) -> Callable[[], None]:
-        q = queue_on(fresh_store())
+        q = queue_on(fresh_store(), with_attributes if part == "attributes" else responses)
 
         def run() -> None:
             for _ in range(batches):
@@ -183,8 +231,18 @@ def main() -> int:
         ("claim", "store.claim of the batch's request ids (SQLite)", piece_claim),
         ("write", "store.write of both events: rows, ledger, claims released (SQLite)",
          piece_write),
+        ("counts_raise", "  attempt counts: raised at pull (SQLite, a transaction a batch)",
+         lambda: piece_counts("count")),
+        ("counts_check", "  attempt counts: read back at settle (the lost-lease check)",
+         lambda: piece_counts("lease_check")),
+        ("counts_forget", f"  attempt counts: dropped once settled (per {FORGET_BATCH:,})",
+         lambda: piece_counts("forget")),
+        ("objects", "Delivery + Settlement.ack (frozen dataclasses, brokers/base.py)",
+         lambda: piece_objects),
         ("pull", "PubSubQueue.pull: deserialize, count attempts (SQLite), deliveries",
          lambda: piece_pull_settle("pull")),
+        ("pull_attributes", "PubSubQueue.pull, messages with three attributes each",
+         lambda: piece_pull_settle("attributes")),
         ("pull_settle", "PubSubQueue.pull + settle (lost-lease check, ack, forget)",
          lambda: piece_pull_settle("settle")),
     ]  # fmt: skip
@@ -200,15 +258,53 @@ def main() -> int:
         figures[key] = round(statistics.median(used), 2)
         rows.append((label, figures[key]))
     figures["settle"] = round(figures["pull_settle"] - figures["pull"], 2)
-    for store in stores:
-        store.close()
+    counts = figures["counts_raise"] + figures["counts_check"] + figures["counts_forget"]
+    figures["queue_python"] = round(figures["pull_settle"] - counts, 2)
     width = max(len(r[0]) for r in rows)
     print(f"CPU per message, {n:,} messages in batches of {BATCH}, median of {args.rounds}")
     for label, value in rows:
         print(f"  {label:<{width}}  {value:6.2f} µs")
     print(f"  {'of which settle':<{width}}  {figures['settle']:6.2f} µs")
+    label = "pull + settle less the attempt counts (the queue's own Python)"
+    print(f"  {label:<{width}}  {figures['queue_python']:6.2f} µs")
+    if args.against:
+        figures.update(against(args.against, args.rounds, n, queue_on, fresh_store, batches))
+    for store in stores:
+        store.close()
     print(json.dumps(figures))
     return 0
+
+
+def against(
+    tree: str, rounds: int, n: int, queue_on: Any, fresh_store: Any, batches: int
+) -> dict[str, float]:
+    """pull + settle on this tree's PubSubQueue and on TREE's, interleaved (ABBA)."""
+    import importlib.util
+
+    from steadyq.brokers.base import Settlement
+
+    path = Path(tree) / "steadyq" / "brokers" / "pubsub.py"
+    spec = importlib.util.spec_from_file_location("pubsub_against", path)
+    assert spec is not None and spec.loader is not None
+    other = importlib.util.module_from_spec(spec)
+    sys.modules["pubsub_against"] = other  # dataclasses look their module up
+    spec.loader.exec_module(other)
+
+    def one(module: Any) -> float:
+        q = queue_on(fresh_store(), module=module)
+        started = time.process_time()
+        for _ in range(batches):
+            q.settle([Settlement.ack(d) for d in q.pull(BATCH, 630)])
+        return (time.process_time() - started) / n * 1e6
+
+    used: dict[str, list[float]] = {"this": [], "against": []}
+    for r in range(rounds * 2):
+        sides = [("this", None), ("against", other)]
+        for side, module in sides if r % 2 == 0 else sides[::-1]:
+            used[side].append(one(module))
+    this, then = statistics.median(used["this"]), statistics.median(used["against"])
+    print(f"pull + settle, interleaved: {tree} {then:.2f} µs, this tree {this:.2f} µs")
+    return {"pull_settle_this": round(this, 2), "pull_settle_against": round(then, 2)}
 
 
 if __name__ == "__main__":

@@ -837,46 +837,61 @@ class PubSubQueue(Queue):
         if not received:
             return []
         lease = _deadline(lease_s)
-        # one pass over the raw protobuf, in publish order: (message, its id, its ack id)
-        rows = sorted(
-            [(m.message, m.message.message_id, m.ack_id, m.delivery_attempt) for m in received],
-            key=_publish_order,
-        )
-        ack_ids = [row[2] for row in rows]
+        # one pass over the raw protobuf; the rows sort on their leading fields, in C
+        # (no key function): publish time, then the message id as a number (Pub/Sub's
+        # ids are decimal), then the order received (a message pulled twice at once),
+        # so the protobuf itself is never compared
+        rows = []
+        for i, m in enumerate(received):
+            msg = m.message
+            stamp = msg.publish_time
+            message_id = msg.message_id
+            rows.append(
+                (stamp.seconds, stamp.nanos, len(message_id), message_id, i, m.ack_id,
+                 m.delivery_attempt, msg)
+            )  # fmt: skip
+        rows.sort()
         prefix = self._prefix
+        keys = [prefix + row[3] for row in rows]
         now = self.clock()
         try:
-            counts = store.count_attempts([prefix + row[1] for row in rows])
+            counts = store.count_attempts(keys)
         except BaseException:
             # without a durable count the delivery must not run: give the messages back
             self._transport.give_back(received)
             raise
         if lease != self._resolve().ack_deadline_s:
-            self._transport.lease_later(ack_ids, lease)
+            self._transport.lease_later([row[5] for row in rows], lease)
         out: list[Delivery] = []
         until = now + lease
-        for msg, message_id, ack_id, delivery_attempt in rows:
-            counted = counts[prefix + message_id]
+        for (seconds, nanos, _, message_id, _, ack_id, delivery_attempt, msg), key in zip(
+            rows, keys, strict=True
+        ):
+            attempts, last_error, runs = counts[key]
             replays = 0
             attrs: dict[str, str] = {}
             if msg.attributes:
-                attrs = dict(msg.attributes)
-                replays = _int(attrs.pop(A_REPLAYS, "0"))
-                attrs = {k: v for k, v in attrs.items() if not k.startswith(PREFIX)}
-            stamp = msg.publish_time
-            attempts = counted.attempts
+                # copied once, from the map's items (dict() of the map looks each key up
+                # again: ~0.4 µs more for three attributes), filtered only when steadyq's
+                # own are present (a replay)
+                attrs = dict(msg.attributes.items())
+                for name in attrs:
+                    if name.startswith(PREFIX):  # steadyq's own: the replay count, if any
+                        replays = _int(attrs.get(A_REPLAYS))
+                        attrs = {k: v for k, v in attrs.items() if not k.startswith(PREFIX)}
+                        break
             out.append(
                 Delivery(
                     message_id,
                     msg.data,  # bytes already: the raw protobuf's
                     attrs,
                     attempts if attempts >= delivery_attempt else delivery_attempt,
-                    stamp.seconds + stamp.nanos / 1e9,
+                    seconds + nanos / 1e9,
                     f"{attempts} {ack_id}",
                     until,
                     replays,
-                    counted.last_error,
-                    counted.runs,
+                    last_error,
+                    runs,
                 )
             )
         return out
@@ -885,29 +900,28 @@ class PubSubQueue(Queue):
 
     def _split(
         self, settlements: Sequence[Settlement]
-    ) -> tuple[list[tuple[Settlement, str]], list[Settlement]]:
-        """(settlements whose lease is still theirs, with their ack ids; the others).
+    ) -> tuple[list[tuple[Settlement, str, str]], list[Settlement]]:
+        """(settlements whose lease is still theirs, with their ack ids and count keys;
+        the others).
 
         A lease is still a delivery's when nobody pulled the message since (the
         store's count is the one it was pulled with) and an exactly-once subscription
         did not refuse to set it after the pull."""
         prefix = self._prefix
-        current = self._attempt_store().attempts_of(
-            [prefix + s.delivery.message_id for s in settlements]
-        )
-        held: list[tuple[Settlement, str]] = []
+        keys = [prefix + s.delivery.message_id for s in settlements]
+        current = self._attempt_store().attempts_of(keys).get
+        held: list[tuple[Settlement, str, str]] = []
         lost: list[Settlement] = []
-        for s in settlements:
-            d = s.delivery
-            count, _, ack_id = d.lease_token.partition(" ")
-            if current.get(prefix + d.message_id) == int(count):
-                held.append((s, ack_id))
+        for s, key in zip(settlements, keys, strict=True):
+            count, _, ack_id = s.delivery.lease_token.partition(" ")
+            if current(key) == int(count):
+                held.append((s, ack_id, key))
             else:
                 lost.append(s)
         refused = self._transport.refused_of(_token(s.delivery)[1] for s in settlements)
         if refused:
-            lost += [s for s, ack_id in held if ack_id in refused]
-            held = [(s, ack_id) for s, ack_id in held if ack_id not in refused]
+            lost += [s for s, ack_id, _ in held if ack_id in refused]
+            held = [h for h in held if h[1] not in refused]
         return held, lost
 
     def settle(
@@ -922,31 +936,35 @@ class PubSubQueue(Queue):
         subscription = self._subscription()
         names = self._resolve()
         held, lost = self._split(settlements)
-        dead = [s for s, _ in held if s.action == "dead_letter"]
+        acks: list[str] = []
+        dead: list[Settlement] = []
+        delays: dict[int, list[str]] = {}
+        for s, ack_id, _ in held:
+            action = s.action
+            if action == "ack":
+                acks.append(ack_id)
+            elif action == "nack":
+                delays.setdefault(_delay(s.delay_s), []).append(ack_id)
+            else:
+                acks.append(ack_id)
+                dead.append(s)
         if dead:
             now = self.clock()
             # confirmed before anything is acked: a failure here applies nothing
             letters = [_letter_message(s, subscription, now) for s in dead]
             transport.publish(names.dlq_topic, letters)
-        acks = [ack_id for s, ack_id in held if s.action != "nack"]
         refused = transport.ack(subscription, acks) if acks else set()
-        delays: dict[int, list[str]] = {}
-        for s, ack_id in held:
-            if s.action == "nack":
-                delays.setdefault(_delay(s.delay_s), []).append(ack_id)
         for delay, ack_ids in sorted(delays.items()):
             refused |= transport.modify_on(subscription, ack_ids, delay)
         if refused:
             # an exactly-once subscription refused these ack ids: the lease was lost
             # (expired, or the message delivered again), so nothing was applied for them
-            lost += [s for s, ack_id in held if ack_id in refused]
-            held = [(s, ack_id) for s, ack_id in held if ack_id not in refused]
-        prefix = self._prefix
+            lost += [s for s, ack_id, _ in held if ack_id in refused]
+            held = [h for h in held if h[1] not in refused]
         errors: dict[str, str | None] = {}
         ran: list[str] = []
         forget: list[str] = []
-        for s, _ in held:
-            key = prefix + s.delivery.message_id
+        for s, _, key in held:
             if s.action != "nack":
                 forget.append(key)
                 continue
@@ -960,7 +978,7 @@ class PubSubQueue(Queue):
         # settled counts are dropped in bulk: one write per many settles, not one each
         if errors or ran or due:
             self._forget_settled(errors, ran)
-        return SettleResult(tuple(s for s, _ in held), tuple(lost))
+        return SettleResult(tuple(h[0] for h in held), tuple(lost))
 
     def _forget_settled(
         self, errors: Mapping[str, str | None] | None = None, ran: Sequence[str] = ()
@@ -1198,13 +1216,6 @@ def _epoch(stamp: Any) -> float:
     return float(stamp.seconds) + float(stamp.nanos) / 1e9
 
 
-def _publish_order(row: tuple[Any, str, str, int]) -> tuple[int, int, int, str]:
-    """Publish time, then the message id as a number (Pub/Sub's ids are decimal)."""
-    stamp = row[0].publish_time
-    mid = row[1]
-    return (stamp.seconds, stamp.nanos, len(mid), mid)
-
-
 def _letter_message(s: Settlement, source: str, now: float) -> tuple[bytes, dict[str, str]]:
     """What a dead-letter publishes to the DLQ topic (read back by :func:`_letter_of`):
     the body, the user's attributes and steadyq's, ``source`` the subscription."""
@@ -1228,7 +1239,7 @@ def _letter_message(s: Settlement, source: str, now: float) -> tuple[bytes, dict
 
 
 def _letter_of(msg: Any) -> DeadLetter:
-    attrs = dict(msg.attributes)
+    attrs = dict(msg.attributes.items())
     sent_at = _epoch(msg.publish_time)
     forwarded = PUBSUB_DLQ_COUNT in attrs and A_REASON not in attrs
     return DeadLetter(

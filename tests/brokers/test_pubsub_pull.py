@@ -1,0 +1,129 @@
+"""PubSubQueue.pull and settle on a stand-in subscriber: no emulator.
+
+What the one-pass pull and settle must keep: publish order (ids as numbers, a message
+pulled twice in one batch), steadyq's attributes kept out of a delivery's attributes,
+the replay count read from them, the durable attempt count in each delivery, which
+settlements ack, nack or dead-letter, which counts are forgotten, and a moved count
+reported as a lost lease.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.pubsub_v1.types import PullResponse
+
+from steadyq.brokers.base import Settlement
+from steadyq.brokers.pubsub import A_REPLAYS, PubSubQueue, _Names
+from steadyq.telemetry.store_memory import MemoryStore
+
+SUB = "projects/p/subscriptions/s"
+
+
+class _Subscriber:
+    """Answers each pull with the next prepared response (then nothing); records the
+    acks and ack-deadline changes asked for."""
+
+    def __init__(self, responses: list[Any]) -> None:
+        self.responses = list(responses)
+        self.acked: list[str] = []
+        self.modified: list[tuple[int, list[str]]] = []
+
+    def pull(self, **_: Any) -> Any:
+        raw = self.responses.pop(0) if self.responses else PullResponse.pb()()
+        return PullResponse.wrap(raw)
+
+    def acknowledge(self, *, request: Any, **_: Any) -> None:
+        self.acked += list(request.ack_ids)
+
+    def modify_ack_deadline(self, *, request: Any, **_: Any) -> None:
+        self.modified.append((request.ack_deadline_seconds, list(request.ack_ids)))
+
+
+def _response(*messages: tuple[str, int, int, dict[str, str]]) -> Any:
+    """(message id, publish seconds, nanos, attributes) each; ack id ``ack-<id>-<n>``."""
+    response = PullResponse.pb()()
+    for n, (message_id, seconds, nanos, attributes) in enumerate(messages):
+        m = response.received_messages.add()
+        m.ack_id = f"ack-{message_id}-{n}"
+        m.message.message_id = message_id
+        m.message.data = f"body {message_id}".encode()
+        m.message.publish_time.seconds = seconds
+        m.message.publish_time.nanos = nanos
+        m.message.attributes.update(attributes)
+    return response
+
+
+def _queue(*responses: Any) -> tuple[PubSubQueue, _Subscriber, MemoryStore]:
+    store = MemoryStore()
+    queue = PubSubQueue("p", "s", store=store)
+    subscriber = _Subscriber(list(responses))
+    queue._clients = (None, subscriber)
+    queue._names = _Names("p", "projects/p/topics/t", SUB, "projects/p/topics/t-dlq", "x", 600)
+    queue._pruned = True
+    return queue, subscriber, store
+
+
+def test_pull_keeps_publish_order_and_tells_a_message_pulled_twice_apart() -> None:
+    queue, _, _ = _queue(
+        _response(
+            ("10", 5, 0, {}),
+            ("9", 5, 0, {}),  # same instant: the id as a number decides
+            ("7", 4, 900, {}),
+            ("10", 5, 0, {}),  # the same message twice in one pull
+            ("3", 6, 0, {}),
+        )
+    )
+    got = queue.pull(10, 60)
+    assert [d.message_id for d in got] == ["7", "9", "10", "10", "3"]
+    # both copies are deliveries of their own, in the order received
+    assert [d.lease_token.split(" ")[1] for d in got if d.message_id == "10"] == [
+        "ack-10-0",
+        "ack-10-3",
+    ]
+    assert got[0].published_at == pytest.approx(4.0000009)
+    # a message named twice in one pull is counted once (AttemptCounter's contract)
+    assert {d.attempt for d in got} == {1}
+
+
+def test_pull_keeps_user_attributes_and_reads_the_replay_count() -> None:
+    queue, _, _ = _queue(
+        _response(
+            ("1", 1, 0, {"tenant": "a", "trace": "t1"}),
+            ("2", 1, 1, {"tenant": "b", A_REPLAYS: "2", "steadyq_reason": "x"}),
+            ("3", 1, 2, {}),
+            ("4", 1, 3, {A_REPLAYS: "not a number"}),
+        )
+    )
+    one, two, three, four = queue.pull(10, 60)
+    assert (one.attributes, one.replays) == ({"tenant": "a", "trace": "t1"}, 0)
+    assert (two.attributes, two.replays) == ({"tenant": "b"}, 2)
+    assert (three.attributes, three.replays) == ({}, 0)
+    assert (four.attributes, four.replays) == ({}, 0)
+    assert one.body == b"body 1"
+
+
+def test_settle_acks_nacks_and_forgets_in_one_pass() -> None:
+    queue, subscriber, store = _queue(
+        _response(("1", 1, 0, {}), ("2", 1, 1, {}), ("3", 1, 2, {}), ("4", 1, 3, {}))
+    )
+    d1, d2, d3, d4 = queue.pull(10, 600)  # the ack deadline: no lease call
+    store.count_attempts(["s/4"])  # someone pulled message 4 again since: its lease is lost
+    result = queue.settle(
+        [
+            Settlement.ack(d1),
+            Settlement.nack(d2, 30, error="boom", ran=True),
+            Settlement.nack(d3, 0),
+            Settlement.ack(d4),
+        ]
+    )
+    assert [s.delivery.message_id for s in result.applied] == ["1", "2", "3"]
+    assert [s.delivery.message_id for s in result.lost] == ["4"]
+    assert subscriber.acked == ["ack-1-0"]
+    assert sorted(subscriber.modified) == [(0, ["ack-3-2"]), (30, ["ack-2-1"])]
+    queue._forget_settled()
+    counts = store.attempts_of(["s/1", "s/2", "s/3", "s/4"])
+    assert counts == {"s/2": 1, "s/3": 1, "s/4": 2}  # the acked one is forgotten
+    again = queue.settle([Settlement.ack(d2)])  # a settlement settles its lease once
+    assert [s.delivery.message_id for s in again.applied] == ["2"]
