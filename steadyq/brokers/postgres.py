@@ -86,14 +86,14 @@ _INDEX_ONLY = (
 _PUBLISH = f"""
 INSERT INTO SQ.messages (body, attributes, published_at, visible_at, replays)
 SELECT b, a, {DB_NOW}, {DB_NOW}, r
-FROM unnest(%(bodies)s::bytea[], %(attrs)s::text[], %(replays)s::int[]) WITH ORDINALITY
+FROM unnest(%(bodies)b::bytea[], %(attrs)b::text[], %(replays)b::int[]) WITH ORDINALITY
     AS v (b, a, r, i)
 ORDER BY i
 RETURNING seq
 """
 
 _ACK = """
-DELETE FROM SQ.messages m USING unnest(%s::bigint[], %s::text[]) AS v (seq, token)
+DELETE FROM SQ.messages m USING unnest(%b::bigint[], %b::text[]) AS v (seq, token)
 WHERE m.seq = v.seq AND m.lease_token = v.token
 RETURNING m.seq
 """
@@ -101,8 +101,8 @@ RETURNING m.seq
 _NACK = f"""
 UPDATE SQ.messages m SET lease_token = NULL, visible_at = {DB_NOW} + v.delay,
     last_error = COALESCE(v.error, m.last_error), runs = m.runs + v.ran
-FROM unnest(%(seqs)s::bigint[], %(tokens)s::text[], %(delays)s::float8[], %(errors)s::text[],
-    %(ran)s::int[]) AS v (seq, token, delay, error, ran)
+FROM unnest(%(seqs)b::bigint[], %(tokens)b::text[], %(delays)b::float8[], %(errors)b::text[],
+    %(ran)b::int[]) AS v (seq, token, delay, error, ran)
 WHERE m.seq = v.seq AND m.lease_token = v.token
 RETURNING m.seq
 """
@@ -110,8 +110,8 @@ RETURNING m.seq
 _DEAD_LETTER = f"""
 WITH gone AS (
     DELETE FROM SQ.messages m
-    USING unnest(%(seqs)s::bigint[], %(tokens)s::text[], %(request_ids)s::text[],
-        %(reasons)s::text[], %(details)s::text[]) AS v (seq, token, request_id, reason, detail)
+    USING unnest(%(seqs)b::bigint[], %(tokens)b::text[], %(request_ids)b::text[],
+        %(reasons)b::text[], %(details)b::text[]) AS v (seq, token, request_id, reason, detail)
     WHERE m.seq = v.seq AND m.lease_token = v.token
     RETURNING m.seq, m.body, m.attributes, m.published_at, m.attempts, m.replays, v.request_id,
         v.reason, v.detail
@@ -485,7 +485,7 @@ class PostgresQueue(Queue):
             )
             if go:
                 conn.execute(
-                    self.db.sql("DELETE FROM SQ.dead_letters WHERE message_id = ANY(%s)"),
+                    self.db.sql("DELETE FROM SQ.dead_letters WHERE message_id = ANY(%b)"),
                     ([x.message_id for x in go],),
                 )
             chosen = {x.message_id for x in go}

@@ -66,8 +66,8 @@ EVENT_COLUMNS = (
 _INSERT_EVENTS = """
 INSERT INTO SQ.events (ts, kind, severity, sev_rank, message, execution_id, message_id,
     request_id, attempt, reason, duration_ms, data)
-SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],
-    %s::text[], %s::text[], %s::int[], %s::text[], %s::float8[], %s::text[])
+SELECT * FROM unnest(%b::float8[], %b::text[], %b::text[], %b::int[], %b::text[], %b::text[],
+    %b::text[], %b::text[], %b::int[], %b::text[], %b::float8[], %b::text[])
 """
 
 # the ledger rows as the one rule composed them (store.move_ledger_row, in Python),
@@ -80,9 +80,9 @@ INSERT INTO SQ.requests AS r (request_id, status, message_id, execution_id, upda
 SELECT v.request_id, v.status, v.message_id, v.execution_id, v.updated_at, v.attempts,
     v.fields::jsonb, v.duration_s, v.error, v.created_at, v.started_at, v.completed_at,
     v.failed_at
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::int[],
-    %s::text[], %s::float8[], %s::text[], %s::float8[], %s::float8[], %s::float8[],
-    %s::float8[]) AS v (request_id, status, message_id, execution_id, updated_at, attempts,
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::int[],
+    %b::text[], %b::float8[], %b::text[], %b::float8[], %b::float8[], %b::float8[],
+    %b::float8[]) AS v (request_id, status, message_id, execution_id, updated_at, attempts,
     fields, duration_s, error, created_at, started_at, completed_at, failed_at)
 ORDER BY v.request_id
 ON CONFLICT (request_id) DO UPDATE SET
@@ -96,7 +96,7 @@ WHERE r.status <> 'completed'
 """
 
 _RELEASE_CLAIMS = """
-DELETE FROM SQ.request_claims c USING unnest(%s::text[], %s::text[]) AS v (request_id, owner)
+DELETE FROM SQ.request_claims c USING unnest(%b::text[], %b::text[]) AS v (request_id, owner)
 WHERE c.request_id = v.request_id AND c.owner = v.owner
 """
 
@@ -105,14 +105,14 @@ WHERE c.request_id = v.request_id AND c.owner = v.owner
 # autovacuum off, a plan built on "the table is tiny" or "few rows match" would read
 # the whole ledger (or every outcome event) for each batch.
 _COMPLETED_OF = """
-SELECT i.id FROM unnest(%s::text[]) AS i (id)
+SELECT i.id FROM unnest(%b::text[]) AS i (id)
 CROSS JOIN LATERAL (SELECT 1 FROM SQ.requests r
     WHERE r.request_id = i.id AND r.status = 'completed' OFFSET 0) AS x
 """
 
 _CLAIM = f"""
 INSERT INTO SQ.request_claims AS c (request_id, owner, until)
-SELECT id, %(owner)s, {DB_NOW} + %(hold)s FROM unnest(%(ids)s::text[]) AS id ORDER BY id
+SELECT id, %(owner)s, {DB_NOW} + %(hold)s FROM unnest(%(ids)b::text[]) AS id ORDER BY id
 ON CONFLICT (request_id) DO UPDATE SET owner = excluded.owner, until = excluded.until
 WHERE c.owner = excluded.owner OR c.until <= {DB_NOW}
 RETURNING request_id
@@ -120,7 +120,7 @@ RETURNING request_id
 
 # the WHERE repeats the partial index's condition, so the index answers each probe
 _OUTCOMES_OF = f"""
-SELECT {EVENT_COLUMNS} FROM unnest(%s::text[]) AS i (mid)
+SELECT {EVENT_COLUMNS} FROM unnest(%b::text[]) AS i (mid)
 CROSS JOIN LATERAL (SELECT *, id AS event_id FROM SQ.events
     WHERE message_id = i.mid AND {OUTCOME_KINDS_SQL} OFFSET 0) AS e
 ORDER BY ts, event_id
@@ -199,7 +199,7 @@ def _stored_requests(
     (FOR UPDATE, in key order) so that no writer moves them before this write does."""
     cur.execute(
         db.sql(
-            f"SELECT {_REQUEST_COLUMNS} FROM SQ.requests WHERE request_id = ANY(%s)"
+            f"SELECT {_REQUEST_COLUMNS} FROM SQ.requests WHERE request_id = ANY(%b)"
             " ORDER BY request_id FOR UPDATE"
         ),
         (texts(sorted(ids)),),
@@ -390,7 +390,7 @@ class PostgresStore(EventStore):
             if done & taken:
                 conn.execute(
                     self.db.sql(
-                        "DELETE FROM SQ.request_claims WHERE request_id = ANY(%s) AND owner = %s"
+                        "DELETE FROM SQ.request_claims WHERE request_id = ANY(%b) AND owner = %s"
                     ),
                     (sorted(done & taken), owner),
                 )
@@ -408,7 +408,7 @@ class PostgresStore(EventStore):
             conn.execute(
                 self.db.sql(
                     f"UPDATE SQ.request_claims c SET until = {DB_NOW} + %(hold)s"
-                    " FROM unnest(%(ids)s::text[]) AS v (id)"
+                    " FROM unnest(%(ids)b::text[]) AS v (id)"
                     " WHERE c.request_id = v.id AND c.owner = %(owner)s"
                 ),
                 {"ids": ids, "owner": owner, "hold": until - time.time(), "now": None},
@@ -430,7 +430,7 @@ class PostgresStore(EventStore):
             rows = conn.execute(
                 self.db.sql(
                     "INSERT INTO SQ.broker_attempts AS b (key, attempts, updated_at)"
-                    f" SELECT k, 1, {DB_NOW} FROM unnest(%(keys)s::text[]) AS k ORDER BY k"
+                    f" SELECT k, 1, {DB_NOW} FROM unnest(%(keys)b::text[]) AS k ORDER BY k"
                     " ON CONFLICT (key) DO UPDATE SET attempts = b.attempts + 1,"
                     " updated_at = excluded.updated_at RETURNING key, attempts, last_error, runs"
                 ),
@@ -445,7 +445,7 @@ class PostgresStore(EventStore):
         with self.db.reading() as conn:
             rows = conn.execute(
                 self.db.sql(
-                    "SELECT b.key, b.attempts FROM unnest(%s::text[]) AS i (k)"
+                    "SELECT b.key, b.attempts FROM unnest(%b::text[]) AS i (k)"
                     " CROSS JOIN LATERAL (SELECT key, attempts FROM SQ.broker_attempts"
                     " WHERE key = i.k OFFSET 0) AS b"
                 ),
@@ -467,7 +467,7 @@ class PostgresStore(EventStore):
                 cur.execute(
                     self.db.sql(
                         "UPDATE SQ.broker_attempts b SET last_error = v.error"
-                        " FROM unnest(%s::text[], %s::text[]) AS v (key, error)"
+                        " FROM unnest(%b::text[], %b::text[]) AS v (key, error)"
                         " WHERE b.key = v.key"
                     ),
                     columns(noted, "tt"),
@@ -476,7 +476,7 @@ class PostgresStore(EventStore):
                 cur.execute(
                     self.db.sql(
                         "UPDATE SQ.broker_attempts b SET runs = b.runs + v.n"
-                        " FROM (SELECT k, count(*) AS n FROM unnest(%s::text[]) AS k GROUP BY k)"
+                        " FROM (SELECT k, count(*) AS n FROM unnest(%b::text[]) AS k GROUP BY k)"
                         " AS v (key, n) WHERE b.key = v.key"
                     ),
                     (sorted(ran),),
@@ -484,7 +484,7 @@ class PostgresStore(EventStore):
             if forget:
                 cur.execute(
                     self.db.sql(
-                        "DELETE FROM SQ.broker_attempts b USING unnest(%s::text[]) AS v (k)"
+                        "DELETE FROM SQ.broker_attempts b USING unnest(%b::text[]) AS v (k)"
                         " WHERE b.key = v.k"
                     ),
                     (sorted(forget),),
