@@ -119,7 +119,14 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def proc_cpu_s(pid: int) -> float:
-    """user+sys CPU seconds of process ``pid`` so far (0 once it is gone)."""
+    """CPU seconds process ``pid`` has run so far (0 once it is gone): the scheduler's
+    own count in ``/proc/PID/schedstat`` (nanoseconds), else utime+stime of
+    ``/proc/PID/stat`` (clock ticks)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()

@@ -218,7 +218,8 @@ class PostgresQueue(Queue):
         with self.db.transaction() as conn:
             with conn.pipeline():  # one round trip for both statements
                 conn.execute(_INDEX_ONLY)
-                cur = conn.execute(self.db.sql(_PULL), params)
+                # binary results: the bodies come as bytes, not hex text to decode
+                cur = conn.execute(self.db.sql(_PULL), params, binary=True)
             rows = cur.fetchall()
         rows.sort(key=lambda r: r[0])
         return [

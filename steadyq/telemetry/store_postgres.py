@@ -159,7 +159,23 @@ def columns(rows: Sequence[Sequence[Any]], kinds: str) -> list[list[Any]]:
     per column, ``f`` float8, ``i`` integer, ``t`` text, ``j`` JSON text for jsonb, and
     each value is made that type (an array takes one type: an int among floats would
     not be sent) and cleaned of what PostgreSQL refuses (a NUL, a lone surrogate)."""
-    return [[_as(kind, row[i]) for row in rows] for i, kind in enumerate(kinds)]
+    return [_column([row[i] for row in rows], kind) for i, kind in enumerate(kinds)]
+
+
+def _column(values: list[Any], kind: str) -> list[Any]:
+    if kind == "t":
+        # the common case (ASCII text without a NUL) as it is, without a call per value
+        return [
+            v
+            if v is None or (v.__class__ is str and v.isascii() and "\x00" not in v)
+            else _as(kind, v)
+            for v in values
+        ]
+    if kind == "f":
+        return [v if v is None or v.__class__ is float else float(v) for v in values]
+    if kind == "i":
+        return [v if v is None or v.__class__ is int else int(v) for v in values]
+    return [_as(kind, v) for v in values]
 
 
 _EVENT_KINDS = "fttittttitft"
