@@ -57,7 +57,13 @@ from steadyq.brokers.base import (
 )
 from steadyq.errors import LeaseLost, NotFound
 from steadyq.telemetry.events import Event
-from steadyq.telemetry.store_postgres import PostgresStore, write_events
+from steadyq.telemetry.store_postgres import (
+    PostgresStore,
+    ledger_ids,
+    lock_requests,
+    stored_rows,
+    write_events,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -216,10 +222,11 @@ class PostgresQueue(Queue):
         until = self._local() + lease_s  # on the caller's clock, from before the request
         params = {"token": token, "lease": float(lease_s), "n": max_messages, "now": self._now()}
         with self.db.transaction() as conn:
-            with conn.pipeline():  # one round trip for both statements
+            with conn.pipeline():  # one round trip for both statements and the COMMIT
                 conn.execute(_INDEX_ONLY)
                 # binary results: the bodies come as bytes, not hex text to decode
                 cur = conn.execute(self.db.sql(_PULL), params, binary=True)
+                conn.commit()
             rows = cur.fetchall()
         rows.sort(key=lambda r: r[0])
         return [
@@ -348,11 +355,20 @@ class PostgresQueue(Queue):
             }
             work.append((_DEAD_LETTER, params, {r[0]: r[1] for r in letters}))
         done: set[tuple[str, str]] = set()  # (message id, lease token) applied
+        # the ledger rows these settlements may move, read and locked in the same round
+        # trip as the settlements (after them: rows are locked messages first, then
+        # requests, in key order, as every writer does); a settlement found lost leaves
+        # its request's row locked until the commit, and unchanged
+        maybe = ledger_ids([*events, *(e for s in settlements for e in s.events)])
         with self.db.transaction() as conn:
             with conn.pipeline():  # one round trip; the statements run in this order
                 ran = [(conn.execute(self.db.sql(sql), p), tokens) for sql, p, tokens in work]
+                if maybe:
+                    locked = conn.cursor()
+                    lock_requests(self.db, locked, maybe)
             for cur, tokens in ran:
                 done.update((str(r[0]), tokens[int(r[0])]) for r in cur.fetchall())
+            stored = stored_rows(locked) if maybe else {}
             applied: list[Settlement] = []
             lost: list[Settlement] = []
             written: list[Event] = list(events)
@@ -363,7 +379,8 @@ class PostgresQueue(Queue):
                     written.extend(item.events)
                 else:
                     lost.append(item)
-            write_events(self.db, conn, written)
+            # the inserts and the COMMIT in one round trip
+            write_events(self.db, conn, written, stored=stored, commit=True)
         self._note_settled(sum(1 for item in applied if item.action != "nack"))
         return SettleResult(tuple(applied), tuple(lost))
 

@@ -50,6 +50,7 @@ from steadyq.telemetry.store import (
     prune_cut,
     prune_tables,
 )
+from steadyq.telemetry.store_sqlite import _LEDGER_KINDS as _LEDGER_EVENT_KINDS
 from steadyq.telemetry.store_sqlite import prepare_events
 
 if TYPE_CHECKING:
@@ -131,6 +132,11 @@ _REQUEST_COLUMNS = (
     " duration_s, error, created_at, started_at, completed_at, failed_at"
 )
 
+_STORED_REQUESTS = (
+    f"SELECT {_REQUEST_COLUMNS} FROM SQ.requests WHERE request_id = ANY(%b)"
+    " ORDER BY request_id FOR UPDATE"
+)
+
 _dumps = json.JSONEncoder(default=str).encode
 
 
@@ -183,17 +189,37 @@ _LEDGER_KINDS = "ttttfijftffff"
 
 
 def write_events(
-    db: PostgresDatabase, conn: psycopg.Connection[Any], events: Sequence[Event]
+    db: PostgresDatabase,
+    conn: psycopg.Connection[Any],
+    events: Sequence[Event],
+    *,
+    stored: Mapping[str, LedgerRow] | None = None,
+    commit: bool = False,
 ) -> None:
-    """Insert ``events`` and update the derived views, inside the caller's transaction."""
+    """Insert ``events`` and update the derived views, inside the caller's transaction.
+
+    ``stored``: the ledger rows of (at least) these events' requests, already read and
+    locked in this transaction (:func:`lock_requests`); rows it lacks are read here.
+    ``commit``: end the transaction with this write's last round trip (the COMMIT goes
+    in the same pipeline as the inserts; the server runs it only if they all worked).
+    """
     if not events:
+        if commit:
+            conn.commit()
         return
     prepared = prepare_events(events)
     ledger: list[tuple[Any, ...]] = []
     if prepared.changes:
         # the stored rows, locked until this transaction ends, moved by the one rule
-        with conn.cursor() as cur:
-            rows = compose_ledger_rows(prepared.changes, lambda ids: _stored_requests(db, cur, ids))
+        def lookup(ids: Sequence[str]) -> dict[str, LedgerRow]:
+            have = {} if stored is None else {i: stored[i] for i in ids if i in stored}
+            missing = [i for i in ids if i not in have]
+            if missing:
+                with conn.cursor() as cur:
+                    have.update(_stored_requests(db, cur, missing))
+            return have
+
+        rows = compose_ledger_rows(prepared.changes, lookup)
         ledger = sorted((_ledger_params(r) for r in rows.values()), key=lambda p: p[0])
     # one round trip for the rest: the statements still run one after the other
     with conn.pipeline(), conn.cursor() as cur:
@@ -206,6 +232,26 @@ def write_events(
         if prepared.releases:
             releases = sorted(prepared.releases)
             cur.execute(db.sql(_RELEASE_CLAIMS), columns(releases, "tt"))
+        if commit:
+            conn.commit()
+
+
+def ledger_ids(events: Iterable[Event]) -> list[str]:
+    """The requests whose ledger rows a write of ``events`` may move (sorted)."""
+    kinds = _LEDGER_EVENT_KINDS
+    return sorted({e.request_id for e in events if e.request_id is not None and e.kind in kinds})
+
+
+def lock_requests(db: PostgresDatabase, cur: psycopg.Cursor[Any], ids: Sequence[str]) -> None:
+    """Send the read of ``ids``' ledger rows, locked in key order (FOR UPDATE), on
+    ``cur`` (in a pipeline: its answer comes with the pipeline's);
+    :func:`stored_rows` reads the answer."""
+    cur.execute(db.sql(_STORED_REQUESTS), (texts(sorted(ids)),))
+
+
+def stored_rows(cur: psycopg.Cursor[Any]) -> dict[str, LedgerRow]:
+    """The rows :func:`lock_requests` read, by request id."""
+    return {row[0]: list(row) for row in cur.fetchall()}
 
 
 def _stored_requests(
@@ -213,14 +259,8 @@ def _stored_requests(
 ) -> dict[str, LedgerRow]:
     """The stored ledger rows of ``ids`` (LEDGER_COLUMNS order, fields a dict), locked
     (FOR UPDATE, in key order) so that no writer moves them before this write does."""
-    cur.execute(
-        db.sql(
-            f"SELECT {_REQUEST_COLUMNS} FROM SQ.requests WHERE request_id = ANY(%b)"
-            " ORDER BY request_id FOR UPDATE"
-        ),
-        (texts(sorted(ids)),),
-    )
-    return {row[0]: list(row) for row in cur.fetchall()}
+    lock_requests(db, cur, ids)
+    return stored_rows(cur)
 
 
 def _ledger_params(row: LedgerRow) -> tuple[Any, ...]:
@@ -313,7 +353,7 @@ class PostgresStore(EventStore):
     def write(self, events: Sequence[Event]) -> None:
         if events:
             with self.db.transaction() as conn:
-                write_events(self.db, conn, events)
+                write_events(self.db, conn, events, commit=True)
 
     def events(self, where: EventFilter | None = None) -> list[Event]:
         sql, params = events_query(POSTGRES, EVENT_COLUMNS, where or EventFilter())
