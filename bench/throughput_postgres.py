@@ -242,15 +242,15 @@ DELETE FROM SQ.messages WHERE seq IN (
 RECORDED_EVENTS = """
 INSERT INTO SQ.events (ts, kind, severity, sev_rank, execution_id, message_id, request_id,
     attempt, duration_ms, data)
-SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],
-    %s::text[], %s::int[], %s::float8[], %s::text[])
+SELECT * FROM unnest(%b::float8[], %b::text[], %b::text[], %b::int[], %b::text[], %b::text[],
+    %b::text[], %b::int[], %b::float8[], %b::text[])
 """
 RECORDED_LEDGER = """
 INSERT INTO SQ.requests AS r (request_id, status, message_id, execution_id, updated_at,
     attempts, fields, duration_s, created_at, started_at, completed_at)
 SELECT v.request_id, 'completed', v.message_id, v.execution_id, v.t, v.attempts,
     v.fields::jsonb, 0.0, v.t, v.t, v.t
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::int[], %s::text[])
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::int[], %b::text[])
     AS v (request_id, message_id, execution_id, t, attempts, fields)
 ORDER BY v.request_id
 ON CONFLICT (request_id) DO UPDATE SET status = excluded.status,
@@ -265,7 +265,7 @@ def child_raw_recorded(url: str, schema: str, messages: int, seed: int) -> dict[
     """Claim 100, write each message's two events and its ledger row through
     steadyq's schema, delete the claimed rows, commit: per transaction, two round
     trips (the claim, whose bodies the records need; then both inserts and the commit
-    in one pipeline)."""
+    in one pipeline). Arrays go in binary (``%b``), as steadyq sends them."""
     import psycopg
 
     from steadyq._postgres import qualify
@@ -284,38 +284,40 @@ def child_raw_recorded(url: str, schema: str, messages: int, seed: int) -> dict[
         done = 0
         t, c = time.perf_counter(), cpu_s()
         while True:
-            with conn.transaction():
-                rows = conn.execute(claim, (100,)).fetchall()
-                if not rows:
-                    break
-                n = len(rows)
-                ts = now()
-                mids = [str(r[0]) for r in rows]
-                attempts = [r[1] for r in rows]
-                rids, fields, received = [], [], []
-                for r in rows:
-                    body = loads(r[2])
-                    rids.append(body["request_id"])
-                    shown = {"modalities": body.get("modalities")}  # the ledger's fields
-                    fields.append(dumps(shown))
-                    received.append(dumps({"request": shown}))  # as steadyq's event data
-                with conn.pipeline():
-                    conn.execute(
-                        events,
-                        (
-                            [ts] * (2 * n),
-                            ["message.received"] * n + ["message.succeeded"] * n,
-                            ["INFO"] * (2 * n),
-                            [1] * (2 * n),
-                            [execution] * (2 * n),
-                            mids + mids,
-                            rids + rids,
-                            attempts + attempts,
-                            [None] * n + [0.0] * n,
-                            received + [None] * n,
-                        ),
-                    )
-                    conn.execute(ledger, (rids, mids, [execution] * n, [ts] * n, attempts, fields))
+            # one transaction a pass, its COMMIT sent with the inserts
+            rows = conn.execute(claim, (100,)).fetchall()
+            if not rows:
+                conn.rollback()
+                break
+            n = len(rows)
+            ts = now()
+            mids = [str(r[0]) for r in rows]
+            attempts = [r[1] for r in rows]
+            rids, fields, received = [], [], []
+            for r in rows:
+                body = loads(r[2])
+                rids.append(body["request_id"])
+                shown = {"modalities": body.get("modalities")}  # the ledger's fields
+                fields.append(dumps(shown))
+                received.append(dumps({"request": shown}))  # as steadyq's event data
+            with conn.pipeline():
+                conn.execute(
+                    events,
+                    (
+                        [ts] * (2 * n),
+                        ["message.received"] * n + ["message.succeeded"] * n,
+                        ["INFO"] * (2 * n),
+                        [1] * (2 * n),
+                        [execution] * (2 * n),
+                        mids + mids,
+                        rids + rids,
+                        attempts + attempts,
+                        [None] * n + [0.0] * n,
+                        received + [None] * n,
+                    ),
+                )
+                conn.execute(ledger, (rids, mids, [execution] * n, [ts] * n, attempts, fields))
+                conn.commit()
             done += n
         elapsed, cpu = time.perf_counter() - t, cpu_s() - c
         conn.autocommit = True
