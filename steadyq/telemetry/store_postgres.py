@@ -134,10 +134,14 @@ _REQUEST_COLUMNS = (
     " duration_s, error, created_at, started_at, completed_at, failed_at"
 )
 
-_STORED_REQUESTS = (
-    f"SELECT {_REQUEST_COLUMNS} FROM SQ.requests WHERE request_id = ANY(%b)"
-    " ORDER BY request_id FOR UPDATE"
-)
+# the stored ledger rows of sorted ids, locked in that order: one index probe per id,
+# like the lookups above (as "request_id = ANY(ids)", statistics taken while the
+# ledger was empty planned a sequential scan of the whole ledger for every batch)
+_STORED_REQUESTS = f"""
+SELECT x.* FROM unnest(%b::text[]) AS i (id)
+CROSS JOIN LATERAL (SELECT {_REQUEST_COLUMNS} FROM SQ.requests r
+    WHERE r.request_id = i.id FOR UPDATE) AS x
+"""
 
 _dumps = json.JSONEncoder(default=str).encode
 
