@@ -368,7 +368,7 @@ class PostgresQueue(Queue):
                     lock_requests(self.db, locked, maybe)
             for cur, tokens in ran:
                 done.update((str(r[0]), tokens[int(r[0])]) for r in cur.fetchall())
-            stored = stored_rows(locked) if maybe else {}
+            stored = stored_rows(locked, maybe) if maybe else {}
             applied: list[Settlement] = []
             lost: list[Settlement] = []
             written: list[Event] = list(events)

@@ -199,13 +199,14 @@ def write_events(
     conn: psycopg.Connection[Any],
     events: Sequence[Event],
     *,
-    stored: Mapping[str, LedgerRow] | None = None,
+    stored: Mapping[str, LedgerRow | None] | None = None,
     commit: bool = False,
 ) -> None:
     """Insert ``events`` and update the derived views, inside the caller's transaction.
 
     ``stored``: the ledger rows of (at least) these events' requests, already read and
-    locked in this transaction (:func:`lock_requests`); rows it lacks are read here.
+    locked in this transaction (:func:`lock_requests`), None for a request read and
+    found to have none; requests it does not name are read here.
     ``commit``: end the transaction with this write's last round trip (the COMMIT goes
     in the same pipeline as the inserts; the server runs it only if they all worked).
     """
@@ -218,8 +219,9 @@ def write_events(
     if prepared.changes:
         # the stored rows, locked until this transaction ends, moved by the one rule
         def lookup(ids: Sequence[str]) -> dict[str, LedgerRow]:
-            have = {} if stored is None else {i: stored[i] for i in ids if i in stored}
-            missing = [i for i in ids if i not in have]
+            known = {} if stored is None else stored
+            have = {i: row for i in ids if (row := known.get(i)) is not None}
+            missing = [i for i in ids if i not in known]
             if missing:
                 with conn.cursor() as cur:
                     have.update(_stored_requests(db, cur, missing))
@@ -255,9 +257,12 @@ def lock_requests(db: PostgresDatabase, cur: psycopg.Cursor[Any], ids: Sequence[
     cur.execute(db.sql(_STORED_REQUESTS), (texts(sorted(ids)),))
 
 
-def stored_rows(cur: psycopg.Cursor[Any]) -> dict[str, LedgerRow]:
-    """The rows :func:`lock_requests` read, by request id."""
-    return {row[0]: list(row) for row in cur.fetchall()}
+def stored_rows(cur: psycopg.Cursor[Any], ids: Iterable[str] = ()) -> dict[str, LedgerRow | None]:
+    """The rows :func:`lock_requests` read, by request id; each of ``ids`` (those it
+    was asked for) that has no row maps to None."""
+    found: dict[str, LedgerRow | None] = dict.fromkeys(texts(ids))
+    found.update((row[0], list(row)) for row in cur.fetchall())
+    return found
 
 
 def _stored_requests(
@@ -266,7 +271,7 @@ def _stored_requests(
     """The stored ledger rows of ``ids`` (LEDGER_COLUMNS order, fields a dict), locked
     (FOR UPDATE, in key order) so that no writer moves them before this write does."""
     lock_requests(db, cur, ids)
-    return stored_rows(cur)
+    return {k: row for k, row in stored_rows(cur).items() if row is not None}
 
 
 def _ledger_params(row: LedgerRow) -> tuple[Any, ...]:
