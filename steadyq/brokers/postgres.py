@@ -141,6 +141,17 @@ def _seq(message_id: str) -> int | None:
         return None
 
 
+def _vacuum_hot_tables(db: PostgresDatabase) -> None:
+    """VACUUM (and ANALYZE) the queue's hot tables on a connection of its own."""
+    psycopg = import_driver()
+    try:
+        with psycopg.connect(db.url.conninfo, autocommit=True) as conn:
+            # SKIP_LOCKED: another worker's vacuum of the same table is enough
+            conn.execute(db.sql("VACUUM (SKIP_LOCKED, ANALYZE) SQ.messages, SQ.request_claims"))
+    except Exception:  # upkeep only: the next round tries again
+        return
+
+
 class PostgresQueue(Queue):
     """The queue contract on a PostgreSQL schema; see the module docstring."""
 
@@ -396,20 +407,9 @@ class PostgresQueue(Queue):
         if self._settled_since_vacuum >= every and not running:
             self._settled_since_vacuum = 0
             self._vacuum = threading.Thread(
-                target=self._run_vacuum, name="steadyq-vacuum", daemon=True
+                target=_vacuum_hot_tables, args=(self.db,), name="steadyq-vacuum", daemon=True
             )
             self._vacuum.start()
-
-    def _run_vacuum(self) -> None:
-        psycopg = import_driver()
-        try:
-            with psycopg.connect(self.db.url.conninfo, autocommit=True) as conn:
-                # SKIP_LOCKED: another worker's vacuum of the same table is enough
-                conn.execute(
-                    self.db.sql("VACUUM (SKIP_LOCKED, ANALYZE) SQ.messages, SQ.request_claims")
-                )
-        except Exception:  # upkeep only: the next round tries again
-            return
 
     def extend(self, delivery: Delivery, lease_s: float) -> Delivery:
         check_pull_args(1, lease_s)
