@@ -10,7 +10,16 @@ and a fresh schema (procrastinate: a fresh database, since it keeps its tables i
 * ``raw claim 1/tx``: a psycopg 3 loop that claims one row per transaction with
   ``FOR UPDATE SKIP LOCKED`` and deletes it (``DELETE … RETURNING``), decoding the
   JSON body: the least a one-job-at-a-time queue can do;
-* ``raw claim 100/tx``: the same, 100 rows a transaction: the limit of this machine;
+* ``raw claim 100/tx``: the same, 100 rows a transaction: the limit of this machine
+  for a queue that records nothing;
+* ``raw recorded 100/tx``: the least any worker that keeps steadyq's records must do,
+  through steadyq's own schema (made and filled by steadyq's ``publish``, so the same
+  tables and indexes): claim 100 rows with ``FOR UPDATE SKIP LOCKED`` and delete them
+  (one ``DELETE … RETURNING``), decode each body, then insert each message's two events
+  (``message.received`` with the request's ledger fields, ``message.succeeded``) in one
+  multi-row statement and upsert its ledger row as ``completed`` (``ON CONFLICT … WHERE
+  status <> 'completed'``, as steadyq's), commit. No gate, no claim rows, no reading
+  of the ledger first: the ceiling of this design, not a worker;
 * ``steadyq``: ``Worker`` with ``runner="inline"`` and ``drain=True`` on a
   ``postgresql://`` queue whose store shares the database (gate, ledger, events,
   settlement in one transaction per pass);
@@ -26,8 +35,13 @@ on this machine, so every variant ANALYZEs its tables after the bulk publish, as
 operator's autovacuum would, so that no claim plans a sort of every row.
 
 CPU: beside each wall-clock rate, the user+sys CPU time of the consuming process
-(and its children) per message. The server's CPU is not in it (it is the same
-server for every side).
+(and its children) per message, and the server's: the user+sys CPU of the backends
+that served the variant (``/proc/PID/stat`` of each backend process, found by its
+``application_name`` or ``pg_backend_pid()``), per message. The server's background
+processes (WAL writer, checkpointer) are not in it; ``pg_stat_statements`` is not
+loaded on this machine's server (``shared_preload_libraries`` is empty), so the
+backends' own CPU is what is read. WAL bytes per message come from
+``pg_current_wal_lsn()`` before and after (the whole server's: noisy when others write).
 
 Run on demand (not a test):
 
@@ -61,11 +75,12 @@ TARGETS = {
     "ratio_4_workers": 1.5,
     "rejection_p99_ms": 10.0,
 }
-VARIANTS = ("procrastinate", "raw-1", "raw-100", "steadyq", "steadyq-x4")
+VARIANTS = ("procrastinate", "raw-1", "raw-100", "raw-recorded", "steadyq", "steadyq-x4")
 LABELS = {
     "procrastinate": "procrastinate (1 worker)",
     "raw-1": "raw claim 1/tx",
     "raw-100": "raw claim 100/tx",
+    "raw-recorded": "raw recorded 100/tx",
     "steadyq": "steadyq inline, 1 process",
     "steadyq-x4": "steadyq inline, 4 processes",
 }
@@ -86,15 +101,76 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
 
 
-def with_schema(url: str, schema: str) -> str:
+def with_schema(url: str, schema: str, app: str | None = None) -> str:
+    """A steadyq URL on ``schema``; ``app``: the connections' ``application_name``
+    (how the server meter finds their backends; default the schema's name)."""
     parts = urlsplit(conninfo(url))
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, f"schema={schema}", ""))
+    query = f"schema={schema}&application_name={app or schema}"
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
 def cpu_s() -> float:
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds process ``pid`` has run so far (0 once it is gone): the scheduler's
+    own count in ``/proc/PID/schedstat`` (nanoseconds), else utime+stime of
+    ``/proc/PID/stat`` (clock ticks)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def backends_of(conn: Any, application_name: str) -> list[int]:
+    """The backend pids whose ``application_name`` is this one."""
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+class ServerMeter:
+    """The CPU of a set of server backends and the server's WAL, between start and stop.
+
+    Backends that appear after ``start`` count from zero (their start-up is in it: a
+    few ms, nothing per message)."""
+
+    def __init__(self, conn: Any, pids: Any) -> None:
+        self.conn, self.pids = conn, pids  # pids: a callable giving the backends now
+        self.before: dict[int, float] = {}
+        self.lsn0 = ""
+
+    def start(self) -> None:
+        self.before = {pid: proc_cpu_s(pid) for pid in self.pids()}
+        self.lsn0 = self.conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+
+    def stop(self) -> tuple[float, float]:
+        """(backend CPU seconds, WAL bytes) since start."""
+        cpu = sum(proc_cpu_s(pid) - self.before.get(pid, 0.0) for pid in self.pids())
+        (wal,) = self.conn.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (self.lsn0,)
+        ).fetchone()
+        return cpu, float(wal)
+
+
+def per_message(result: dict[str, Any], messages: int, server: tuple[float, float]) -> None:
+    result["server_cpu_s"], result["wal_bytes"] = server
+    result["server_cpu_us"] = server[0] / messages * 1e6 if messages else None
+    result["wal_per_msg"] = server[1] / messages if messages else None
 
 
 def bodies(n: int, seed: int) -> list[bytes]:
@@ -132,6 +208,8 @@ def child_raw(url: str, schema: str, messages: int, per_tx: int, seed: int) -> d
             texts = [b.decode() for b in bodies(messages, seed)]
             cur.executemany("INSERT INTO raw_jobs (body) VALUES (%s::jsonb)", [(t,) for t in texts])
         conn.execute("ANALYZE raw_jobs")
+        meter = ServerMeter(conn, lambda: [conn.info.backend_pid])
+        meter.start()
         conn.autocommit = False
         done = 0
         t, c = time.perf_counter(), cpu_s()
@@ -145,9 +223,111 @@ def child_raw(url: str, schema: str, messages: int, per_tx: int, seed: int) -> d
                 break
             done += len(rows)
         elapsed, cpu = time.perf_counter() - t, cpu_s() - c
+        conn.autocommit = True
+        server = meter.stop()
     if done != messages:
         raise AssertionError(f"raw loop consumed {done} of {messages}")
-    return {"per_s": messages / elapsed, "cpu_us": cpu / messages * 1e6, "ok": True}
+    out = {"per_s": messages / elapsed, "cpu_us": cpu / messages * 1e6, "ok": True}
+    per_message(out, messages, server)
+    return out
+
+
+# The recorded raw loop, on steadyq's own tables (the schema steadyq made, qualified).
+RECORDED_CLAIM = """
+DELETE FROM SQ.messages WHERE seq IN (
+    SELECT seq FROM SQ.messages WHERE visible_at <= extract(epoch FROM statement_timestamp())
+    ORDER BY visible_at, seq LIMIT %s FOR UPDATE SKIP LOCKED
+) RETURNING seq, attempts, body
+"""
+RECORDED_EVENTS = """
+INSERT INTO SQ.events (ts, kind, severity, sev_rank, execution_id, message_id, request_id,
+    attempt, duration_ms, data)
+SELECT * FROM unnest(%b::float8[], %b::text[], %b::text[], %b::int[], %b::text[], %b::text[],
+    %b::text[], %b::int[], %b::float8[], %b::text[])
+"""
+RECORDED_LEDGER = """
+INSERT INTO SQ.requests AS r (request_id, status, message_id, execution_id, updated_at,
+    attempts, fields, duration_s, created_at, started_at, completed_at)
+SELECT v.request_id, 'completed', v.message_id, v.execution_id, v.t, v.attempts,
+    v.fields::jsonb, 0.0, v.t, v.t, v.t
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::int[], %b::text[])
+    AS v (request_id, message_id, execution_id, t, attempts, fields)
+ORDER BY v.request_id
+ON CONFLICT (request_id) DO UPDATE SET status = excluded.status,
+    message_id = excluded.message_id, execution_id = excluded.execution_id,
+    updated_at = excluded.updated_at, attempts = excluded.attempts, fields = excluded.fields,
+    duration_s = excluded.duration_s, completed_at = excluded.completed_at
+WHERE r.status <> 'completed'
+"""
+
+
+def child_raw_recorded(url: str, schema: str, messages: int, seed: int) -> dict[str, Any]:
+    """Claim 100, write each message's two events and its ledger row through
+    steadyq's schema, delete the claimed rows, commit: per transaction, two round
+    trips (the claim, whose bodies the records need; then both inserts and the commit
+    in one pipeline). Arrays go in binary (``%b``), as steadyq sends them."""
+    import psycopg
+
+    from steadyq._postgres import qualify
+
+    surl = with_schema(url, schema)
+    child_publish(surl, messages, seed)  # steadyq makes its schema and fills the queue
+    claim, events, ledger = (
+        qualify(q, schema) for q in (RECORDED_CLAIM, RECORDED_EVENTS, RECORDED_LEDGER)
+    )
+    execution = uuid.uuid4().hex[:16]
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        meter = ServerMeter(conn, lambda: [conn.info.backend_pid])
+        meter.start()
+        conn.autocommit = False
+        loads, dumps, now = json.loads, json.dumps, time.time
+        done = 0
+        t, c = time.perf_counter(), cpu_s()
+        while True:
+            # one transaction a pass, its COMMIT sent with the inserts
+            rows = conn.execute(claim, (100,)).fetchall()
+            if not rows:
+                conn.rollback()
+                break
+            n = len(rows)
+            ts = now()
+            mids = [str(r[0]) for r in rows]
+            attempts = [r[1] for r in rows]
+            rids, fields, received = [], [], []
+            for r in rows:
+                body = loads(r[2])
+                rids.append(body["request_id"])
+                shown = {"modalities": body.get("modalities")}  # the ledger's fields
+                fields.append(dumps(shown))
+                received.append(dumps({"request": shown}))  # as steadyq's event data
+            with conn.pipeline():
+                conn.execute(
+                    events,
+                    (
+                        [ts] * (2 * n),
+                        ["message.received"] * n + ["message.succeeded"] * n,
+                        ["INFO"] * (2 * n),
+                        [1] * (2 * n),
+                        [execution] * (2 * n),
+                        mids + mids,
+                        rids + rids,
+                        attempts + attempts,
+                        [None] * n + [0.0] * n,
+                        received + [None] * n,
+                    ),
+                )
+                conn.execute(ledger, (rids, mids, [execution] * n, [ts] * n, attempts, fields))
+                conn.commit()
+            done += n
+        elapsed, cpu = time.perf_counter() - t, cpu_s() - c
+        conn.autocommit = True
+        server = meter.stop()
+        (events_n,) = conn.execute(qualify("SELECT count(*) FROM SQ.events", schema)).fetchone()
+    if done != messages or events_n != 2 * messages:
+        raise AssertionError(f"recorded raw loop: {done} of {messages}, {events_n} events")
+    out = {"per_s": messages / elapsed, "cpu_us": cpu / messages * 1e6, "ok": True}
+    per_message(out, messages, server)
+    return out
 
 
 # -- procrastinate -------------------------------------------------------------------
@@ -224,6 +404,8 @@ def child_publish(url: str, messages: int, seed: int) -> dict[str, Any]:
 def child_steadyq(url: str, messages: int | None, start_at: float) -> dict[str, Any]:
     """Drain with one inline Worker. ``messages``: verify exactly that many succeeded
     (one process); ``None``: one of several, report counts only."""
+    import psycopg
+
     from steadyq.brokers import open_queue, store_for
     from steadyq.content.schema import ContentRequest
     from steadyq.worker import ExitCode, Worker, WorkerOptions
@@ -231,6 +413,10 @@ def child_steadyq(url: str, messages: int | None, start_at: float) -> dict[str, 
     while time.time() < start_at:  # the x4 processes start together
         time.sleep(0.005)
     queue = open_queue(url)
+    name = dict(p.split("=", 1) for p in urlsplit(url).query.split("&"))["application_name"]
+    admin_conn = psycopg.connect(conninfo(url), autocommit=True)
+    meter = ServerMeter(admin_conn, lambda: backends_of(admin_conn, name))
+    meter.start()
     try:
         options = WorkerOptions(
             handler="steadyq.handlers:noop",
@@ -252,10 +438,12 @@ def child_steadyq(url: str, messages: int | None, start_at: float) -> dict[str, 
                 and (stats.ready, stats.in_flight, stats.delayed, stats.dead_lettered)
                 == (0, 0, 0, 0)
             )
+        server = meter.stop()
     finally:
         queue.close()
+        admin_conn.close()
     n = counts.get("succeeded", 0)
-    return {
+    out = {
         "per_s": (n / elapsed) if elapsed else 0.0,
         "cpu_s": cpu,
         "cpu_us": cpu / n * 1e6 if n else None,
@@ -265,6 +453,8 @@ def child_steadyq(url: str, messages: int | None, start_at: float) -> dict[str, 
         "ok": ok,
         "detail": result.detail,
     }
+    per_message(out, n, server)
+    return out
 
 
 def child_rejections(url: str, messages: int, seed: int) -> dict[str, Any]:
@@ -354,6 +544,8 @@ def run_variant(variant: str, args: argparse.Namespace, seed: int) -> dict[str, 
             admin(args.url, f"DROP DATABASE IF EXISTS {tag} WITH (FORCE)")
     admin(args.url, f"CREATE SCHEMA {tag}")
     try:
+        if variant == "raw-recorded":
+            return spawn("raw-recorded", args.url, tag, str(n), str(seed))
         if variant in ("raw-1", "raw-100"):
             per_tx = "1" if variant == "raw-1" else "100"
             return spawn("raw", args.url, tag, str(n), per_tx, str(seed))
@@ -371,7 +563,7 @@ def run_variant(variant: str, args: argparse.Namespace, seed: int) -> dict[str, 
                     os.path.abspath(__file__),
                     "--child",
                     "steadyq",
-                    url,
+                    with_schema(args.url, tag, f"{tag}_{i}"),
                     "-",
                     str(start_at),
                 ],
@@ -379,7 +571,7 @@ def run_variant(variant: str, args: argparse.Namespace, seed: int) -> dict[str, 
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            for _ in range(4)
+            for i in range(4)
         ]
         results = []
         for p in procs:
@@ -392,6 +584,10 @@ def run_variant(variant: str, args: argparse.Namespace, seed: int) -> dict[str, 
         return {
             "per_s": total / span,
             "cpu_us": sum(r["cpu_s"] for r in results) / total * 1e6 if total else None,
+            "server_cpu_us": (
+                sum(r["server_cpu_s"] for r in results) / total * 1e6 if total else None
+            ),
+            "wal_per_msg": max(r["wal_bytes"] for r in results) / total if total else None,
             "split": [r["succeeded"] for r in results],
             "ok": total == n and all(r["ok"] for r in results),
         }
@@ -416,6 +612,8 @@ def child_main(argv: list[str]) -> int:
     what, rest = argv[0], argv[1:]
     if what == "raw":
         out = child_raw(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]))
+    elif what == "raw-recorded":
+        out = child_raw_recorded(rest[0], rest[1], int(rest[2]), int(rest[3]))
     elif what == "procrastinate":
         out = child_procrastinate(rest[0], rest[1], int(rest[2]), int(rest[3]))
     elif what == "publish":
@@ -470,9 +668,11 @@ def main(argv: list[str] | None = None) -> int:
     rej = rejection_run(args)
 
     rate = {v: med([f["per_s"] for f in figures[v]]) for v in variants}
-    cpu = {
-        v: med([f["cpu_us"] for f in figures[v] if f.get("cpu_us") is not None]) for v in variants
-    }
+
+    def med_of(key: str) -> dict[str, float]:
+        return {v: med([f[key] for f in figures[v] if f.get(key) is not None]) for v in variants}
+
+    cpu, server_cpu, wal = med_of("cpu_us"), med_of("server_cpu_us"), med_of("wal_per_msg")
 
     def whole(value: float | None) -> int | None:
         return None if value is None or value != value else round(value)
@@ -482,12 +682,20 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"PostgreSQL {version}, synchronous_commit={sync}; {args.messages:,} no-op messages,")
     print(
-        f"medians of {args.rounds} interleaved rounds (CPU: the consuming process, not the server)"
+        f"medians of {args.rounds} interleaved rounds (CPU per message: the consuming"
+        " process; its server backends; WAL bytes)"
     )
     print()
-    print(f"{'variant':32} {'msg/s':>10} {'CPU µs/msg':>11}")
+
+    def shown(value: float) -> str:
+        return "-" if value != value else f"{value:,.0f}"
+
+    print(f"{'variant':32} {'msg/s':>10} {'client µs':>10} {'server µs':>10} {'WAL B':>8}")
     for v in variants:
-        print(f"{LABELS[v]:32} {rate[v]:>10,.0f} {cpu[v]:>11,.0f}")
+        print(
+            f"{LABELS[v]:32} {rate[v]:>10,.0f} {shown(cpu[v]):>10} {shown(server_cpu[v]):>10}"
+            f" {shown(wal[v]):>8}"
+        )
     print()
     summary = {
         "steadyq_per_s": whole(rate.get("steadyq")),
@@ -495,12 +703,19 @@ def main(argv: list[str] | None = None) -> int:
         "procrastinate_per_s": whole(rate.get("procrastinate")),
         "raw_claim_per_s": whole(rate.get("raw-1")),
         "raw_batch_per_s": whole(rate.get("raw-100")),
+        "raw_batch_recorded_per_s": whole(rate.get("raw-recorded")),
         "ratio_procrastinate": ratio("steadyq", "procrastinate"),
         "ratio_raw_batch": ratio("steadyq", "raw-100"),
+        "ratio_raw_batch_recorded": ratio("steadyq", "raw-recorded"),
         "ratio_4_workers": ratio("steadyq-x4", "steadyq"),
         "rejection_p50_ms": round(rej["p50_ms"], 2),
         "rejection_p99_ms": round(rej["p99_ms"], 2),
         "cpu_us_per_msg": whole(cpu.get("steadyq")),
+        "server_cpu_us_per_msg": whole(server_cpu.get("steadyq")),
+        "server_cpu_us_per_msg_4_workers": whole(server_cpu.get("steadyq-x4")),
+        "raw_batch_server_cpu_us_per_msg": whole(server_cpu.get("raw-100")),
+        "raw_recorded_server_cpu_us_per_msg": whole(server_cpu.get("raw-recorded")),
+        "raw_recorded_cpu_us_per_msg": whole(cpu.get("raw-recorded")),
         "procrastinate_cpu_us_per_msg": whole(cpu.get("procrastinate")),
         "synchronous_commit": sync,
         "messages": args.messages,

@@ -57,7 +57,13 @@ from steadyq.brokers.base import (
 )
 from steadyq.errors import LeaseLost, NotFound
 from steadyq.telemetry.events import Event
-from steadyq.telemetry.store_postgres import PostgresStore, write_events
+from steadyq.telemetry.store_postgres import (
+    PostgresStore,
+    ledger_ids,
+    lock_requests,
+    stored_rows,
+    write_events,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -86,14 +92,14 @@ _INDEX_ONLY = (
 _PUBLISH = f"""
 INSERT INTO SQ.messages (body, attributes, published_at, visible_at, replays)
 SELECT b, a, {DB_NOW}, {DB_NOW}, r
-FROM unnest(%(bodies)s::bytea[], %(attrs)s::text[], %(replays)s::int[]) WITH ORDINALITY
+FROM unnest(%(bodies)b::bytea[], %(attrs)b::text[], %(replays)b::int[]) WITH ORDINALITY
     AS v (b, a, r, i)
 ORDER BY i
 RETURNING seq
 """
 
 _ACK = """
-DELETE FROM SQ.messages m USING unnest(%s::bigint[], %s::text[]) AS v (seq, token)
+DELETE FROM SQ.messages m USING unnest(%b::bigint[], %b::text[]) AS v (seq, token)
 WHERE m.seq = v.seq AND m.lease_token = v.token
 RETURNING m.seq
 """
@@ -101,8 +107,8 @@ RETURNING m.seq
 _NACK = f"""
 UPDATE SQ.messages m SET lease_token = NULL, visible_at = {DB_NOW} + v.delay,
     last_error = COALESCE(v.error, m.last_error), runs = m.runs + v.ran
-FROM unnest(%(seqs)s::bigint[], %(tokens)s::text[], %(delays)s::float8[], %(errors)s::text[],
-    %(ran)s::int[]) AS v (seq, token, delay, error, ran)
+FROM unnest(%(seqs)b::bigint[], %(tokens)b::text[], %(delays)b::float8[], %(errors)b::text[],
+    %(ran)b::int[]) AS v (seq, token, delay, error, ran)
 WHERE m.seq = v.seq AND m.lease_token = v.token
 RETURNING m.seq
 """
@@ -110,8 +116,8 @@ RETURNING m.seq
 _DEAD_LETTER = f"""
 WITH gone AS (
     DELETE FROM SQ.messages m
-    USING unnest(%(seqs)s::bigint[], %(tokens)s::text[], %(request_ids)s::text[],
-        %(reasons)s::text[], %(details)s::text[]) AS v (seq, token, request_id, reason, detail)
+    USING unnest(%(seqs)b::bigint[], %(tokens)b::text[], %(request_ids)b::text[],
+        %(reasons)b::text[], %(details)b::text[]) AS v (seq, token, request_id, reason, detail)
     WHERE m.seq = v.seq AND m.lease_token = v.token
     RETURNING m.seq, m.body, m.attributes, m.published_at, m.attempts, m.replays, v.request_id,
         v.reason, v.detail
@@ -133,6 +139,17 @@ def _seq(message_id: str) -> int | None:
         return int(message_id)
     except ValueError:
         return None
+
+
+def _vacuum_hot_tables(db: PostgresDatabase) -> None:
+    """VACUUM (and ANALYZE) the queue's hot tables on a connection of its own."""
+    psycopg = import_driver()
+    try:
+        with psycopg.connect(db.url.conninfo, autocommit=True) as conn:
+            # SKIP_LOCKED: another worker's vacuum of the same table is enough
+            conn.execute(db.sql("VACUUM (SKIP_LOCKED, ANALYZE) SQ.messages, SQ.request_claims"))
+    except Exception:  # upkeep only: the next round tries again
+        return
 
 
 class PostgresQueue(Queue):
@@ -216,9 +233,11 @@ class PostgresQueue(Queue):
         until = self._local() + lease_s  # on the caller's clock, from before the request
         params = {"token": token, "lease": float(lease_s), "n": max_messages, "now": self._now()}
         with self.db.transaction() as conn:
-            with conn.pipeline():  # one round trip for both statements
+            with conn.pipeline():  # one round trip for both statements and the COMMIT
                 conn.execute(_INDEX_ONLY)
-                cur = conn.execute(self.db.sql(_PULL), params)
+                # binary results: the bodies come as bytes, not hex text to decode
+                cur = conn.execute(self.db.sql(_PULL), params, binary=True)
+                conn.commit()
             rows = cur.fetchall()
         rows.sort(key=lambda r: r[0])
         return [
@@ -347,11 +366,20 @@ class PostgresQueue(Queue):
             }
             work.append((_DEAD_LETTER, params, {r[0]: r[1] for r in letters}))
         done: set[tuple[str, str]] = set()  # (message id, lease token) applied
+        # the ledger rows these settlements may move, read and locked in the same round
+        # trip as the settlements (after them: rows are locked messages first, then
+        # requests, in key order, as every writer does); a settlement found lost leaves
+        # its request's row locked until the commit, and unchanged
+        maybe = ledger_ids([*events, *(e for s in settlements for e in s.events)])
         with self.db.transaction() as conn:
             with conn.pipeline():  # one round trip; the statements run in this order
                 ran = [(conn.execute(self.db.sql(sql), p), tokens) for sql, p, tokens in work]
+                if maybe:
+                    locked = conn.cursor()
+                    lock_requests(self.db, locked, maybe)
             for cur, tokens in ran:
                 done.update((str(r[0]), tokens[int(r[0])]) for r in cur.fetchall())
+            stored = stored_rows(locked, maybe) if maybe else {}
             applied: list[Settlement] = []
             lost: list[Settlement] = []
             written: list[Event] = list(events)
@@ -362,7 +390,8 @@ class PostgresQueue(Queue):
                     written.extend(item.events)
                 else:
                     lost.append(item)
-            write_events(self.db, conn, written)
+            # the inserts and the COMMIT in one round trip
+            write_events(self.db, conn, written, stored=stored, commit=True)
         self._note_settled(sum(1 for item in applied if item.action != "nack"))
         return SettleResult(tuple(applied), tuple(lost))
 
@@ -378,20 +407,9 @@ class PostgresQueue(Queue):
         if self._settled_since_vacuum >= every and not running:
             self._settled_since_vacuum = 0
             self._vacuum = threading.Thread(
-                target=self._run_vacuum, name="steadyq-vacuum", daemon=True
+                target=_vacuum_hot_tables, args=(self.db,), name="steadyq-vacuum", daemon=True
             )
             self._vacuum.start()
-
-    def _run_vacuum(self) -> None:
-        psycopg = import_driver()
-        try:
-            with psycopg.connect(self.db.url.conninfo, autocommit=True) as conn:
-                # SKIP_LOCKED: another worker's vacuum of the same table is enough
-                conn.execute(
-                    self.db.sql("VACUUM (SKIP_LOCKED, ANALYZE) SQ.messages, SQ.request_claims")
-                )
-        except Exception:  # upkeep only: the next round tries again
-            return
 
     def extend(self, delivery: Delivery, lease_s: float) -> Delivery:
         check_pull_args(1, lease_s)
@@ -485,7 +503,7 @@ class PostgresQueue(Queue):
             )
             if go:
                 conn.execute(
-                    self.db.sql("DELETE FROM SQ.dead_letters WHERE message_id = ANY(%s)"),
+                    self.db.sql("DELETE FROM SQ.dead_letters WHERE message_id = ANY(%b)"),
                     ([x.message_id for x in go],),
                 )
             chosen = {x.message_id for x in go}

@@ -19,6 +19,7 @@ worker processes on many hosts write at once, so
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -32,6 +33,7 @@ from steadyq._postgres import (
     clean_text,
 )
 from steadyq._sql import OUTCOME_KINDS_SQL, POSTGRES, events_query, requests_query
+from steadyq.errors import BackendError
 from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import (
     CLAIM_BUSY,
@@ -50,6 +52,7 @@ from steadyq.telemetry.store import (
     prune_cut,
     prune_tables,
 )
+from steadyq.telemetry.store_sqlite import _LEDGER_KINDS as _LEDGER_EVENT_KINDS
 from steadyq.telemetry.store_sqlite import prepare_events
 
 if TYPE_CHECKING:
@@ -66,8 +69,8 @@ EVENT_COLUMNS = (
 _INSERT_EVENTS = """
 INSERT INTO SQ.events (ts, kind, severity, sev_rank, message, execution_id, message_id,
     request_id, attempt, reason, duration_ms, data)
-SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],
-    %s::text[], %s::text[], %s::int[], %s::text[], %s::float8[], %s::text[])
+SELECT * FROM unnest(%b::float8[], %b::text[], %b::text[], %b::int[], %b::text[], %b::text[],
+    %b::text[], %b::text[], %b::int[], %b::text[], %b::float8[], %b::text[])
 """
 
 # the ledger rows as the one rule composed them (store.move_ledger_row, in Python),
@@ -80,9 +83,9 @@ INSERT INTO SQ.requests AS r (request_id, status, message_id, execution_id, upda
 SELECT v.request_id, v.status, v.message_id, v.execution_id, v.updated_at, v.attempts,
     v.fields::jsonb, v.duration_s, v.error, v.created_at, v.started_at, v.completed_at,
     v.failed_at
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::int[],
-    %s::text[], %s::float8[], %s::text[], %s::float8[], %s::float8[], %s::float8[],
-    %s::float8[]) AS v (request_id, status, message_id, execution_id, updated_at, attempts,
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::int[],
+    %b::text[], %b::float8[], %b::text[], %b::float8[], %b::float8[], %b::float8[],
+    %b::float8[]) AS v (request_id, status, message_id, execution_id, updated_at, attempts,
     fields, duration_s, error, created_at, started_at, completed_at, failed_at)
 ORDER BY v.request_id
 ON CONFLICT (request_id) DO UPDATE SET
@@ -96,7 +99,7 @@ WHERE r.status <> 'completed'
 """
 
 _RELEASE_CLAIMS = """
-DELETE FROM SQ.request_claims c USING unnest(%s::text[], %s::text[]) AS v (request_id, owner)
+DELETE FROM SQ.request_claims c USING unnest(%b::text[], %b::text[]) AS v (request_id, owner)
 WHERE c.request_id = v.request_id AND c.owner = v.owner
 """
 
@@ -105,14 +108,14 @@ WHERE c.request_id = v.request_id AND c.owner = v.owner
 # autovacuum off, a plan built on "the table is tiny" or "few rows match" would read
 # the whole ledger (or every outcome event) for each batch.
 _COMPLETED_OF = """
-SELECT i.id FROM unnest(%s::text[]) AS i (id)
+SELECT i.id FROM unnest(%b::text[]) AS i (id)
 CROSS JOIN LATERAL (SELECT 1 FROM SQ.requests r
     WHERE r.request_id = i.id AND r.status = 'completed' OFFSET 0) AS x
 """
 
 _CLAIM = f"""
 INSERT INTO SQ.request_claims AS c (request_id, owner, until)
-SELECT id, %(owner)s, {DB_NOW} + %(hold)s FROM unnest(%(ids)s::text[]) AS id ORDER BY id
+SELECT id, %(owner)s, {DB_NOW} + %(hold)s FROM unnest(%(ids)b::text[]) AS id ORDER BY id
 ON CONFLICT (request_id) DO UPDATE SET owner = excluded.owner, until = excluded.until
 WHERE c.owner = excluded.owner OR c.until <= {DB_NOW}
 RETURNING request_id
@@ -120,7 +123,7 @@ RETURNING request_id
 
 # the WHERE repeats the partial index's condition, so the index answers each probe
 _OUTCOMES_OF = f"""
-SELECT {EVENT_COLUMNS} FROM unnest(%s::text[]) AS i (mid)
+SELECT {EVENT_COLUMNS} FROM unnest(%b::text[]) AS i (mid)
 CROSS JOIN LATERAL (SELECT *, id AS event_id FROM SQ.events
     WHERE message_id = i.mid AND {OUTCOME_KINDS_SQL} OFFSET 0) AS e
 ORDER BY ts, event_id
@@ -130,6 +133,15 @@ _REQUEST_COLUMNS = (
     "request_id, status, updated_at, message_id, execution_id, attempts, fields,"
     " duration_s, error, created_at, started_at, completed_at, failed_at"
 )
+
+# the stored ledger rows of sorted ids, locked in that order: one index probe per id,
+# like the lookups above (as "request_id = ANY(ids)", statistics taken while the
+# ledger was empty planned a sequential scan of the whole ledger for every batch)
+_STORED_REQUESTS = f"""
+SELECT x.* FROM unnest(%b::text[]) AS i (id)
+CROSS JOIN LATERAL (SELECT {_REQUEST_COLUMNS} FROM SQ.requests r
+    WHERE r.request_id = i.id FOR UPDATE) AS x
+"""
 
 _dumps = json.JSONEncoder(default=str).encode
 
@@ -159,7 +171,23 @@ def columns(rows: Sequence[Sequence[Any]], kinds: str) -> list[list[Any]]:
     per column, ``f`` float8, ``i`` integer, ``t`` text, ``j`` JSON text for jsonb, and
     each value is made that type (an array takes one type: an int among floats would
     not be sent) and cleaned of what PostgreSQL refuses (a NUL, a lone surrogate)."""
-    return [[_as(kind, row[i]) for row in rows] for i, kind in enumerate(kinds)]
+    return [_column([row[i] for row in rows], kind) for i, kind in enumerate(kinds)]
+
+
+def _column(values: list[Any], kind: str) -> list[Any]:
+    if kind == "t":
+        # the common case (ASCII text without a NUL) as it is, without a call per value
+        return [
+            v
+            if v is None or (v.__class__ is str and v.isascii() and "\x00" not in v)
+            else _as(kind, v)
+            for v in values
+        ]
+    if kind == "f":
+        return [v if v is None or v.__class__ is float else float(v) for v in values]
+    if kind == "i":
+        return [v if v is None or v.__class__ is int else int(v) for v in values]
+    return [_as(kind, v) for v in values]
 
 
 _EVENT_KINDS = "fttittttitft"
@@ -167,17 +195,39 @@ _LEDGER_KINDS = "ttttfijftffff"
 
 
 def write_events(
-    db: PostgresDatabase, conn: psycopg.Connection[Any], events: Sequence[Event]
+    db: PostgresDatabase,
+    conn: psycopg.Connection[Any],
+    events: Sequence[Event],
+    *,
+    stored: Mapping[str, LedgerRow | None] | None = None,
+    commit: bool = False,
 ) -> None:
-    """Insert ``events`` and update the derived views, inside the caller's transaction."""
+    """Insert ``events`` and update the derived views, inside the caller's transaction.
+
+    ``stored``: the ledger rows of (at least) these events' requests, already read and
+    locked in this transaction (:func:`lock_requests`), None for a request read and
+    found to have none; requests it does not name are read here.
+    ``commit``: end the transaction with this write's last round trip (the COMMIT goes
+    in the same pipeline as the inserts; the server runs it only if they all worked).
+    """
     if not events:
+        if commit:
+            conn.commit()
         return
     prepared = prepare_events(events)
     ledger: list[tuple[Any, ...]] = []
     if prepared.changes:
         # the stored rows, locked until this transaction ends, moved by the one rule
-        with conn.cursor() as cur:
-            rows = compose_ledger_rows(prepared.changes, lambda ids: _stored_requests(db, cur, ids))
+        def lookup(ids: Sequence[str]) -> dict[str, LedgerRow]:
+            known = {} if stored is None else stored
+            have = {i: row for i in ids if (row := known.get(i)) is not None}
+            missing = [i for i in ids if i not in known]
+            if missing:
+                with conn.cursor() as cur:
+                    have.update(_stored_requests(db, cur, missing))
+            return have
+
+        rows = compose_ledger_rows(prepared.changes, lookup)
         ledger = sorted((_ledger_params(r) for r in rows.values()), key=lambda p: p[0])
     # one round trip for the rest: the statements still run one after the other
     with conn.pipeline(), conn.cursor() as cur:
@@ -190,6 +240,29 @@ def write_events(
         if prepared.releases:
             releases = sorted(prepared.releases)
             cur.execute(db.sql(_RELEASE_CLAIMS), columns(releases, "tt"))
+        if commit:
+            conn.commit()
+
+
+def ledger_ids(events: Iterable[Event]) -> list[str]:
+    """The requests whose ledger rows a write of ``events`` may move (sorted)."""
+    kinds = _LEDGER_EVENT_KINDS
+    return sorted({e.request_id for e in events if e.request_id is not None and e.kind in kinds})
+
+
+def lock_requests(db: PostgresDatabase, cur: psycopg.Cursor[Any], ids: Sequence[str]) -> None:
+    """Send the read of ``ids``' ledger rows, locked in key order (FOR UPDATE), on
+    ``cur`` (in a pipeline: its answer comes with the pipeline's);
+    :func:`stored_rows` reads the answer."""
+    cur.execute(db.sql(_STORED_REQUESTS), (texts(sorted(ids)),))
+
+
+def stored_rows(cur: psycopg.Cursor[Any], ids: Iterable[str] = ()) -> dict[str, LedgerRow | None]:
+    """The rows :func:`lock_requests` read, by request id; each of ``ids`` (those it
+    was asked for) that has no row maps to None."""
+    found: dict[str, LedgerRow | None] = dict.fromkeys(texts(ids))
+    found.update((row[0], list(row)) for row in cur.fetchall())
+    return found
 
 
 def _stored_requests(
@@ -197,14 +270,8 @@ def _stored_requests(
 ) -> dict[str, LedgerRow]:
     """The stored ledger rows of ``ids`` (LEDGER_COLUMNS order, fields a dict), locked
     (FOR UPDATE, in key order) so that no writer moves them before this write does."""
-    cur.execute(
-        db.sql(
-            f"SELECT {_REQUEST_COLUMNS} FROM SQ.requests WHERE request_id = ANY(%s)"
-            " ORDER BY request_id FOR UPDATE"
-        ),
-        (texts(sorted(ids)),),
-    )
-    return {row[0]: list(row) for row in cur.fetchall()}
+    lock_requests(db, cur, ids)
+    return {k: row for k, row in stored_rows(cur).items() if row is not None}
 
 
 def _ledger_params(row: LedgerRow) -> tuple[Any, ...]:
@@ -297,7 +364,7 @@ class PostgresStore(EventStore):
     def write(self, events: Sequence[Event]) -> None:
         if events:
             with self.db.transaction() as conn:
-                write_events(self.db, conn, events)
+                write_events(self.db, conn, events, commit=True)
 
     def events(self, where: EventFilter | None = None) -> list[Event]:
         sql, params = events_query(POSTGRES, EVENT_COLUMNS, where or EventFilter())
@@ -385,15 +452,15 @@ class PostgresStore(EventStore):
                 # then the ledger, in a statement of its own (a snapshot taken after the
                 # claim went in): a completion committed meanwhile is seen
                 completed = conn.execute(self.db.sql(_COMPLETED_OF), (ids,))
+                conn.commit()
             taken = {r[0] for r in claimed.fetchall()}
             done = {r[0] for r in completed.fetchall()}
-            if done & taken:
-                conn.execute(
-                    self.db.sql(
-                        "DELETE FROM SQ.request_claims WHERE request_id = ANY(%s) AND owner = %s"
-                    ),
-                    (sorted(done & taken), owner),
-                )
+        if done & taken:
+            # claims taken on completed requests are not needed: given back at once
+            # (rare: a copy of a request completed elsewhere). Should that fail, they
+            # lapse by themselves; a copy meanwhile waits, then finds the completion.
+            with contextlib.suppress(BackendError):
+                self.release_claims(sorted(done & taken), owner)
         return {
             r: CLAIM_COMPLETED if k in done else CLAIMED if k in taken else CLAIM_BUSY
             for r, k in asked.items()
@@ -408,7 +475,7 @@ class PostgresStore(EventStore):
             conn.execute(
                 self.db.sql(
                     f"UPDATE SQ.request_claims c SET until = {DB_NOW} + %(hold)s"
-                    " FROM unnest(%(ids)s::text[]) AS v (id)"
+                    " FROM unnest(%(ids)b::text[]) AS v (id)"
                     " WHERE c.request_id = v.id AND c.owner = %(owner)s"
                 ),
                 {"ids": ids, "owner": owner, "hold": until - time.time(), "now": None},
@@ -430,7 +497,7 @@ class PostgresStore(EventStore):
             rows = conn.execute(
                 self.db.sql(
                     "INSERT INTO SQ.broker_attempts AS b (key, attempts, updated_at)"
-                    f" SELECT k, 1, {DB_NOW} FROM unnest(%(keys)s::text[]) AS k ORDER BY k"
+                    f" SELECT k, 1, {DB_NOW} FROM unnest(%(keys)b::text[]) AS k ORDER BY k"
                     " ON CONFLICT (key) DO UPDATE SET attempts = b.attempts + 1,"
                     " updated_at = excluded.updated_at RETURNING key, attempts, last_error, runs"
                 ),
@@ -445,7 +512,7 @@ class PostgresStore(EventStore):
         with self.db.reading() as conn:
             rows = conn.execute(
                 self.db.sql(
-                    "SELECT b.key, b.attempts FROM unnest(%s::text[]) AS i (k)"
+                    "SELECT b.key, b.attempts FROM unnest(%b::text[]) AS i (k)"
                     " CROSS JOIN LATERAL (SELECT key, attempts FROM SQ.broker_attempts"
                     " WHERE key = i.k OFFSET 0) AS b"
                 ),
@@ -467,7 +534,7 @@ class PostgresStore(EventStore):
                 cur.execute(
                     self.db.sql(
                         "UPDATE SQ.broker_attempts b SET last_error = v.error"
-                        " FROM unnest(%s::text[], %s::text[]) AS v (key, error)"
+                        " FROM unnest(%b::text[], %b::text[]) AS v (key, error)"
                         " WHERE b.key = v.key"
                     ),
                     columns(noted, "tt"),
@@ -476,7 +543,7 @@ class PostgresStore(EventStore):
                 cur.execute(
                     self.db.sql(
                         "UPDATE SQ.broker_attempts b SET runs = b.runs + v.n"
-                        " FROM (SELECT k, count(*) AS n FROM unnest(%s::text[]) AS k GROUP BY k)"
+                        " FROM (SELECT k, count(*) AS n FROM unnest(%b::text[]) AS k GROUP BY k)"
                         " AS v (key, n) WHERE b.key = v.key"
                     ),
                     (sorted(ran),),
@@ -484,7 +551,7 @@ class PostgresStore(EventStore):
             if forget:
                 cur.execute(
                     self.db.sql(
-                        "DELETE FROM SQ.broker_attempts b USING unnest(%s::text[]) AS v (k)"
+                        "DELETE FROM SQ.broker_attempts b USING unnest(%b::text[]) AS v (k)"
                         " WHERE b.key = v.k"
                     ),
                     (sorted(forget),),

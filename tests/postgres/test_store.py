@@ -256,7 +256,8 @@ def test_queue_and_store_share_one_schema(pg_url: str) -> None:
 
 def test_key_lookups_probe_the_index_whatever_the_statistics_say(pg_url: str) -> None:
     """Autovacuum is off on the machine's server: tables analyzed while empty, then
-    filled. The per-batch lookups (completed, claims, outcomes, attempt counts) must
+    filled. The per-batch lookups (completed, claims, outcomes, attempt counts, the
+    ledger rows a write moves) must
     still probe an index per id, never read the whole ledger or every outcome."""
     from steadyq.telemetry import store_postgres as sp
 
@@ -282,6 +283,7 @@ def test_key_lookups_probe_the_index_whatever_the_statistics_say(pg_url: str) ->
             for sql, params in (
                 (sp._COMPLETED_OF, (ids,)),
                 (sp._OUTCOMES_OF, ([str(i) for i in range(100)],)),
+                (sp._STORED_REQUESTS, (sorted(ids),)),  # a settlement's ledger read
             ):
                 plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + db.sql(sql), params))
                 assert "Seq Scan" not in plan and "Hash" not in plan, plan
