@@ -31,10 +31,11 @@ from steadyq.brokers import open_queue, store_for
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.store import COMPLETED, FINAL_OUTCOME_KINDS, EventFilter, EventStore
 from tests.conftest import require_service
-from tests.faults.test_kill_run import kill_at_random
+from tests.faults.test_kill_run import RUN_LIMIT_S, kill_at_random
 from tests.test_reliability import Processes, log_lines, wait_for
 
-pytestmark = pytest.mark.slow
+# the kill run has its own limit; the suite's 120 s would cut a loaded run short
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_LIMIT_S + 120)]
 
 HANDLER = "tests.faults.fleet_handlers:start_then_maybe_fail"
 MESSAGES = 10_000
