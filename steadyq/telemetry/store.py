@@ -33,7 +33,7 @@ from steadyq.durations import rfc3339
 from steadyq.errors import ConfigError
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.attempts import AttemptCount, AttemptCounter
-from steadyq.telemetry.events import Event, EventFilter
+from steadyq.telemetry.events import Event, EventFilter, quick_init
 from steadyq.telemetry.reader import Reader, StoreReader
 
 if TYPE_CHECKING:
@@ -350,6 +350,7 @@ class RequestRecord:
         }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class LedgerChange:
     """What one event changes in its request's ledger row; ``None`` fields keep theirs."""
