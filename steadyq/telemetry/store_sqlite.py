@@ -350,22 +350,26 @@ def claim_in(
             ids,
         )
     }
-    busy = {
-        r
-        for (r,) in conn.execute(
-            f"SELECT request_id FROM request_claims WHERE request_id IN ({marks})"
-            " AND owner != ? AND until > ?",
-            [*ids, owner, now],
+    claimed: set[str] = set()
+    free = [r for r in ids if r not in done]
+    for start in range(0, len(free), 500):
+        chunk = free[start : start + 500]
+        # one statement: a claim is taken where there is none, renewed where it is this
+        # owner's, taken over where it lapsed; a live claim of another owner stays, and
+        # its request (not returned) is busy
+        rows = conn.execute(
+            "INSERT INTO request_claims (request_id, owner, until) VALUES "
+            + ",".join(["(?,?,?)"] * len(chunk))
+            + " ON CONFLICT (request_id) DO UPDATE SET owner = excluded.owner,"
+            " until = excluded.until"
+            " WHERE request_claims.owner = excluded.owner OR request_claims.until <= ?"
+            " RETURNING request_id",
+            [*(v for r in chunk for v in (r, owner, until)), now],
         )
+        claimed.update(r for (r,) in rows)
+    return {
+        r: CLAIM_COMPLETED if r in done else CLAIMED if r in claimed else CLAIM_BUSY for r in ids
     }
-    free = [r for r in ids if r not in done and r not in busy]
-    conn.executemany(
-        "INSERT INTO request_claims (request_id, owner, until) VALUES (?,?,?)"
-        " ON CONFLICT (request_id) DO UPDATE SET owner = excluded.owner,"
-        " until = excluded.until",
-        [(r, owner, until) for r in free],
-    )
-    return {r: CLAIM_COMPLETED if r in done else CLAIM_BUSY if r in busy else CLAIMED for r in ids}
 
 
 class SqliteStore(EventStore):
