@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -167,26 +166,17 @@ def prepare_events(events: Sequence[Event], *, rows: bool = True) -> _Prepared:
     return _Prepared(made, executions, ledger, claim_releases(events), texts)
 
 
-# SQL NULL as the write statements bind it. sqlite3 binds a None through its adapter
-# lookup (two failed attribute lookups per parameter: ~1 µs each here, and an event
-# row or a ledger row has several), a float without one; and SQLite keeps no NaN: a
-# NaN bound is NULL (sqlite3_bind_double), so the row stored is the same NULL.
-# Only in the statements' parameters, never in rows shared with another store.
-_NULL = math.nan
-
-
 def insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Insert event rows (as :func:`_event_row` makes them), in order, inside the
     caller's transaction."""
-    null = _NULL
     if len(rows) == 1:
-        conn.execute(_INSERT_EVENT, [null if value is None else value for value in rows[0]])
+        conn.execute(_INSERT_EVENT, rows[0])
         return
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
         conn.execute(
             _INSERT_HEAD + ",".join([_ROW_MARKS] * len(chunk)),
-            [null if value is None else value for row in chunk for value in row],
+            [value for row in chunk for value in row],
         )
 
 
@@ -252,8 +242,7 @@ def _request_params(row: LedgerRow, texts: Mapping[int, tuple[object, str]]) -> 
     if fields is not None:
         stored = texts.get(id(fields))
         row[6] = stored[1] if stored is not None and stored[0] is fields else _dumps(fields)
-    null = _NULL
-    return [null if value is None else value for value in row]
+    return row
 
 
 def _apply_execution(

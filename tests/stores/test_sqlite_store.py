@@ -84,30 +84,3 @@ def test_the_encoder_writes_what_json_dumps_writes() -> None:
     cycle.append(cycle)
     with pytest.raises(ValueError, match="Circular"):
         store_sqlite._dumps(cycle)
-
-
-def test_nulls_are_stored_as_null(tmp_path: Path) -> None:
-    """The write statements bind SQL NULL as a NaN (cheaper than None in sqlite3):
-    what is stored is NULL all the same, in every column type."""
-    store = open_store(f"sqlite:///{tmp_path / 'q.db'}")
-    rid = "0b5d7a8e-1c2f-4a3b-9d4e-5f6a7b8c9d0e"
-    store.write(
-        [
-            Event(ev.MESSAGE_RECEIVED, 1.0, message_id="1", request_id=rid),
-            Event(ev.LOG, 2.0, message="x", duration_ms=float("nan")),
-        ]
-    )
-    db = store.db  # type: ignore[attr-defined]
-    with db.reading() as conn:
-        kinds = conn.execute(
-            "SELECT typeof(execution_id), typeof(attempt), typeof(reason), typeof(duration_ms),"
-            " typeof(data) FROM events ORDER BY id"
-        ).fetchall()
-        ledger = conn.execute(
-            "SELECT typeof(execution_id), typeof(attempts), typeof(fields), typeof(duration_s),"
-            " typeof(error), typeof(completed_at) FROM requests"
-        ).fetchall()
-    assert kinds == [("null",) * 5, ("null",) * 5]
-    assert ledger == [("null",) * 6]
-    (record,) = store.requests(request_id=rid)
-    assert record.execution_id is None and record.error is None and record.duration_s is None
