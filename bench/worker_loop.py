@@ -18,6 +18,17 @@ Run on demand (not a test), e.g. the code before a change against the worktree:
     python bench/worker_loop.py before=/tmp/before after=. --runner process --rounds 5
 
 The machine may be shared: quote medians, and rerun when figures look odd.
+
+``--instructions`` counts instead of timing: each tree runs once under valgrind
+(``cachegrind --cache-sim=no``; about 40 s for 3,000 messages), once draining and
+once stopping before the drain, and the difference over N is the worker's own
+instructions per message, the SQLite library's included. The checkpointer thread is
+stopped for these runs (its share depends on wall-clock timing, which valgrind and
+other tenants distort; the WAL then grows until the writer's own auto-checkpoint
+backstop). Other tenants do not move the count, so it shows gains of a few per cent
+that the CPU time of a shared host hides:
+
+    python bench/worker_loop.py before=/tmp/before after=. --instructions --messages 3000
 """
 
 from __future__ import annotations
@@ -47,6 +58,14 @@ options = WorkerOptions(
     handler="steadyq.handlers:noop", runner=runner, drain=True, schema=ContentRequest
 )
 worker = Worker(queue, store_for(queue), options)
+if len(sys.argv) > 4:  # --instructions: no checkpointer thread, whose share is timing
+    db = queue.db
+    if db._checkpointer is not None:
+        db._checkpointer.stop()
+    db._checkpointer, db.background_checkpoint = None, False
+    db.checkpoint_now("TRUNCATE")
+    if sys.argv[4] == "skip":
+        raise SystemExit(0)  # the baseline: everything but the drain
 cpu0 = resource.getrusage(resource.RUSAGE_SELF)
 t = time.perf_counter()
 result = worker.run()
@@ -77,14 +96,58 @@ def run_one(path: str, messages: int, runner: str) -> dict[str, Any]:
         return result
 
 
+def instructions(path: str, messages: int, runner: str, *, drain: bool) -> int:
+    """Instructions valgrind counts for one child run (see the module's docstring)."""
+    with tempfile.TemporaryDirectory(prefix="steadyq-loop-bench-") as tmp:
+        env = {**os.environ, "PYTHONPATH": str(Path(path).resolve())}
+        valgrind = ["valgrind", "--tool=cachegrind", "--cache-sim=no"]
+        done = subprocess.run(
+            [
+                *valgrind,
+                "--cachegrind-out-file=/dev/null",
+                *(sys.executable, "-c", CHILD, f"{tmp}/q.db", str(messages), runner),
+                "count" if drain else "skip",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for line in done.stderr.splitlines():
+            if "I   refs:" in line:
+                return int(line.split(":")[1].replace(",", ""))
+        raise SystemExit(f"{path}: valgrind counted nothing:\n{done.stderr[-3000:]}")
+
+
+def count(trees: list[list[str]], messages: int, runner: str) -> None:
+    summary: dict[str, dict[str, float]] = {}
+    for name, path in trees:
+        base = instructions(path, messages, runner, drain=False)
+        total = instructions(path, messages, runner, drain=True)
+        summary[name] = {"instructions_per_msg": (total - base) / messages}
+    anchor = summary[trees[0][0]]["instructions_per_msg"]
+    print(f"{messages} messages, {runner} runner, instructions of the drain (valgrind)")
+    print(f"{'tree':<12}{'instr/msg':>12}{'vs ' + trees[0][0]:>14}")
+    for name, figures in summary.items():
+        figures["vs_anchor"] = figures["instructions_per_msg"] / anchor
+        print(f"{name:<12}{figures['instructions_per_msg']:>12,.0f}{figures['vs_anchor']:>13.3f}x")
+    print(json.dumps({"messages": messages, "runner": runner, "trees": summary}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("trees", nargs="+", help="NAME=PATH, the first is the anchor")
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runner", choices=("inline", "process"), default="inline")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under valgrind instead"
+    )
     args = parser.parse_args()
     trees = [t.split("=", 1) for t in args.trees]
+    if args.instructions:
+        count(trees, args.messages, args.runner)
+        return
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in trees}
     for round_no in range(args.rounds):
         for name, path in trees:

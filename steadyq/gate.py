@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -69,9 +70,17 @@ _SHOW_LIMIT = 120
 
 def canonical_request_id(value: object) -> str | None:
     """The lower-case form of a canonical UUID string, or None when ``value`` is not one."""
+    if value is _vouched[0]:
+        return value
     if isinstance(value, str) and len(value) == 36 and _CANONICAL_UUID.fullmatch(value):
         return value.lower()
     return None
+
+
+# The id the gate checked last, as it hands it to the model's validator: that very
+# object (``is``, never ``==``) is known canonical, so the validator's own check of it
+# costs nothing. A later check overwrites it; an object that is not it is checked.
+_vouched: list[str | None] = [None]
 
 
 def show(value: object) -> str:
@@ -110,7 +119,24 @@ def _refuse_constant(name: str) -> Any:
 
 
 # one decoder for every body (json.loads with an argument builds a new one per call)
-_decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+_decode = _decoder.decode
+# the decoder's own scanner, for the common case below
+_scan = _decoder.scan_once  # type: ignore[attr-defined]
+
+
+def _decode_object(text: str) -> Any:
+    """``_decode(text)``: a body that is one JSON object, nothing around it, is read by
+    the decoder's scanner directly (what ``decode`` does after its checks); anything
+    else, and every error, goes through ``decode`` itself (same result, same errors)."""
+    if text[:1] == "{":
+        try:
+            value, end = _scan(text, 0)
+        except Exception:  # decode raises the error it always raised
+            return _decode(text)
+        if end == len(text):
+            return value
+    return _decode(text)
 
 
 class Request(BaseModel):
@@ -192,6 +218,13 @@ class Gate:
             schema = _ignoring_unknown_fields(schema)
         self.schema = schema
         self.max_bytes = max_bytes
+        # the model's validator itself, unless the model validates its own way
+        self._validate: Callable[[Any], BaseModel]
+        own = getattr(schema.model_validate, "__func__", None)
+        if own is getattr(BaseModel.model_validate, "__func__", BaseModel):
+            self._validate = schema.__pydantic_validator__.validate_python
+        else:
+            self._validate = schema.model_validate
 
     def check(self, body: bytes) -> BaseModel | Rejection:
         """Return the validated request, or the rejection; never raises."""
@@ -214,7 +247,7 @@ class Gate:
         except (UnicodeDecodeError, TypeError, ValueError) as exc:
             return Rejection(PAYLOAD_NOT_UTF8, f"payload is not valid UTF-8 ({exc})")
         try:
-            data = _decode(text)
+            data = _decode_object(text)
         except RecursionError:
             return Rejection(PAYLOAD_NOT_JSON, "payload nests too deeply")
         except ValueError as exc:
@@ -234,8 +267,10 @@ class Gate:
                 value=show(raw_id),
             )
         data["request_id"] = canonical
+        _vouched[0] = canonical
         try:
-            return self.schema.model_validate(data)
+            validated: BaseModel = self._validate(data)
+            return validated
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_input=False, include_context=False)
             fields = tuple(".".join(str(p) for p in err["loc"]) or "(root)" for err in errors)

@@ -225,3 +225,37 @@ def test_a_schema_without_request_id_is_refused_when_the_gate_is_made() -> None:
         Gate(Ping)
     with pytest.raises(ConfigError, match="not a pydantic model"):
         Gate(dict)  # type: ignore[arg-type]
+
+
+def test_a_model_that_validates_its_own_way_is_asked_itself() -> None:
+    from typing import Any
+
+    from steadyq.gate import Request
+
+    seen: list[Any] = []
+
+    class Own(Request):
+        @classmethod
+        def model_validate(cls, obj: Any, **kwargs: Any) -> Own:  # type: ignore[override]
+            seen.append(obj)
+            return super().model_validate(obj, **kwargs)
+
+    rid = "0B5D7A8E-1C2F-4A3B-9D4E-5F6A7B8C9D0E"
+    checked = Gate(Own).check(f'{{"request_id": "{rid}"}}'.encode())
+    assert isinstance(checked, Own) and checked.request_id == rid.lower()
+    assert seen == [{"request_id": rid.lower()}]
+
+
+def test_the_scanner_shortcut_decides_as_the_decoder_does() -> None:
+    from steadyq.gate import _decode, _decode_object
+
+    for text in ('{"a": 1}', '{"a": 1} ', ' {"a": 1}', '{"a": 1}x', '{"a": NaN}', "{", "[1]", ""):
+        try:
+            expected: object = _decode(text)
+        except ValueError as exc:
+            expected = str(exc)
+        try:
+            got: object = _decode_object(text)
+        except ValueError as exc:
+            got = str(exc)
+        assert got == expected, text

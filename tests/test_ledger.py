@@ -126,3 +126,29 @@ def test_a_schema_2_file_keeps_its_ledger_fields(tmp_path: Path) -> None:
     assert version == "3"
     with open_queue(f"sqlite:///{path}") as queue:  # opening again changes nothing
         assert store_for(queue).requests(request_id="a")[0].fields == rows["a"].fields
+
+
+def test_quick_init_keeps_the_dataclass_as_it_was() -> None:
+    """The quicker __init__ of the per-message dataclasses has the same signature,
+    defaults (a fresh factory default each time) and frozen-ness."""
+    import dataclasses
+    import inspect
+    import pickle
+
+    from steadyq.brokers.base import Delivery, Settlement
+    from steadyq.telemetry.events import Event
+    from steadyq.telemetry.store import LedgerChange
+
+    for cls in (Event, Delivery, Settlement, LedgerChange):
+        names = [p.name for p in inspect.signature(cls).parameters.values()]
+        assert names == [f.name for f in dataclasses.fields(cls)]
+    a, b = Event("k", 1.0), Event("k", 1.0)
+    assert a == b and a.data == {} and a.data is not b.data and a.severity == "INFO"
+    assert pickle.loads(pickle.dumps(a)) == a
+    assert dataclasses.replace(a, kind="z").kind == "z"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.kind = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Event("k")  # type: ignore[call-arg]
+    d = Delivery("1", b"x", {}, 1, 0.0, "t", 9.0)
+    assert Settlement.ack(d).action == "ack" and d.runs == 0 and d.replays == 0

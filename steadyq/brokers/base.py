@@ -36,6 +36,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from steadyq.telemetry.events import quick_init
+
 if TYPE_CHECKING:
     from steadyq.telemetry.events import Event
     from steadyq.telemetry.store import EventStore
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 Attributes = Mapping[str, str]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One leased delivery of a message.
@@ -67,6 +70,7 @@ class Delivery:
     runs: int = 0
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Settlement:
     """How to settle one delivery: ``ack``, ``nack`` (with ``delay_s``) or ``dead_letter``.

@@ -9,8 +9,18 @@ rename them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Final, TypeVar
+
+_T = TypeVar("_T")
+
+
+class _Factory:
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_FACTORY = _Factory()  # the default that stands for a field's default factory
 
 EXECUTION_STARTED: Final = "execution.started"
 EXECUTION_READY: Final = "execution.ready"
@@ -72,6 +82,56 @@ def storable_text(text: str) -> str:
     return text
 
 
+def quick_init(cls: type[_T]) -> type[_T]:
+    """``cls`` (a frozen dataclass with slots) with a quicker ``__init__`` of the same
+    signature and effect.
+
+    A frozen dataclass's own ``__init__`` stores each field through
+    ``object.__setattr__`` looked up anew per field: for the few objects made per
+    message (events, deliveries, settlements, ledger changes) that was a tenth of the
+    worker's CPU. This one stores through the slots' own setters, held by the
+    function. The class stays what it was: frozen, the same fields, equality, hash,
+    repr and pickling.
+    """
+    params: list[str] = []
+    body: list[str] = []
+    env: dict[str, Any] = {"MISSING": _FACTORY}
+    for n, f in enumerate(fields(cls)):  # type: ignore[arg-type]
+        if not f.init:
+            raise TypeError(f"{cls.__name__}.{f.name}: quick_init needs init fields only")
+        env[f"set{n}"] = getattr(cls, f.name).__set__
+        if f.default is not MISSING:
+            env[f"default{n}"] = f.default
+            params.append(f"{f.name}=default{n}")
+            body.append(f"    set{n}(self, {f.name})")
+        elif f.default_factory is not MISSING:
+            env[f"factory{n}"] = f.default_factory
+            params.append(f"{f.name}=MISSING")
+            body.append(f"    set{n}(self, factory{n}() if {f.name} is MISSING else {f.name})")
+        else:
+            params.append(f.name)
+            body.append(f"    set{n}(self, {f.name})")
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__}: quick_init does not run __post_init__")
+    names = ", ".join(env)
+    source = (
+        f"def make({names}):\n"
+        f"  def __init__(self, {', '.join(params)}):\n"
+        + "\n".join("  " + line for line in body)
+        + "\n  return __init__\n"
+    )
+    scope: dict[str, Any] = {}
+    exec(source, {}, scope)  # the text is built above from the class's own fields
+    init = scope["make"](**env)
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__annotations__ = dict(cls.__init__.__annotations__)
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
+
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Event:
     """One thing that happened, with the labels that tie it to an execution and a message.

@@ -33,7 +33,7 @@ from steadyq.durations import rfc3339
 from steadyq.errors import ConfigError
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.attempts import AttemptCount, AttemptCounter
-from steadyq.telemetry.events import Event, EventFilter
+from steadyq.telemetry.events import Event, EventFilter, quick_init
 from steadyq.telemetry.reader import Reader, StoreReader
 
 if TYPE_CHECKING:
@@ -350,6 +350,7 @@ class RequestRecord:
         }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class LedgerChange:
     """What one event changes in its request's ledger row; ``None`` fields keep theirs."""
@@ -391,25 +392,41 @@ _NO_FIELD = object()
 def _json_value(value: Any) -> Any:
     """``value`` as the store keeps it (tuples as lists, unknown types as text), or
     ``_NO_FIELD`` for what JSON cannot hold (NaN, a key that is not text)."""
-    if value is None or isinstance(value, str | bool | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else _NO_FIELD
-    if isinstance(value, dict):
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value  # the common cases first, by exact type
+    if kind is dict or isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str and not isinstance(key, str):
                 return _NO_FIELD
             if item is None:
                 continue  # a null keeps the earlier value: never stored
+            plain = type(item)
+            if plain is str or plain is int or plain is bool:
+                out[key] = item
+                continue
             kept = _json_value(item)
             if kept is _NO_FIELD:
                 return _NO_FIELD
             out[key] = kept
         return out
-    if isinstance(value, list | tuple):
-        items = [_json_value(item) for item in value]
-        return _NO_FIELD if any(i is _NO_FIELD for i in items) else items
+    if kind is list or isinstance(value, list | tuple):
+        items = []
+        for item in value:
+            plain = type(item)
+            if plain is str or plain is int or plain is bool or item is None:
+                items.append(item)
+                continue
+            kept = _json_value(item)
+            if kept is _NO_FIELD:
+                return _NO_FIELD
+            items.append(kept)
+        return items
+    if isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NO_FIELD
     return str(value)
 
 

@@ -69,8 +69,12 @@ class LeaseKeeper:
     def start_by(self, leased_until: float, claimed_until: float) -> float:
         """The last moment a call may start: a little before its lease or its claim
         lapses, whichever comes first (the runner refuses it after that)."""
-        guard = min(1.0, self.options.effective_lease_s / 4)
-        return min(leased_until, claimed_until) - guard
+        return min(leased_until, claimed_until) - self.start_guard_s
+
+    @property
+    def start_guard_s(self) -> float:
+        """How long before its lease or claim lapses a call may no longer start."""
+        return min(1.0, self.options.effective_lease_s / 4)
 
     def track(self, item: InFlight) -> None:
         self.inflight[item.call.call_id] = item

@@ -330,11 +330,14 @@ class Worker:
         copy pulled anywhere while the first runs waits for that outcome."""
         if not requests:
             return
-        opts, leases = self.options, self.leases
-        here = [r for r in requests if r[2] in leases.running]
-        others = [r for r in requests if r[2] not in leases.running]
+        opts, leases, policy = self.options, self.leases, self.policy
+        running = leases.running
+        here: list[Request] = []
+        others: list[Request] = []
+        for r in requests:
+            (here if r[2] in running else others).append(r)
         claim_until = self._clock() + opts.effective_lease_s
-        ids = list(dict.fromkeys(r[2] for r in others))
+        ids = list(dict.fromkeys([r[2] for r in others]))
         found = self.guard.call(
             "record", self.store.claim, ids, self.execution_id, claim_until, fallback=None
         )
@@ -344,45 +347,44 @@ class Worker:
             return
         leases.park(here)
         busy = False
+        # what every call of the batch shares, worked out once
+        max_deliveries = opts.effective_max_deliveries
+        start_guard = leases.start_guard_s
+        deadline_s, artifacts_dir = opts.deadline_s, opts.artifacts_dir
+        hold_s = deadline_s * (opts.prefetch + 1)
+        call_ids, clock, track, submit = self._call_ids, self._clock, leases.track, runner.submit
         for item in others:
             d, request, request_id, t0 = item
             state = found.get(request_id)
             if state == CLAIM_COMPLETED:
-                self._decide(self.policy.duplicate(d, request_id))
+                self._decide(policy.duplicate(d, request_id))
                 continue
-            if request_id in leases.running:
+            if request_id in running:
                 leases.park([item])  # a second copy in this batch
                 continue
             if state == CLAIM_BUSY:
                 leases.park([item])  # another execution runs it: wait for its outcome
                 busy = True
                 continue
-            given_up = self.policy.given_up(d, request_id)
-            if given_up is not None:
-                self._decide(given_up)  # its event releases the claim
-                continue
+            if d.runs > 0 or d.attempt > max_deliveries:  # else given_up has no answer
+                given_up = policy.given_up(d, request_id)
+                if given_up is not None:
+                    self._decide(given_up)  # its event releases the claim
+                    continue
+            leased_until = d.leased_until
             call = Call(
-                call_id=next(self._call_ids),
+                call_id=next(call_ids),
                 request=request,
                 attempt=d.attempt,
                 message_id=d.message_id,
                 request_id=request_id,
                 attributes=dict(d.attributes),
-                deadline_s=opts.deadline_s,
-                artifacts_dir=opts.artifacts_dir,
-                start_by=leases.start_by(d.leased_until, claim_until),
+                deadline_s=deadline_s,
+                artifacts_dir=artifacts_dir,
+                start_by=min(leased_until, claim_until) - start_guard,
             )
-            leases.track(
-                InFlight(
-                    d,
-                    request_id,
-                    t0,
-                    call,
-                    claim_until,
-                    self._clock() + opts.deadline_s * (opts.prefetch + 1),
-                )
-            )
-            runner.submit(call)
+            track(InFlight(d, request_id, t0, call, claim_until, clock() + hold_s))
+            submit(call)
         leases.claim_answered(busy=busy)
 
     # -- outcomes -----------------------------------------------------------------
