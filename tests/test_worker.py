@@ -493,3 +493,31 @@ def test_a_handler_error_text_utf8_cannot_hold_is_stored_not_a_poison(tmp_path: 
     logs = [e.message for e in kinds(queue, ev.LOG) if "careful" in (e.message or "")]
     assert logs and all("careful: ?" in m for m in logs)
     queue.close()
+
+
+def test_a_pull_whose_answer_was_lost_does_not_end_a_drain_early(
+    queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server leased a batch and committed, and the answer never came back (the
+    connection died): those messages are invisible until their leases lapse, and a
+    drain that ended at the next empty pull would leave them behind unrun."""
+    from steadyq.errors import BackendUnavailable
+
+    ids = [queue.publish(request()) for _ in range(30)]
+    real_pull = queue.pull
+    lost = []
+
+    def pull(max_messages: int, lease_s: float) -> list:  # type: ignore[type-arg]
+        got = real_pull(max_messages, lease_s)
+        if not lost:
+            lost.extend(got)
+            raise BackendUnavailable("connection lost after the server committed the lease")
+        return got
+
+    monkeypatch.setattr(queue, "pull", pull)
+    worker = drain(queue, lease_s=0.5, backend_outage_s=30.0)
+    assert worker.result.exit_code == 0
+    assert lost, "the first pull's batch was lost"
+    succeeded = {e.message_id for e in kinds(queue, ev.MESSAGE_SUCCEEDED)}
+    assert succeeded == set(ids), "the lost batch ran once its leases lapsed"
+    assert queue.stats().in_flight == 0

@@ -220,7 +220,7 @@ class Worker:
             capacity = runner.capacity()
             if may_pull and capacity > 0:
                 asked = min(capacity, batch_size)
-                deliveries = self.guard.pull(self.queue.pull, asked, lease_s)
+                deliveries = self.guard.pull(self.queue.pull, asked, lease_s, lease_s=lease_s)
                 if deliveries:
                     pulled = len(deliveries)
                     self._accept(deliveries, runner)
@@ -232,7 +232,7 @@ class Worker:
                             "note", self.queue.read_ahead, min(spare, batch_size), what="read ahead"
                         )
                 else:
-                    found_empty = not self.guard.down
+                    found_empty = self.guard.drained(self.queue.stats)
             wait_s = 0.0 if pulled else min(0.2, idle_s) if leases.inflight else 0.0
             outcomes = runner.poll(wait_s)
             for outcome in outcomes:

@@ -39,6 +39,7 @@ class OutageGuard:
         self.budget_s = budget_s
         self._sleep = sleep
         self.since: float | None = None  # monotonic: when the outage began
+        self._doubt_until = 0.0  # monotonic: see pull_in_doubt
         recorder.on_recovered = self.recovered
 
     def call(
@@ -74,9 +75,29 @@ class OutageGuard:
             self._over()
         return result
 
-    def pull(self, fn: Callable[..., list[T]], *args: Any) -> list[T]:
-        result: list[T] = self.call("pull", fn, *args, fallback=[])
+    def pull(self, fn: Callable[..., list[T]], *args: Any, lease_s: float = 0.0) -> list[T]:
+        """``fn(*args)``, or nothing when the backend refused it.
+
+        A pull that failed may still have leased messages on the backend (the server
+        committed, its answer was lost with the connection): for ``lease_s`` such
+        messages are invisible to every pull, and an empty pull proves nothing
+        (:meth:`drained`)."""
+        failed: list[T] = []
+        result: list[T] = self.call("pull", fn, *args, fallback=failed)
+        if result is failed:
+            self._doubt_until = time.monotonic() + lease_s
         return result
+
+    def drained(self, stats: Callable[[], Any]) -> bool:
+        """Whether a pull that came back empty proves the queue drained: the backend is
+        up, and no failed pull's leases may still run — while they may, the queue's
+        count of messages in flight decides (``stats()``; unknown counts as none)."""
+        if self.down:
+            return False
+        if time.monotonic() >= self._doubt_until:
+            return True
+        found = self.call("note", stats, fallback=None, what="count messages in flight")
+        return found is None or not found.in_flight
 
     def record(self, fn: Callable[..., object], *args: Any, back_off: bool = True) -> bool:
         """Whether the write went through."""
