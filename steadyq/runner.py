@@ -619,6 +619,74 @@ def _open_pidfd(pid: int | None) -> int | None:
     return fd
 
 
+def _ready(
+    process: BaseProcess,
+    parent_conn: Connection,
+    ring: range,
+    lock: Any,
+    emit: Callable[[Event], None],
+) -> _Slot:
+    """Wait until a launched child has loaded the handler.
+
+    Raises:
+        HandlerLoadError: it could not, or did not say so within 60 s.
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not parent_conn.poll(left):
+            process.kill()
+            raise HandlerLoadError("a handler process did not start within 60 s")
+        try:
+            message = parent_conn.recv()
+        except EOFError:
+            process.join(5)
+            raise HandlerLoadError(
+                f"a handler process died while starting (exit code {process.exitcode})"
+            ) from None
+        if message[0] == "ready":
+            pidfd = _open_pidfd(process.pid)
+            return _Slot(process, parent_conn, ring, lock, free=list(reversed(ring)), pidfd=pidfd)
+        if message[0] == "fatal":
+            process.join(5)
+            raise HandlerLoadError(message[1])
+        if message[0] == "log":
+            emit(message[1])
+
+
+def _signal(slot: _Slot, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, OSError):
+        if slot.pidfd is not None:
+            signal.pidfd_send_signal(slot.pidfd, signum)
+        elif slot.process.pid is not None:
+            os.kill(slot.process.pid, signum)
+
+
+def _fate(
+    board: Any, position: int, call: Call, slot: _Slot, killed: Any, started: float
+) -> Outcome | None:
+    """What a call held by a dead child became, from the board: None if it never
+    started (it runs elsewhere)."""
+    base = position * _POSITION_FIELDS
+    state, code = board[base + _STATE], slot.process.exitcode
+    if state == _QUEUED:
+        return None
+    if state == _DONE_OK:
+        return Outcome(call.call_id, "ok", board[base + _RAN])
+    if state == _DONE_STALE:
+        return Outcome(call.call_id, "stale", 0.0)
+    if state == _STARTED_CALL and killed is not None and killed[0] == call.call_id:
+        elapsed = killed[1]
+        error = f"DeadlineExceeded: killed after {elapsed:.1f}s (deadline {call.deadline_s:g}s)"
+        return Outcome(call.call_id, "timeout", elapsed, error)
+    if state == _STARTED_CALL:
+        elapsed = time.monotonic() - (started if started > 0 else slot.sent_at)
+        return Outcome(call.call_id, "crashed", elapsed, _exit_text(code))
+    # it ended with more than "ok" and the child died before that reached the parent
+    text = _exit_text(code) + ", after the call ended, before it was reported"
+    return Outcome(call.call_id, "crashed", board[base + _RAN], text)
+
+
 class ProcessRunner:
     """Runs each call in a supervised child process with a hard deadline."""
 
@@ -696,7 +764,7 @@ class ProcessRunner:
             for index in range(self.concurrency):
                 launched.append(self._launch(index))
             for launch in launched:
-                self._slots.append(self._ready(*launch))
+                self._slots.append(_ready(*launch, self._emit))
         except BaseException:
             self.abort()
             for process, conn, _ring, _lock in launched[len(self._slots) :]:
@@ -709,7 +777,7 @@ class ProcessRunner:
         self._watchdog.start()
 
     def _spawn(self, index: int) -> _Slot:
-        return self._ready(*self._launch(index))
+        return _ready(*self._launch(index), self._emit)
 
     def _launch(self, index: int) -> tuple[BaseProcess, Connection, range, Any]:
         """Start the child of slot ``index`` (not waiting for it to be ready)."""
@@ -759,38 +827,6 @@ class ProcessRunner:
         child_conn.close()
         return process, parent_conn, ring, lock
 
-    def _ready(
-        self, process: BaseProcess, parent_conn: Connection, ring: range, lock: Any
-    ) -> _Slot:
-        """Wait until a launched child has loaded the handler.
-
-        Raises:
-            HandlerLoadError: it could not, or did not say so within 60 s.
-        """
-        deadline = time.monotonic() + 60
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not parent_conn.poll(left):
-                process.kill()
-                raise HandlerLoadError("a handler process did not start within 60 s")
-            try:
-                message = parent_conn.recv()
-            except EOFError:
-                process.join(5)
-                raise HandlerLoadError(
-                    f"a handler process died while starting (exit code {process.exitcode})"
-                ) from None
-            if message[0] == "ready":
-                pidfd = _open_pidfd(process.pid)
-                return _Slot(
-                    process, parent_conn, ring, lock, free=list(reversed(ring)), pidfd=pidfd
-                )
-            if message[0] == "fatal":
-                process.join(5)
-                raise HandlerLoadError(message[1])
-            if message[0] == "log":
-                self._emit(message[1])
-
     # -- the watchdog --------------------------------------------------------------
 
     def _watch(self) -> None:
@@ -813,20 +849,12 @@ class ProcessRunner:
                 if self._kill_grace_s > 0:
                     if slot.terminated_at is None:
                         slot.terminated_at = now
-                        self._signal(slot, signal.SIGTERM)
+                        _signal(slot, signal.SIGTERM)
                         continue
                     if now - slot.terminated_at < self._kill_grace_s:
                         continue
                 slot.killed = (int(self._running[record + _CALL]), elapsed)
-                self._signal(slot, signal.SIGKILL)
-
-    @staticmethod
-    def _signal(slot: _Slot, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, OSError):
-            if slot.pidfd is not None:
-                signal.pidfd_send_signal(slot.pidfd, signum)
-            elif slot.process.pid is not None:
-                os.kill(slot.process.pid, signum)
+                _signal(slot, signal.SIGKILL)
 
     # -- calls -----------------------------------------------------------------------
 
@@ -978,33 +1006,17 @@ class ProcessRunner:
         outcome (a timeout if the watchdog killed it, else a crash); one it finished
         without sending is rebuilt; one it had not started runs elsewhere.
         """
-        killed, code = slot.killed, slot.process.exitcode
+        killed = slot.killed
         self._drop(slot)
-        now = time.monotonic()
         started = self._running[index * _RUNNING_FIELDS + _STARTED]
         replay: list[Call] = []
         for call_id, (position, call) in slot.queue.items():
-            base = position * _POSITION_FIELDS
-            state = self._board[base + _STATE]
-            if state == _QUEUED:
+            outcome = _fate(self._board, position, call, slot, killed, started)
+            if outcome is None:
                 replay.append(call)
                 self._position.pop(call_id, None)
-            elif state == _DONE_OK:
-                self._finish(Outcome(call_id, "ok", self._board[base + _RAN]))
-            elif state == _DONE_STALE:
-                self._finish(Outcome(call_id, "stale", 0.0))
-            elif state == _STARTED_CALL and killed is not None and killed[0] == call_id:
-                elapsed = killed[1]
-                error = (
-                    f"DeadlineExceeded: killed after {elapsed:.1f}s (deadline {call.deadline_s:g}s)"
-                )
-                self._finish(Outcome(call_id, "timeout", elapsed, error))
-            elif state == _STARTED_CALL:
-                elapsed = now - (started if started > 0 else slot.sent_at)
-                self._finish(Outcome(call_id, "crashed", elapsed, _exit_text(code)))
-            else:  # it ended with more than "ok" and died before that reached here
-                text = _exit_text(code) + ", after the call ended, before it was reported"
-                self._finish(Outcome(call_id, "crashed", self._board[base + _RAN], text))
+            else:
+                self._finish(outcome)
         slot.queue.clear()
         self._pending.extendleft(reversed(replay))
         slot.conn.close()
