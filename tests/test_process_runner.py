@@ -1,0 +1,147 @@
+"""The process runner's batched hand-off: calls a child holds but has not started are
+taken back from a child held up by a long call, a child killed mid-batch loses no call,
+and what it finished without reporting is not run again."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from steadyq.runner import Call, Outcome, ProcessRunner
+
+HANDLER = "tests.runner_handlers:work"
+
+
+@pytest.fixture
+def runner_of() -> Iterator[object]:
+    made: list[ProcessRunner] = []
+
+    def make(concurrency: int) -> ProcessRunner:
+        runner = ProcessRunner(
+            HANDLER, concurrency=concurrency, execution_id="t", emit=lambda e: None
+        )
+        runner.start()
+        made.append(runner)
+        return runner
+
+    yield make
+    for runner in made:
+        runner.abort()
+
+
+def call(n: int, what: str, seconds: float, log: Path, deadline_s: float = 30.0) -> Call:
+    return Call(n, (what, seconds, str(log)), 1, f"m{n}", None, {}, deadline_s)
+
+
+def collect(runner: ProcessRunner, n: int, timeout_s: float) -> dict[int, tuple[Outcome, float]]:
+    """Poll until ``n`` outcomes came back: call id -> (outcome, when, monotonic)."""
+    got: dict[int, tuple[Outcome, float]] = {}
+    give_up = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < give_up:
+        for outcome in runner.poll(0.02):
+            assert outcome.call_id not in got, f"two outcomes for call {outcome.call_id}"
+            got[outcome.call_id] = (outcome, time.monotonic())
+    return got
+
+
+def ran(log: Path) -> list[tuple[str, int]]:
+    if not log.exists():
+        return []
+    return [(m, int(p)) for m, p in (line.split() for line in log.read_text().splitlines())]
+
+
+def warm_up(runner: ProcessRunner, log: Path, first: int, count: int) -> None:
+    """Quick calls first, so the runner has seen quick calls and sends deep batches."""
+    for n in range(first, first + count):
+        runner.submit(call(n, "ok", 0, log))
+    assert len(collect(runner, count, 30)) == count
+    assert runner.pace.allowed() > 10
+
+
+def test_calls_queued_behind_a_hang_run_elsewhere_long_before_its_deadline(
+    runner_of: object, tmp_path: Path
+) -> None:
+    log = tmp_path / "ran.log"
+    runner: ProcessRunner = runner_of(2)  # type: ignore[operator]
+    warm_up(runner, log, 1000, 20)
+    deadline_s = 3.0
+    runner.submit(call(1, "hang", 0, log, deadline_s))
+    quick = list(range(2, 62))
+    for n in quick:
+        runner.submit(call(n, "ok", 0.002, log))
+    sent = time.monotonic()
+    runner.poll(0)  # the batches go out: the hang and half the quick calls in one child
+    hang_child = next(s.process.pid for s in runner._slots if 1 in s.queue)
+    behind = [n for s in runner._slots if 1 in s.queue for n in s.queue if n != 1]
+    assert len(behind) >= 10, behind  # many calls were queued behind the hang
+
+    got = collect(runner, len(quick) + 1, 30)
+    assert sorted(got) == [1, *quick]
+    hang, hang_at = got[1]
+    assert hang.status == "timeout"
+    assert deadline_s <= hang.duration_s < deadline_s + 1.0, hang
+    for n in quick:
+        outcome, at = got[n]
+        assert outcome.status == "ok", outcome
+        # taken back from the hanging child and run by the other, long before the kill
+        assert at - sent < deadline_s / 2, (n, at - sent)
+        assert at < hang_at
+    runs = [m for m, _pid in ran(log) if m != "m1" and int(m[1:]) < 1000]
+    assert sorted(runs) == sorted(f"m{n}" for n in quick)  # each exactly once
+    assert hang_child not in {pid for m, pid in ran(log) if int(m[1:]) < 1000}
+
+
+def test_a_child_killed_mid_batch_loses_no_call_and_reruns_none(
+    runner_of: object, tmp_path: Path
+) -> None:
+    log = tmp_path / "ran.log"
+    runner: ProcessRunner = runner_of(1)  # type: ignore[operator]
+    warm_up(runner, log, 1000, 20)
+    calls = list(range(1, 41))
+    for n in calls:
+        runner.submit(call(n, "ok", 0.01, log))
+    runner.poll(0)
+    [slot] = runner._slots
+    assert len(slot.queue) == len(calls)
+    victim = slot.process.pid
+    assert victim is not None
+    got: dict[int, tuple[Outcome, float]] = {}
+    while len(ran(log)) < 20 + 8:  # some of the batch done, some of it not started
+        for outcome in runner.poll(0.005):
+            got[outcome.call_id] = (outcome, 0.0)
+    os.kill(victim, signal.SIGKILL)
+    rest = collect(runner, len(calls) - len(got), 30)
+    assert not set(rest) & set(got), "two outcomes for one call"
+    got.update(rest)
+    assert sorted(got) == calls  # nothing lost
+    statuses = {n: o.status for n, (o, _at) in got.items()}
+    crashed = [n for n, s in statuses.items() if s == "crashed"]
+    assert len(crashed) <= 1, statuses  # only the call it was running when it died
+    assert set(statuses.values()) <= {"ok", "crashed"}
+    runs = [m for m, _pid in ran(log) if int(m[1:]) < 1000]
+    assert len(runs) == len(set(runs)), "a call ran twice"
+    finished = {f"m{n}" for n, s in statuses.items() if s == "ok"}
+    assert finished <= set(runs)  # an "ok" is a call that really ran
+    assert set(runs) - finished <= {f"m{n}" for n in crashed}
+    # the calls it had not started ran in its replacement
+    assert {pid for _m, pid in ran(log)[-5:]} != {victim}
+
+
+def test_a_call_past_its_start_by_comes_back_stale_and_does_not_run(
+    runner_of: object, tmp_path: Path
+) -> None:
+    log = tmp_path / "ran.log"
+    runner: ProcessRunner = runner_of(1)  # type: ignore[operator]
+    late = Call(1, ("ok", 0, str(log)), 1, "m1", None, {}, 30.0, start_by=time.time() - 1)
+    runner.submit(late)
+    runner.submit(call(2, "ok", 0, log))
+    runner.submit(Call(3, ("ok", 0, str(log)), 1, "m3", None, {}, 30.0, start_by=math.inf))
+    got = collect(runner, 3, 30)
+    assert {n: o.status for n, (o, _at) in got.items()} == {1: "stale", 2: "ok", 3: "ok"}
+    assert sorted(m for m, _pid in ran(log)) == ["m2", "m3"]
