@@ -1,12 +1,19 @@
 """Running handlers: in supervised child processes with hard deadlines, or inline.
 
 The process runner keeps ``concurrency`` children. Each child loads the handler
-once and runs one call at a time; the parent may queue a few more calls behind the
-running one (``prefetch``) so the children never wait on the parent. A call that
-outlives its deadline gets its child killed (SIGKILL) and replaced: blocking code,
-a C extension stuck in a loop or a deadlock cannot hang the worker. A child that
-dies by itself (segfault, ``os._exit``, the OOM killer) is reported the same way.
-Calls queued behind a killed call never started; they go to the new child.
+once and runs one call at a time, from the calls the parent sent it: in batches, one
+pipe message per child per loop pass, the outcomes coming back in batches too. A call
+that outlives its deadline gets its child killed (SIGKILL) and replaced: blocking code,
+a C extension stuck in a loop or a deadlock cannot hang the worker. A child that dies
+by itself (segfault, ``os._exit``, the OOM killer) is reported the same way.
+
+A batch may be deep (as many quick calls as fit in ~50 ms) because calls a child has
+not started can be taken back: each sent call has a position on a board shared with
+the child, which the child marks started under its own lock; when a child's current
+call runs long, the parent marks the ones queued behind it taken back, under the same
+lock, and gives them to the other children. When a child dies the board tells, for
+each call it held, whether it had not started it (it runs elsewhere), was running it
+(the outcome) or had finished it without reporting (rebuilt from the board).
 
 Deadlines are enforced by a watchdog thread in the parent, not by the worker's loop:
 each child writes when it really starts a call (and that call's deadline) into memory
@@ -936,18 +943,28 @@ class ProcessRunner:
             if not slot.lock.acquire(timeout=0.01):
                 continue  # the child is stopped or died holding it: its death replays them
             taken: list[Call] = []
+            ended: list[Outcome] = []
             try:
                 for position, call in slot.queue.values():
                     base = position * _POSITION_FIELDS
-                    if self._board[base + _STATE] == _QUEUED:
+                    state = self._board[base + _STATE]
+                    if state == _QUEUED:
                         self._board[base + _STATE] = _TAKEN
                         taken.append(call)
+                    elif state in (_DONE_OK, _DONE_STALE):
+                        # ended just before the long call began, its outcome still in
+                        # the child: reported from the board now, not at the call's end
+                        ok = state == _DONE_OK
+                        ran = self._board[base + _RAN] if ok else 0.0
+                        ended.append(Outcome(call.call_id, "ok" if ok else "stale", ran))
             finally:
                 slot.lock.release()
-            for call in taken:
-                position, _call = slot.queue.pop(call.call_id)
+            for call_id in [c.call_id for c in taken] + [o.call_id for o in ended]:
+                position, _call = slot.queue.pop(call_id)
                 slot.free.append(position)
-                self._position.pop(call.call_id, None)
+                self._position.pop(call_id, None)
+            for outcome in ended:
+                self._finish(outcome)  # the child's own report of it is ignored
             self._pending.extendleft(reversed(taken))
 
     def _next_revoke_in(self, timeout_s: float) -> float:

@@ -57,11 +57,16 @@ def ran(log: Path) -> list[tuple[str, int]]:
 
 
 def warm_up(runner: ProcessRunner, log: Path, first: int, count: int) -> None:
-    """Quick calls first, so the runner has seen quick calls and sends deep batches."""
-    for n in range(first, first + count):
-        runner.submit(call(n, "ok", 0, log))
-    assert len(collect(runner, count, 30)) == count
-    assert runner.pace.allowed() > 10
+    """Quick calls first, so the runner has seen quick calls and sends deep batches
+    (rounds of them: on a loaded machine one call descheduled for long looks slow)."""
+    for round_ in range(10):
+        start = first + round_ * count
+        for n in range(start, start + count):
+            runner.submit(call(n, "ok", 0, log))
+        assert len(collect(runner, count, 30)) == count
+        if runner.pace.allowed() > 10:
+            return
+    raise AssertionError(f"calls stay slow: depth {runner.pace.allowed()}")
 
 
 def test_calls_queued_behind_a_hang_run_elsewhere_long_before_its_deadline(
@@ -71,10 +76,13 @@ def test_calls_queued_behind_a_hang_run_elsewhere_long_before_its_deadline(
     runner: ProcessRunner = runner_of(2)  # type: ignore[operator]
     warm_up(runner, log, 1000, 20)
     deadline_s = 3.0
+    before = list(range(62, 66))  # done just before the hang: their outcomes still unsent
+    for n in before:
+        runner.submit(call(n, "ok", 0, log))
     runner.submit(call(1, "hang", 0, log, deadline_s))
-    quick = list(range(2, 62))
-    for n in quick:
+    for n in range(2, 62):
         runner.submit(call(n, "ok", 0.002, log))
+    quick = [*before, *range(2, 62)]
     sent = time.monotonic()
     runner.poll(0)  # the batches go out: the hang and half the quick calls in one child
     hang_child = next(s.process.pid for s in runner._slots if 1 in s.queue)
@@ -82,7 +90,7 @@ def test_calls_queued_behind_a_hang_run_elsewhere_long_before_its_deadline(
     assert len(behind) >= 10, behind  # many calls were queued behind the hang
 
     got = collect(runner, len(quick) + 1, 30)
-    assert sorted(got) == [1, *quick]
+    assert sorted(got) == sorted([1, *quick])
     hang, hang_at = got[1]
     assert hang.status == "timeout"
     assert deadline_s <= hang.duration_s < deadline_s + 1.0, hang
@@ -94,7 +102,8 @@ def test_calls_queued_behind_a_hang_run_elsewhere_long_before_its_deadline(
         assert at < hang_at
     runs = [m for m, _pid in ran(log) if m != "m1" and int(m[1:]) < 1000]
     assert sorted(runs) == sorted(f"m{n}" for n in quick)  # each exactly once
-    assert hang_child not in {pid for m, pid in ran(log) if int(m[1:]) < 1000}
+    # the ones queued behind the hang ran in the other child
+    assert hang_child not in {pid for m, pid in ran(log) if int(m[1:]) < 62}
 
 
 def test_a_child_killed_mid_batch_loses_no_call_and_reruns_none(
