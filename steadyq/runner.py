@@ -904,9 +904,11 @@ class ProcessRunner:
         late = time.monotonic() - self._revoke_after_s()
         open_: list[_Slot] = []
         for index, slot in enumerate(self._slots):
-            since = self._stuck_since(index, slot)
+            # a child whose call has run long gets nothing, even with nothing queued:
+            # what it was sent would wait unread in its pipe (a hang never reads it)
+            started = self._running[index * _RUNNING_FIELDS + _STARTED]
             gone = slot.killed is not None or slot.terminated_at is not None
-            if not gone and (since is None or since > late):
+            if not gone and (started <= 0 or started > late):
                 open_.append(slot)
         open_.sort(key=lambda s: len(s.queue))
         held = sum(len(s.queue) for s in open_)
