@@ -175,3 +175,33 @@ def test_a_call_past_its_start_by_comes_back_stale_and_does_not_run(
     got = collect(runner, 3, 30)
     assert {n: o.status for n, (o, _at) in got.items()} == {1: "stale", 2: "ok", 3: "ok"}
     assert sorted(m for m, _pid in ran(log)) == ["m2", "m3"]
+
+
+def test_a_chatty_handler_with_big_requests_never_stalls_the_pipe(tmp_path: Path) -> None:
+    """The parent's write of a batch must never wait on a child that is itself waiting
+    for the parent to read its log records: each call logs 3 WARNING lines of ~500
+    bytes and carries an 8 KB field, so both directions of the pipe fill up (with a 2 or
+    4 KB field the old code did not stall here: the batches it sent were read in time)."""
+    from tests.runner_chatty import LINES_PER_CALL
+
+    events: list[object] = []
+    runner = ProcessRunner(
+        "tests.runner_chatty:chatty", concurrency=1, execution_id="t", emit=events.append
+    )
+    runner.start()
+    try:
+        deadline_s = 5.0
+        count = 1200
+        started = time.monotonic()
+        for n in range(1, count + 1):
+            runner.submit(Call(n, ("p" * 8192, 500), 1, f"m{n}", None, {}, deadline_s))
+        got = collect(runner, count, 60)
+        took = time.monotonic() - started
+    finally:
+        runner.abort()
+    statuses = {n: o.status for n, (o, _at) in got.items()}
+    assert sorted(statuses) == list(range(1, count + 1))
+    assert [n for n, s in statuses.items() if s != "ok"] == [], statuses
+    assert len(events) == LINES_PER_CALL * count  # every log record reached the parent
+    # a circular wait ends only when the watchdog kills the child at the deadline
+    assert took < deadline_s / 2, took
