@@ -46,6 +46,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import queue
 import signal
 import sys
 import threading
@@ -476,12 +477,51 @@ def _child_main(
         conn.send(("ready", os.getpid()))
     except OSError:
         return  # the worker is gone (killed while this child started): nothing to do
+    inbox = _drain_in_background(conn)
     with contextlib.suppress(EOFError, OSError):  # the worker is gone
-        _child_loop(conn, fn, execution_id, board, lock, hook, logger, running, slot)
+        _child_loop(conn, inbox, fn, execution_id, board, lock, hook, logger, running, slot)
+
+
+def _drain_in_background(conn: Connection) -> queue.SimpleQueue[Any]:
+    """Read everything the parent sends, as it arrives, on a thread of its own.
+
+    The pipe carries both ways at once: the parent's batches in, log records and
+    outcomes out, each a blocking write. If the child read its pipe only between calls,
+    a chatty handler with big requests could fill both directions: the parent blocked
+    writing a batch, the child blocked writing a log record the parent is not reading
+    (until the watchdog killed an innocent call at its deadline). Drained at once, the
+    parent's writes complete whatever the main thread is doing. Messages keep their
+    order; the end of the pipe (or an error reading it) comes last, as an exception for
+    the main thread to raise. The thread takes no signals: they go to the main thread,
+    where a handler's own signal handlers and interrupted calls expect them.
+    """
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def drain() -> None:
+        try:
+            while True:
+                message = conn.recv()
+                inbox.put(message)
+                if message[0] == "stop":
+                    return
+        except BaseException as exc:  # EOFError: the worker is gone
+            inbox.put(("gone", exc))
+
+    reader = threading.Thread(target=drain, name="steadyq-inbox", daemon=True)
+    masked = hasattr(signal, "pthread_sigmask")
+    if masked:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        reader.start()  # it keeps the mask it starts with: every signal blocked
+    finally:
+        if masked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return inbox
 
 
 def _child_loop(
     conn: Connection,
+    inbox: queue.SimpleQueue[Any],
     fn: Handler,
     execution_id: str,
     board: Any,
@@ -508,9 +548,11 @@ def _child_loop(
             if unsent:
                 conn.send(("done", unsent))
                 unsent = []
-            message = conn.recv()
+            message = inbox.get()  # what the parent sent, in order (see _drain_in_background)
             if message[0] == "stop":
                 return
+            if message[0] == "gone":
+                raise message[1]
             todo.extend(message[1])
             continue
         position, *fields = todo.popleft()
@@ -905,7 +947,7 @@ class ProcessRunner:
         open_: list[_Slot] = []
         for index, slot in enumerate(self._slots):
             # a child whose call has run long gets nothing, even with nothing queued:
-            # what it was sent would wait unread in its pipe (a hang never reads it)
+            # what it was sent would only wait behind the long call, to be taken back
             started = self._running[index * _RUNNING_FIELDS + _STARTED]
             gone = slot.killed is not None or slot.terminated_at is not None
             if not gone and (started <= 0 or started > late):
