@@ -32,7 +32,7 @@ started = time.perf_counter() - t
 from types import SimpleNamespace
 R = lambda: SimpleNamespace(topic="hang")
 runner.submit(Call(1, R(), 1, "m", None, {}, 0.2))
-runner.submit(Call(2, R(), 1, "m", None, {}, 0.2))  # behind the first in the same child
+runner.submit(Call(2, R(), 1, "m", None, {}, 0.2))  # another hang: a second kill to time
 outcomes = []
 t = None
 while not outcomes:
@@ -56,7 +56,7 @@ t = time.perf_counter()
 for index in range(5):
     runner._slots[0].process.kill()
     runner._slots[0].process.join()
-    runner._replace(0, runner._slots[0], None)
+    runner._replace(0, runner._slots[0])
 per = (time.perf_counter() - t) / 5
 runner.close()
 print(json.dumps({"replace_s": per}))

@@ -1,12 +1,19 @@
 """Running handlers: in supervised child processes with hard deadlines, or inline.
 
 The process runner keeps ``concurrency`` children. Each child loads the handler
-once and runs one call at a time; the parent may queue a few more calls behind the
-running one (``prefetch``) so the children never wait on the parent. A call that
-outlives its deadline gets its child killed (SIGKILL) and replaced: blocking code,
-a C extension stuck in a loop or a deadlock cannot hang the worker. A child that
-dies by itself (segfault, ``os._exit``, the OOM killer) is reported the same way.
-Calls queued behind a killed call never started; they go to the new child.
+once and runs one call at a time, from the calls the parent sent it: in batches, one
+pipe message per child per loop pass, the outcomes coming back in batches too. A call
+that outlives its deadline gets its child killed (SIGKILL) and replaced: blocking code,
+a C extension stuck in a loop or a deadlock cannot hang the worker. A child that dies
+by itself (segfault, ``os._exit``, the OOM killer) is reported the same way.
+
+A batch may be deep (as many quick calls as fit in ~50 ms) because calls a child has
+not started can be taken back: each sent call has a position on a board shared with
+the child, which the child marks started under its own lock; when a child's current
+call runs long, the parent marks the ones queued behind it taken back, under the same
+lock, and gives them to the other children. When a child dies the board tells, for
+each call it held, whether it had not started it (it runs elsewhere), was running it
+(the outcome) or had finished it without reporting (rebuilt from the board).
 
 Deadlines are enforced by a watchdog thread in the parent, not by the worker's loop:
 each child writes when it really starts a call (and that call's deadline) into memory
@@ -39,6 +46,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import queue
 import signal
 import sys
 import threading
@@ -416,12 +424,31 @@ def _release_forkserver() -> None:
             os.close(fd)
 
 
+# one position's record in the shared ``board``: a call sent to a child and not yet
+# reported. Its start_by (wall clock), the id of the call that holds it, its state,
+# and its run time once done. A position is given to a new call only after the one
+# before it was reported or taken back.
+_START_BY, _OWNER, _STATE, _RAN = 0, 1, 2, 3
+_POSITION_FIELDS = 4
+# a position's states: the parent writes QUEUED (when it sends the call) and TAKEN
+# (when it takes a call back); the child writes the others. QUEUED -> STARTED and
+# QUEUED -> TAKEN happen only under the child's lock, so exactly one of them wins.
+_FREE, _QUEUED, _STARTED_CALL, _TAKEN, _DONE_OK, _DONE_STALE, _DONE_OTHER = range(7)
+# a child sends the outcomes it holds when it has nothing left to run, or when the
+# oldest has waited this long, or at once when one carries more than "ok"
+FLUSH_S = 0.002
+# a call queued behind one that has run this long (or four times the slowest recent
+# call, if longer) is taken back from its child and given to another
+REVOKE_AFTER_S = 0.05
+MAX_DEPTH = 128  # the most calls a child holds at once (quick handlers)
+
+
 def _child_main(
     conn: Connection,
     handler: str | Handler,
     execution_id: str,
-    start_by: Any,
-    ring: range,
+    board: Any,
+    lock: Any,
     log_level: int = logging.WARNING,
     running: Any = None,
     slot: int = 0,
@@ -440,7 +467,6 @@ def _child_main(
     # (Ctrl-C, `timeout`, systemd, a container's init) must drain, not kill calls
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    received = 0
     try:
         fn = load_handler(handler)
     except HandlerLoadError as exc:
@@ -451,17 +477,101 @@ def _child_main(
         conn.send(("ready", os.getpid()))
     except OSError:
         return  # the worker is gone (killed while this child started): nothing to do
-    while True:
+    inbox = _drain_in_background(conn)
+    with contextlib.suppress(EOFError, OSError):  # the worker is gone
+        _child_loop(conn, inbox, fn, execution_id, board, lock, hook, logger, running, slot)
+
+
+def _drain_in_background(conn: Connection) -> queue.SimpleQueue[Any]:
+    """Read everything the parent sends, as it arrives, on a thread of its own.
+
+    The pipe carries both ways at once: the parent's batches in, log records and
+    outcomes out, each a blocking write. If the child read its pipe only between calls,
+    a chatty handler with big requests could fill both directions: the parent blocked
+    writing a batch, the child blocked writing a log record the parent is not reading
+    (until the watchdog killed an innocent call at its deadline). Drained at once, the
+    parent's writes complete whatever the main thread is doing. Messages keep their
+    order; the end of the pipe (or an error reading it) comes last, as an exception for
+    the main thread to raise. The thread takes no signals: they go to the main thread,
+    where a handler's own signal handlers and interrupted calls expect them.
+    """
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def drain() -> None:
         try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message[0] == "stop":
-            return
-        call: Call = message[1]
-        position = ring[received % len(ring)]
-        received += 1
-        if time.time() > start_by[position]:
+            while True:
+                message = conn.recv()
+                inbox.put(message)
+                if message[0] == "stop":
+                    return
+        except BaseException as exc:  # EOFError: the worker is gone
+            inbox.put(("gone", exc))
+
+    reader = threading.Thread(target=drain, name="steadyq-inbox", daemon=True)
+    masked = hasattr(signal, "pthread_sigmask")
+    if masked:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        reader.start()  # it keeps the mask it starts with: every signal blocked
+    finally:
+        if masked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return inbox
+
+
+def _child_loop(
+    conn: Connection,
+    inbox: queue.SimpleQueue[Any],
+    fn: Handler,
+    execution_id: str,
+    board: Any,
+    lock: Any,
+    hook: EventLogHandler,
+    logger: logging.Logger,
+    running: Any,
+    slot: int,
+) -> None:
+    """Run the calls the parent sends, in batches, and send back their outcomes.
+
+    Before a call starts, under the lock, the child checks that its position still
+    holds it (the parent may have taken it back) and that its ``start_by`` has not
+    passed, then marks it started; after it ends the child writes how (``_DONE_OK``
+    with its run time, which is all an "ok" without a result says) so that a death
+    before the outcome is sent loses nothing the parent cannot rebuild.
+    """
+    todo: deque[tuple[Any, ...]] = deque()
+    unsent: list[Outcome | tuple[int, float]] = []
+    oldest = 0.0
+    record = slot * _RUNNING_FIELDS
+    while True:
+        if not todo:
+            if unsent:
+                conn.send(("done", unsent))
+                unsent = []
+            message = inbox.get()  # what the parent sent, in order (see _drain_in_background)
+            if message[0] == "stop":
+                return
+            if message[0] == "gone":
+                raise message[1]
+            todo.extend(message[1])
+            continue
+        position, *fields = todo.popleft()
+        call = Call(*fields)
+        base = position * _POSITION_FIELDS
+        with lock:
+            if board[base + _OWNER] != call.call_id or board[base + _STATE] != _QUEUED:
+                continue  # taken back: the parent runs it elsewhere
+            stale = time.time() > board[base + _START_BY]
+            if stale:
+                board[base + _STATE] = _DONE_STALE
+            else:
+                board[base + _STATE] = _STARTED_CALL
+                if running is not None:  # the watchdog's view: this call, from now
+                    running[record + _CALL] = call.call_id
+                    running[record + _DEADLINE] = call.deadline_s
+                    running[record + _STARTED] = time.monotonic()
+        plain = False  # an "ok" without a result: all of it is on the board
+        if stale:
             outcome = Outcome(call.call_id, "stale", 0.0)
         else:
             hook.labels = {
@@ -470,30 +580,47 @@ def _child_main(
                 "request_id": call.request_id,
                 "attempt": call.attempt,
             }
-            record = slot * _RUNNING_FIELDS
-            if running is not None:  # the watchdog's view: this call, from now
-                running[record + _CALL] = call.call_id
-                running[record + _DEADLINE] = call.deadline_s
-                running[record + _STARTED] = time.monotonic()
             outcome = run_call(fn, call, _context(call, execution_id, logger))
             if running is not None:
                 running[record + _STARTED] = 0.0
-        try:
-            conn.send(("done", outcome))
-        except Exception as exc:  # e.g. an unpicklable error text is impossible; pipe gone
-            if isinstance(exc, BrokenPipeError | OSError):
-                return
-            raise
+            plain = outcome.status == "ok" and outcome.result is None
+            board[base + _RAN] = outcome.duration_s
+            board[base + _STATE] = _DONE_OK if plain else _DONE_OTHER
+        now = time.monotonic()
+        if not unsent:
+            oldest = now
+        unsent.append((call.call_id, outcome.duration_s) if plain else outcome)
+        if (not plain and not stale) or now - oldest >= FLUSH_S:
+            conn.send(("done", unsent))
+            unsent = []
+
+
+def _wire(position: int, call: Call) -> tuple[Any, ...]:
+    """A call as sent to a child: a tuple pickles at a quarter of a dataclass's cost.
+    Its start_by is not sent: the child reads it from the board."""
+    return (
+        position,
+        call.call_id,
+        call.request,
+        call.attempt,
+        call.message_id,
+        call.request_id,
+        call.attributes,
+        call.deadline_s,
+        call.artifacts_dir,
+    )
 
 
 @dataclass(slots=True)
 class _Slot:
     process: BaseProcess
     conn: Connection
-    ring: range  # this slot's positions in the shared start_by array
-    queue: deque[Call] = field(default_factory=deque)
-    head_started: float = 0.0
-    sent: int = 0  # calls sent to this child: the next one's position is ring[sent % len]
+    ring: range  # this slot's positions in the shared board
+    lock: Any  # taken by the child to start a call, by the parent to take calls back
+    # calls sent and not yet reported: call id -> (position, call), in sending order
+    queue: dict[int, tuple[int, Call]] = field(default_factory=dict)
+    free: list[int] = field(default_factory=list)  # positions no call holds
+    sent_at: float = 0.0  # monotonic: the last batch sent
     pidfd: int | None = None  # signals reach this very process, never a reused pid
     killed: tuple[int, float] | None = None  # by the watchdog: (call id, its run time)
     terminated_at: float | None = None  # SIGTERM sent (``kill_grace_s``), monotonic
@@ -541,6 +668,74 @@ def _open_pidfd(pid: int | None) -> int | None:
     return fd
 
 
+def _ready(
+    process: BaseProcess,
+    parent_conn: Connection,
+    ring: range,
+    lock: Any,
+    emit: Callable[[Event], None],
+) -> _Slot:
+    """Wait until a launched child has loaded the handler.
+
+    Raises:
+        HandlerLoadError: it could not, or did not say so within 60 s.
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not parent_conn.poll(left):
+            process.kill()
+            raise HandlerLoadError("a handler process did not start within 60 s")
+        try:
+            message = parent_conn.recv()
+        except EOFError:
+            process.join(5)
+            raise HandlerLoadError(
+                f"a handler process died while starting (exit code {process.exitcode})"
+            ) from None
+        if message[0] == "ready":
+            pidfd = _open_pidfd(process.pid)
+            return _Slot(process, parent_conn, ring, lock, free=list(reversed(ring)), pidfd=pidfd)
+        if message[0] == "fatal":
+            process.join(5)
+            raise HandlerLoadError(message[1])
+        if message[0] == "log":
+            emit(message[1])
+
+
+def _signal(slot: _Slot, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, OSError):
+        if slot.pidfd is not None:
+            signal.pidfd_send_signal(slot.pidfd, signum)
+        elif slot.process.pid is not None:
+            os.kill(slot.process.pid, signum)
+
+
+def _fate(
+    board: Any, position: int, call: Call, slot: _Slot, killed: Any, started: float
+) -> Outcome | None:
+    """What a call held by a dead child became, from the board: None if it never
+    started (it runs elsewhere)."""
+    base = position * _POSITION_FIELDS
+    state, code = board[base + _STATE], slot.process.exitcode
+    if state == _QUEUED:
+        return None
+    if state == _DONE_OK:
+        return Outcome(call.call_id, "ok", board[base + _RAN])
+    if state == _DONE_STALE:
+        return Outcome(call.call_id, "stale", 0.0)
+    if state == _STARTED_CALL and killed is not None and killed[0] == call.call_id:
+        elapsed = killed[1]
+        error = f"DeadlineExceeded: killed after {elapsed:.1f}s (deadline {call.deadline_s:g}s)"
+        return Outcome(call.call_id, "timeout", elapsed, error)
+    if state == _STARTED_CALL:
+        elapsed = time.monotonic() - (started if started > 0 else slot.sent_at)
+        return Outcome(call.call_id, "crashed", elapsed, _exit_text(code))
+    # it ended with more than "ok" and the child died before that reached the parent
+    text = _exit_text(code) + ", after the call ended, before it was reported"
+    return Outcome(call.call_id, "crashed", board[base + _RAN], text)
+
+
 class ProcessRunner:
     """Runs each call in a supervised child process with a hard deadline."""
 
@@ -564,10 +759,11 @@ class ProcessRunner:
         self._spec = handler
         self._execution_id = execution_id
         self._emit = emit
-        # up to ``prefetch`` calls wait in each child's pipe so it never idles on the
-        # parent's loop. Fixed, not paced: calls sent to a child cannot be taken back,
-        # so the depth is also how many calls a sudden hang delays until its deadline.
-        self.pace = Pace(low=max(1, prefetch), high=max(1, prefetch), budget_s=0.05)
+        # each child holds at least ``prefetch`` calls so it never idles on the
+        # parent's loop, and as many quick ones as run in about 50 ms (up to
+        # MAX_DEPTH): calls a child has not started are taken back when the one it
+        # runs takes long, so a hang delays none of them until its deadline
+        self.pace = Pace(low=max(1, prefetch), high=max(prefetch, MAX_DEPTH), budget_s=0.05)
         self.start_method = start_method or default_start_method()
         self._mp: Any = multiprocessing.get_context(self.start_method)
         self._slots: list[_Slot] = []
@@ -576,12 +772,10 @@ class ProcessRunner:
         self._kill_grace_s = kill_grace_s
         self._log_level = log_level
         self._payload: str | Handler = handler
-        # one start_by per call a child can hold, plus one: a position is written again
-        # only after the call that had it is done
-        self._ring_size = max(1, prefetch) + 1
-        self._start_by: Any = self._mp.RawArray("d", concurrency * self._ring_size)
+        self._ring_size = self.pace.high
+        self._board: Any = self._mp.RawArray("d", concurrency * self._ring_size * _POSITION_FIELDS)
         self._position: dict[int, int] = {}  # call id -> its position while sent
-        self._call_start_by: dict[int, float] = {}  # call id -> start_by, while pending
+        self._call_start_by: dict[int, float] = {}  # call id -> start_by, while held
         # what each child runs, written by the child: read by the watchdog
         self._running: Any = self._mp.RawArray("d", concurrency * _RUNNING_FIELDS)
         self._lock = threading.Lock()  # the slots list and their processes, for the watchdog
@@ -614,15 +808,15 @@ class ProcessRunner:
                 modules.append(self._spec.partition(":")[0].strip())
             self._mp.set_forkserver_preload(modules)
         # all children load the handler at once: startup is one child's, not the sum
-        launched: list[tuple[BaseProcess, Connection, range]] = []
+        launched: list[tuple[BaseProcess, Connection, range, Any]] = []
         try:
             for index in range(self.concurrency):
                 launched.append(self._launch(index))
-            for process, conn, ring in launched:
-                self._slots.append(self._ready(process, conn, ring))
+            for launch in launched:
+                self._slots.append(_ready(*launch, self._emit))
         except BaseException:
             self.abort()
-            for process, conn, _ring in launched[len(self._slots) :]:
+            for process, conn, _ring, _lock in launched[len(self._slots) :]:
                 with contextlib.suppress(Exception):
                     process.kill()
                     process.join(5)
@@ -632,16 +826,19 @@ class ProcessRunner:
         self._watchdog.start()
 
     def _spawn(self, index: int) -> _Slot:
-        return self._ready(*self._launch(index))
+        return _ready(*self._launch(index), self._emit)
 
-    def _launch(self, index: int) -> tuple[BaseProcess, Connection, range]:
+    def _launch(self, index: int) -> tuple[BaseProcess, Connection, range, Any]:
         """Start the child of slot ``index`` (not waiting for it to be ready)."""
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()  # a forked child must not inherit unflushed output
         parent_conn, child_conn = self._mp.Pipe(duplex=True)
         ring = range(index * self._ring_size, (index + 1) * self._ring_size)
+        for position in ring:
+            self._board[position * _POSITION_FIELDS + _STATE] = _FREE
         self._running[index * _RUNNING_FIELDS + _STARTED] = 0.0
+        lock = self._mp.Lock()  # a new one: a killed child may have died holding the old
         for attempt in range(START_TRIES):
             process = self._mp.Process(
                 target=_child_main,
@@ -649,8 +846,8 @@ class ProcessRunner:
                     child_conn,
                     self._payload,
                     self._execution_id,
-                    self._start_by,
-                    ring,
+                    self._board,
+                    lock,
                     self._log_level,
                     self._running,
                     index,
@@ -677,34 +874,7 @@ class ProcessRunner:
                     ) from None
                 time.sleep(0.05 * (attempt + 1))
         child_conn.close()
-        return process, parent_conn, ring
-
-    def _ready(self, process: BaseProcess, parent_conn: Connection, ring: range) -> _Slot:
-        """Wait until a launched child has loaded the handler.
-
-        Raises:
-            HandlerLoadError: it could not, or did not say so within 60 s.
-        """
-        deadline = time.monotonic() + 60
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not parent_conn.poll(left):
-                process.kill()
-                raise HandlerLoadError("a handler process did not start within 60 s")
-            try:
-                message = parent_conn.recv()
-            except EOFError:
-                process.join(5)
-                raise HandlerLoadError(
-                    f"a handler process died while starting (exit code {process.exitcode})"
-                ) from None
-            if message[0] == "ready":
-                return _Slot(process, parent_conn, ring, pidfd=_open_pidfd(process.pid))
-            if message[0] == "fatal":
-                process.join(5)
-                raise HandlerLoadError(message[1])
-            if message[0] == "log":
-                self._emit(message[1])
+        return process, parent_conn, ring, lock
 
     # -- the watchdog --------------------------------------------------------------
 
@@ -728,20 +898,12 @@ class ProcessRunner:
                 if self._kill_grace_s > 0:
                     if slot.terminated_at is None:
                         slot.terminated_at = now
-                        self._signal(slot, signal.SIGTERM)
+                        _signal(slot, signal.SIGTERM)
                         continue
                     if now - slot.terminated_at < self._kill_grace_s:
                         continue
                 slot.killed = (int(self._running[record + _CALL]), elapsed)
-                self._signal(slot, signal.SIGKILL)
-
-    @staticmethod
-    def _signal(slot: _Slot, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, OSError):
-            if slot.pidfd is not None:
-                signal.pidfd_send_signal(slot.pidfd, signum)
-            elif slot.process.pid is not None:
-                os.kill(slot.process.pid, signum)
+                _signal(slot, signal.SIGKILL)
 
     # -- calls -----------------------------------------------------------------------
 
@@ -752,46 +914,132 @@ class ProcessRunner:
         return sum(len(s.queue) for s in self._slots) + len(self._pending) + len(self._done)
 
     def submit(self, call: Call) -> None:
+        # sent by the next poll(), with the rest of the loop's pass: one message a child
         self._call_start_by[call.call_id] = call.start_by
         self._pending.append(call)
-        self._dispatch()
 
     def renew(self, call_id: int, start_by: float) -> None:
         if call_id in self._call_start_by:
             self._call_start_by[call_id] = start_by
             position = self._position.get(call_id)
             if position is not None:
-                self._start_by[position] = start_by
+                self._board[position * _POSITION_FIELDS + _START_BY] = start_by
+
+    def _revoke_after_s(self) -> float:
+        recent = self.pace._recent_s or 0.0
+        return max(REVOKE_AFTER_S, 4 * recent)
+
+    def _stuck_since(self, index: int, slot: _Slot) -> float | None:
+        """When the call the child of slot ``index`` runs started (monotonic), if it
+        has calls queued behind it; None if it has none or runs nothing."""
+        if len(slot.queue) < 2:
+            return None
+        started: float = self._running[index * _RUNNING_FIELDS + _STARTED]
+        return started if started > 0 else None
 
     def _dispatch(self) -> None:
-        while self._pending:
-            slot = min(self._slots, key=lambda s: len(s.queue))
-            if len(slot.queue) >= self.pace.allowed():
-                return
-            call = self._pending.popleft()
-            if not slot.queue:
-                slot.head_started = time.monotonic()
-            position = slot.ring[slot.sent % len(slot.ring)]
-            slot.sent += 1
-            self._start_by[position] = self._call_start_by.get(call.call_id, math.inf)
-            self._position[call.call_id] = position
-            slot.queue.append(call)
-            # a dead child fails the send; poll() notices its sentinel and replays the queue
-            with contextlib.suppress(BrokenPipeError, OSError):
-                slot.conn.send(("call", call))
+        """Send the pending calls, one message per child, to the children that are
+        not held up by a long call, the ones holding fewest first, up to the depth."""
+        if not self._pending:
+            return
+        depth = self.pace.allowed()
+        late = time.monotonic() - self._revoke_after_s()
+        open_: list[_Slot] = []
+        for index, slot in enumerate(self._slots):
+            # a child whose call has run long gets nothing, even with nothing queued:
+            # what it was sent would only wait behind the long call, to be taken back
+            started = self._running[index * _RUNNING_FIELDS + _STARTED]
+            gone = slot.killed is not None or slot.terminated_at is not None
+            if not gone and (started <= 0 or started > late):
+                open_.append(slot)
+        open_.sort(key=lambda s: len(s.queue))
+        held = sum(len(s.queue) for s in open_)
+        # every open child is filled up to about the same level
+        level = min(depth, -(-(held + len(self._pending)) // max(1, len(open_))))
+        board, pending = self._board, self._pending
+        for slot in open_:
+            batch: list[tuple[Any, ...]] = []
+            for _ in range(min(level - len(slot.queue), len(pending))):
+                call = pending.popleft()
+                call_id = call.call_id
+                position = slot.free.pop()
+                base = position * _POSITION_FIELDS
+                board[base + _START_BY] = self._call_start_by.get(call_id, math.inf)
+                board[base + _OWNER] = call_id
+                board[base + _STATE] = _QUEUED
+                self._position[call_id] = position
+                slot.queue[call_id] = (position, call)
+                batch.append(_wire(position, call))
+            if batch:
+                slot.sent_at = time.monotonic()
+                # a dead child fails the send; poll() notices its sentinel and replays
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    slot.conn.send(("calls", batch))
+
+    def _take_back(self) -> None:
+        """Take back the calls not yet started from each child whose current call has
+        run long (a hang, or a slow call among quick ones): they go to other children."""
+        late = time.monotonic() - self._revoke_after_s()
+        for index, slot in enumerate(self._slots):
+            since = self._stuck_since(index, slot)
+            if since is None or since > late:
+                continue
+            if not slot.lock.acquire(timeout=0.01):
+                continue  # the child is stopped or died holding it: its death replays them
+            taken: list[Call] = []
+            ended: list[Outcome] = []
+            try:
+                for position, call in slot.queue.values():
+                    base = position * _POSITION_FIELDS
+                    state = self._board[base + _STATE]
+                    if state == _QUEUED:
+                        self._board[base + _STATE] = _TAKEN
+                        taken.append(call)
+                    elif state in (_DONE_OK, _DONE_STALE):
+                        # ended just before the long call began, its outcome still in
+                        # the child: reported from the board now, not at the call's end
+                        ok = state == _DONE_OK
+                        ran = self._board[base + _RAN] if ok else 0.0
+                        ended.append(Outcome(call.call_id, "ok" if ok else "stale", ran))
+            finally:
+                slot.lock.release()
+            for call_id in [c.call_id for c in taken] + [o.call_id for o in ended]:
+                position, _call = slot.queue.pop(call_id)
+                slot.free.append(position)
+                self._position.pop(call_id, None)
+            for outcome in ended:
+                self._finish(outcome)  # the child's own report of it is ignored
+            self._pending.extendleft(reversed(taken))
+
+    def _next_revoke_in(self, timeout_s: float) -> float:
+        after = self._revoke_after_s()
+        now = time.monotonic()
+        for index, slot in enumerate(self._slots):
+            since = self._stuck_since(index, slot)
+            if since is not None:
+                timeout_s = min(timeout_s, max(0.0, since + after - now) + 0.001)
+        return timeout_s
 
     def poll(self, timeout_s: float) -> list[Outcome]:
-        busy = [s for s in self._slots if s.queue]
-        if not self._done:
+        self._dispatch()
+        if not self._done and timeout_s > 0:
             # a child the watchdog kills wakes this wait through its sentinel
             handles: list[Any] = [s.conn for s in self._slots]
-            handles += [s.process.sentinel for s in busy]
-            wait(handles, timeout=timeout_s)
+            handles += [s.process.sentinel for s in self._slots if s.queue]
+            wait(handles, timeout=self._next_revoke_in(timeout_s))
         for index, slot in enumerate(list(self._slots)):
             self._collect(index, slot)
+        self._take_back()
         self._dispatch()
         done, self._done = self._done, []
         return done
+
+    def _finish(self, outcome: Outcome) -> None:
+        self._position.pop(outcome.call_id, None)
+        self._call_start_by.pop(outcome.call_id, None)
+        if outcome.status != "stale":
+            self.pace.observe(outcome.duration_s)
+        self._done.append(outcome)
 
     def _collect(self, index: int, slot: _Slot) -> None:
         try:
@@ -800,40 +1048,43 @@ class ProcessRunner:
                 if message[0] == "log":
                     self._emit(message[1])
                 elif message[0] == "done":
-                    outcome: Outcome = message[1]
-                    if slot.queue and slot.queue[0].call_id == outcome.call_id:
-                        slot.queue.popleft()
-                        slot.head_started = time.monotonic()
-                    self._forget(outcome.call_id)
-                    if outcome.status != "stale":
-                        self.pace.observe(outcome.duration_s)
-                    self._done.append(outcome)
+                    for item in message[1]:
+                        # a plain "ok" comes as (call id, run time), anything else whole
+                        outcome = Outcome(item[0], "ok", item[1]) if type(item) is tuple else item
+                        held = slot.queue.pop(outcome.call_id, None)
+                        if held is not None:
+                            slot.free.append(held[0])
+                            self._finish(outcome)
         except (EOFError, OSError):
             pass
-        if slot.process.is_alive():
-            return
-        if not slot.queue:
-            self._replace(index, slot, None)
-            return
-        head = slot.queue[0]
+        if not slot.process.is_alive():
+            self._replace(index, slot)
+
+    def _replace(self, index: int, slot: _Slot) -> None:
+        """The child of slot ``index`` is dead: settle what it held, start another.
+
+        What each held call became is on the board: one the child had started is the
+        outcome (a timeout if the watchdog killed it, else a crash); one it finished
+        without sending is rebuilt; one it had not started runs elsewhere.
+        """
         killed = slot.killed
-        if killed is not None and killed[0] == head.call_id:
-            elapsed = killed[1]
-            outcome_ = Outcome(
-                head.call_id,
-                "timeout",
-                elapsed,
-                f"DeadlineExceeded: killed after {elapsed:.1f}s (deadline {head.deadline_s:g}s)",
-            )
-            self._replace(index, slot, outcome_)
-        elif killed is not None:
-            # killed just after it finished its call: the calls behind never started
-            self._replace(index, slot, None)
-        else:
-            started = self._running[index * _RUNNING_FIELDS + _STARTED]
-            elapsed = time.monotonic() - (started if started > 0 else slot.head_started)
-            code = slot.process.exitcode
-            self._replace(index, slot, Outcome(head.call_id, "crashed", elapsed, _exit_text(code)))
+        self._drop(slot)
+        started = self._running[index * _RUNNING_FIELDS + _STARTED]
+        replay: list[Call] = []
+        for call_id, (position, call) in slot.queue.items():
+            outcome = _fate(self._board, position, call, slot, killed, started)
+            if outcome is None:
+                replay.append(call)
+                self._position.pop(call_id, None)
+            else:
+                self._finish(outcome)
+        slot.queue.clear()
+        self._pending.extendleft(reversed(replay))
+        slot.conn.close()
+        slot.process.join(1)
+        replacement = self._spawn(index)
+        with self._lock:
+            self._slots[index] = replacement
 
     def _kill(self, slot: _Slot) -> None:
         if self._kill_grace_s > 0:
@@ -843,10 +1094,6 @@ class ProcessRunner:
             slot.process.kill()
         slot.process.join(10)
 
-    def _forget(self, call_id: int) -> None:
-        self._position.pop(call_id, None)
-        self._call_start_by.pop(call_id, None)
-
     def _drop(self, slot: _Slot) -> None:
         """A slot's child is gone or going: the watchdog no longer signals it."""
         with self._lock:
@@ -855,30 +1102,10 @@ class ProcessRunner:
                 os.close(slot.pidfd)
                 slot.pidfd = None
 
-    def _replace(self, index: int, slot: _Slot, outcome: Outcome | None) -> None:
-        if outcome is not None:
-            slot.queue.popleft()
-            self._forget(outcome.call_id)
-            self.pace.observe(outcome.duration_s)
-            self._done.append(outcome)
-        # calls queued behind the failed one never started: run them elsewhere first
-        for call in slot.queue:
-            self._position.pop(call.call_id, None)
-        self._pending.extendleft(reversed(slot.queue))
-        slot.queue.clear()
-        self._drop(slot)
-        slot.conn.close()
-        slot.process.join(1)
-        replacement = self._spawn(index)
-        with self._lock:
-            self._slots[index] = replacement
-
     def abort(self) -> list[int]:
         """Kill every child now; return the ids of calls that had not finished."""
         self._watching.set()
-        lost = [c.call_id for s in self._slots for c in s.queue] + [
-            c.call_id for c in self._pending
-        ]
+        lost = [i for s in self._slots for i in s.queue] + [c.call_id for c in self._pending]
         for slot in self._slots:
             slot.queue.clear()
             self._drop(slot)
