@@ -472,14 +472,29 @@ def _child_main(
     except HandlerLoadError as exc:
         conn.send(("fatal", str(exc)))
         return
-    logger, hook = _handler_logger(lambda event: conn.send(("log", event)), log_level)
+    outbox = _Outbox(conn)
+    logger, hook = _handler_logger(lambda event: outbox.send(("log", event)), log_level)
     try:
-        conn.send(("ready", os.getpid()))
+        outbox.send(("ready", os.getpid()))
     except OSError:
         return  # the worker is gone (killed while this child started): nothing to do
     inbox = _drain_in_background(conn)
     with contextlib.suppress(EOFError, OSError):  # the worker is gone
-        _child_loop(conn, inbox, fn, execution_id, board, lock, hook, logger, running, slot)
+        _child_loop(outbox, inbox, fn, execution_id, board, lock, hook, logger, running, slot)
+
+
+class _Outbox:
+    """A child's writes to its pipe, one message at a time: a handler that logs from
+    threads of its own while the child sends outcomes must not interleave two
+    messages' bytes on the pipe (the worker could no longer read it)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: Any) -> None:
+        with self._lock:
+            self._conn.send(message)
 
 
 def _drain_in_background(conn: Connection) -> queue.SimpleQueue[Any]:
@@ -520,7 +535,7 @@ def _drain_in_background(conn: Connection) -> queue.SimpleQueue[Any]:
 
 
 def _child_loop(
-    conn: Connection,
+    conn: _Outbox,
     inbox: queue.SimpleQueue[Any],
     fn: Handler,
     execution_id: str,

@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,3 +206,26 @@ def test_a_chatty_handler_with_big_requests_never_stalls_the_pipe(tmp_path: Path
     assert len(events) == LINES_PER_CALL * count  # every log record reached the parent
     # a circular wait ends only when the watchdog kills the child at the deadline
     assert took < deadline_s, took
+
+
+def test_a_handler_logging_from_its_own_threads_keeps_the_pipe_readable() -> None:
+    """Records of 100 KB (more than the pipe holds: a write waits partway) logged from
+    three threads at once: each reaches the parent whole, and every call ends "ok"."""
+    from tests.runner_chatty import THREADS
+
+    events: list[Any] = []
+    runner = ProcessRunner(
+        "tests.runner_chatty:chatty_threads", concurrency=1, execution_id="t", emit=events.append
+    )
+    runner.start()
+    try:
+        count = 60
+        for n in range(1, count + 1):
+            runner.submit(Call(n, 100_000, 1, f"m{n}", None, {}, 10.0))
+        got = collect(runner, count, 60)
+    finally:
+        runner.abort()
+    assert sorted(got) == list(range(1, count + 1))
+    assert [n for n, (o, _at) in got.items() if o.status != "ok"] == []
+    assert len(events) == THREADS * count
+    assert all(e.message.endswith("t" * 100_000) for e in events)
