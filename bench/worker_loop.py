@@ -84,6 +84,9 @@ def run_one(path: str, messages: int, runner: str) -> dict[str, Any]:
         done = subprocess.run(
             [sys.executable, "-c", CHILD, f"{tmp}/q.db", str(messages), runner],
             env=env,
+            # a `-c` child searches its current directory before PYTHONPATH: run
+            # from inside a checkout, every tree would import that checkout's steadyq
+            cwd=tmp,
             capture_output=True,
             text=True,
             check=False,
@@ -109,6 +112,9 @@ def instructions(path: str, messages: int, runner: str, *, drain: bool) -> int:
                 "count" if drain else "skip",
             ],
             env=env,
+            # a `-c` child searches its current directory before PYTHONPATH: run
+            # from inside a checkout, every tree would import that checkout's steadyq
+            cwd=tmp,
             capture_output=True,
             text=True,
             check=False,
