@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from steadyq._sql import OUTCOME_KINDS_SQL, WARNINGS_ONLY
@@ -201,6 +201,22 @@ def _flag(value: str, name: str, url: str) -> bool:
     raise ConfigError(f"{name} in {url!r} must be on or off, not {value!r}")
 
 
+_N = TypeVar("_N", int, float)
+
+
+def _number(kind: type[_N], text: str, name: str, url: str) -> _N:
+    """``text`` as an int or a float, the value of the URL option ``name``.
+
+    Raises:
+        ConfigError: it is not one.
+    """
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name} in {url!r} must be {what}") from None
+
+
 def parse_url(url: str) -> PgUrl:
     """``postgresql://user:pass@host:port/db?schema=NAME&notify=off…``.
 
@@ -232,30 +248,18 @@ def parse_url(url: str) -> PgUrl:
         )
     if schema.startswith("pg_"):
         raise ConfigError(f"schema {schema!r} in {url!r}: names starting pg_ are PostgreSQL's own")
-    try:
-        pool_max = int(own.get("pool_max", "4"))
-    except ValueError:
-        raise ConfigError(f"pool_max in {url!r} must be an integer") from None
+    pool_max = _number(int, own.get("pool_max", "4"), "pool_max", url)
     if pool_max < 1:
         raise ConfigError(f"pool_max in {url!r} must be at least 1")
     sync = own.get("synchronous_commit")
     if sync is not None and sync not in ("on", "off", "local", "remote_write", "remote_apply"):
         raise ConfigError(f"synchronous_commit in {url!r}: on, off, local, remote_write or …")
-    try:
-        idle_s = float(own.get("idle_in_transaction_s", "30"))
-    except ValueError:
-        raise ConfigError(f"idle_in_transaction_s in {url!r} must be a number") from None
+    idle_s = _number(float, own.get("idle_in_transaction_s", "30"), "idle_in_transaction_s", url)
     if idle_s < 0:
         raise ConfigError(f"idle_in_transaction_s in {url!r} must not be negative")
-    try:
-        vacuum_every = int(own.get("vacuum_every", "50000"))
-    except ValueError:
-        raise ConfigError(f"vacuum_every in {url!r} must be an integer") from None
+    vacuum_every = _number(int, own.get("vacuum_every", "50000"), "vacuum_every", url)
     timeout = dict(rest).get("connect_timeout", "10")
-    try:
-        connect_timeout_s = float(timeout)
-    except ValueError:
-        raise ConfigError(f"connect_timeout in {url!r} must be a number") from None
+    connect_timeout_s = _number(float, timeout, "connect_timeout", url)
     if "connect_timeout" not in dict(rest):
         rest.append(("connect_timeout", "10"))
     if "application_name" not in dict(rest):

@@ -248,10 +248,10 @@ class WatchState:
     def for_store(cls, store: EventStore) -> WatchState:
         """State beside ``store`` when it is SQLite or PostgreSQL and writable, else in
         memory (no resume)."""
+        from steadyq._postgres import PostgresDatabase  # the driver itself stays unloaded
+
         db = getattr(store, "db", None)
-        if isinstance(db, SqliteDatabase) and not db.read_only:
-            return cls(db)
-        if db is not None and type(db).__name__ == "PostgresDatabase" and not db.read_only:
+        if isinstance(db, (SqliteDatabase, PostgresDatabase)) and not db.read_only:
             return cls(db)
         return cls(SqliteDatabase(":memory:"))
 
