@@ -305,25 +305,12 @@ def test_a_pass_writes_its_events_in_the_settle_transaction(queue: Queue) -> Non
         return real_settle(settlements, events=events)
 
     queue.settle = settle  # type: ignore[method-assign]
-    combined: list[tuple[int, int]] = []
-    if queue.settles_with_pull:
-        real_combined = queue.settle_and_pull  # type: ignore[attr-defined]
-
-        def settle_and_pull(settlements, events, max_messages, lease_s):  # type: ignore[no-untyped-def]
-            combined.append((len(settlements), len(events)))
-            return real_combined(settlements, events, max_messages, lease_s)
-
-        queue.settle_and_pull = settle_and_pull  # type: ignore[attr-defined]
     rids = [str(uuid.uuid4()) for _ in range(3)]
     for rid in rids:
         queue.publish(request(request_id=rid))
     w = drain(queue)
     assert w.counts == {"received": 3, "succeeded": 3}
-    both = calls + combined
-    assert sum(n for n, _ in both) == 3 and sum(e for _, e in both) == 3
-    if queue.settles_with_pull:
-        # each pass's outcomes went with the next pull (the last with the empty one)
-        assert sum(n for n, _ in combined) == 3 and not any(n for n, _ in calls)
+    assert sum(n for n, _ in calls) == 3 and sum(e for _, e in calls) == 3
     assert {r.request_id: r.status for r in store_for(queue).requests()} == dict.fromkeys(
         rids, "completed"
     )

@@ -250,11 +250,6 @@ class Queue(abc.ABC):
     #: worker with a store of its own then commits gate rejections on a lane of their
     #: own, beside the commit in flight (worker.md, "Recording outcomes").
     settles_concurrently: bool = False
-    #: ``settles_with_pull``: the queue has ``settle_and_pull(settlements, events,
-    #: max_messages, lease_s) -> (SettleResult, list[Delivery])``, :meth:`settle` then
-    #: :meth:`pull` in one transaction (neither takes effect if it fails). A worker
-    #: whose store is the queue's commits each pass's outcomes with its next pull.
-    settles_with_pull: bool = False
 
     @property
     def colocated_store(self) -> EventStore | None:

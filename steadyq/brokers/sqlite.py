@@ -44,8 +44,6 @@ class SqliteQueue(Queue):
     """The queue contract on a SQLite file; see the module docstring for the design."""
 
     scheme = "sqlite"
-    # settle_and_pull: a worker's outcomes and its next pull commit together
-    settles_with_pull = True
 
     def __init__(
         self,
@@ -99,37 +97,32 @@ class SqliteQueue(Queue):
         check_pull_args(max_messages, lease_s)
         now = self.clock()
         token = secrets.token_hex(8)
+        until = now + lease_s
         with self.db.transaction() as conn:
-            rows = _lease(conn, token, now + lease_s, now, max_messages)
-        return _deliveries(rows, token, now + lease_s)
-
-    def settle_and_pull(
-        self,
-        settlements: Sequence[Settlement],
-        events: Sequence[Event],
-        max_messages: int,
-        lease_s: float,
-    ) -> tuple[SettleResult, list[Delivery]]:
-        """:meth:`settle` (with ``events``), then :meth:`pull`, in one transaction:
-        what a worker whose store is this file does at the turn of its loop. One
-        commit a batch fewer, and the pages the settle's deletes and the pull's
-        leases touch (the next rows of one table) are written to the WAL once.
-
-        Raises:
-            ValueError: as :meth:`pull`.
-            BackendError: neither the settlements nor the pull took effect.
-        """
-        check_pull_args(max_messages, lease_s)
-        now = self.clock()
-        token = secrets.token_hex(8)
-        with self.db.transaction() as conn:
-            if settlements:
-                result = self._settle_in(conn, settlements, events, now)
-            else:
-                write_events(conn, events)
-                result = SettleResult()
-            rows = _lease(conn, token, now + lease_s, now, max_messages)
-        return result, _deliveries(rows, token, now + lease_s)
+            rows = conn.execute(
+                "UPDATE messages SET attempts = attempts + 1, lease_token = ?, visible_at = ?"
+                " WHERE seq IN (SELECT seq FROM messages WHERE visible_at <= ?"
+                " ORDER BY visible_at LIMIT ?)"
+                " RETURNING seq, body, attributes, attempts, published_at, replays, last_error,"
+                " runs",
+                (token, until, now, max_messages),
+            ).fetchall()
+        rows.sort(key=lambda r: r[0])
+        return [
+            Delivery(
+                message_id=str(r[0]),
+                body=bytes(r[1]),
+                attributes=attrs_of(r[2]),
+                attempt=r[3],
+                published_at=r[4],
+                lease_token=token,
+                leased_until=until,
+                replays=r[5],
+                last_error=r[6],
+                runs=r[7],
+            )
+            for r in rows
+        ]
 
     def settle(
         self, settlements: Sequence[Settlement], *, events: Sequence[Event] = ()
@@ -330,41 +323,6 @@ class SqliteQueue(Queue):
         with self.db.transaction() as conn:  # through the dead_letters_at index
             sql = "DELETE FROM dead_letters WHERE dead_lettered_at < ?"
             return conn.execute(sql, (cut,)).rowcount
-
-
-def _lease(
-    conn: sqlite3.Connection, token: str, until: float, now: float, max_messages: int
-) -> list[tuple]:  # type: ignore[type-arg]
-    """Lease up to ``max_messages`` ready messages under ``token`` until ``until``,
-    inside the caller's transaction; their rows, in publish order."""
-    rows = conn.execute(
-        "UPDATE messages SET attempts = attempts + 1, lease_token = ?, visible_at = ?"
-        " WHERE seq IN (SELECT seq FROM messages WHERE visible_at <= ?"
-        " ORDER BY visible_at LIMIT ?)"
-        " RETURNING seq, body, attributes, attempts, published_at, replays, last_error,"
-        " runs",
-        (token, until, now, max_messages),
-    ).fetchall()
-    rows.sort(key=lambda r: r[0])
-    return rows
-
-
-def _deliveries(rows: list[tuple], token: str, until: float) -> list[Delivery]:  # type: ignore[type-arg]
-    return [
-        Delivery(
-            message_id=str(r[0]),
-            body=bytes(r[1]),
-            attributes=attrs_of(r[2]),
-            attempt=r[3],
-            published_at=r[4],
-            lease_token=token,
-            leased_until=until,
-            replays=r[5],
-            last_error=r[6],
-            runs=r[7],
-        )
-        for r in rows
-    ]
 
 
 def _replace_lease(delivery: Delivery, until: float) -> Delivery:

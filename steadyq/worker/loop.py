@@ -204,8 +204,6 @@ class Worker:
         opts, rec, leases = self.options, self.recorder, self.leases
         lease_s = opts.effective_lease_s
         batch_size = opts.batch_size or int(getattr(self.queue, "pull_batch", DEFAULT_BATCH))
-        # a queue that holds the store commits a pass's outcomes with the next pull
-        pull = rec.pull_settling if rec.settles_with_pull else self.queue.pull
         idle_s = 0.0
         while True:
             if self._signals >= 2:
@@ -222,7 +220,7 @@ class Worker:
             capacity = runner.capacity()
             if may_pull and capacity > 0:
                 asked = min(capacity, batch_size)
-                deliveries = self.guard.pull(pull, asked, lease_s, lease_s=lease_s)
+                deliveries = self.guard.pull(self.queue.pull, asked, lease_s, lease_s=lease_s)
                 if deliveries:
                     pulled = len(deliveries)
                     self._accept(deliveries, runner)
@@ -239,10 +237,8 @@ class Worker:
             outcomes = runner.poll(wait_s)
             for outcome in outcomes:
                 self._collect(outcome)
-            # unless the next pass pulls at once, and that pull commits these outcomes,
-            # flush them (an idle pass also waits for a commit in the background)
-            if not (pulled and rec.settles_with_pull and may_pull and runner.capacity()):
-                self.guard.record(rec.flush_now if not (pulled or outcomes) else rec.flush)
+            # an idle pass also waits for the commit still running in the background
+            self.guard.record(rec.flush_now if not (pulled or outcomes) else rec.flush)
             leases.extend(lease_s, runner)
             self.retention.tick()
             if not may_pull and not leases.inflight and leases.parked:

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from steadyq.brokers.base import Delivery, Queue, Settlement, SettleResult
+from steadyq.brokers.base import Queue, Settlement, SettleResult
 from steadyq.errors import BackendError
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
@@ -64,8 +64,6 @@ class Recorder:
         self.store = store
         self.execution_id = execution_id
         self.colocated = queue.colocated_store is store
-        # outcomes committed in the transaction of the next pull (a SQLite file)
-        self.settles_with_pull = self.colocated and queue.settles_with_pull
         # outcomes written on the loop thread, settled on the committer's
         self._write_here = not self.colocated and store.writes_in_process
         self.on_released = on_released
@@ -186,32 +184,6 @@ class Recorder:
         if self._write_here:
             self._record_here(job)
         self._rejecting = self._lane.submit(self._commit, job)
-
-    def pull_settling(self, max_messages: int, lease_s: float) -> list[Delivery]:
-        """Pull, committing what waits to be recorded in the pull's transaction (a
-        queue that ``settles_with_pull``): the loop's next pull is its commit.
-        While recording is failing, the pull is a pull alone (the flush retries).
-
-        Raises:
-            BackendError: neither was done; what waited waits for the next flush.
-        """
-        if self.failing or not (self.pending or self.buffer):
-            return self.queue.pull(max_messages, lease_s)
-        buffered, self.buffer = self.buffer, []
-        pending, self.pending = self.pending, []
-        released, self._settled_ids = self._settled_ids, []
-        job = Commit(buffered, pending, released)
-        try:
-            job.result, deliveries = self.queue.settle_and_pull(  # type: ignore[attr-defined]
-                pending, buffered, max_messages, lease_s
-            )
-        except BackendError:
-            self.buffer[:0] = buffered
-            self.pending[:0] = pending
-            self._settled_ids[:0] = released
-            raise
-        self._committed(job)
-        return list(deliveries)
 
     def unrecorded(self) -> bool:
         """Outcomes or events still waiting for the store (during an outage)."""
