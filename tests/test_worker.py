@@ -324,24 +324,14 @@ class _WatchedStore:
     """A SQLite store that notes which messages' outcomes it recorded (and on which
     thread), and can fail or dawdle on demand."""
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        failures: int = 0,
-        delay_s: float = 0.0,
-        writes_in_process: bool | None = None,
-    ) -> None:
+    def __init__(self, path: Path, *, failures: int = 0, delay_s: float = 0.0) -> None:
         from steadyq.brokers import open_store
 
         self.inner = open_store(f"sqlite:///{path}")
         self.failures = failures
         self.delay_s = delay_s
-        # a store that dawdles stands for a remote one (a round trip per write)
-        self.writes_in_process = not delay_s if writes_in_process is None else writes_in_process
         self.recorded: set[str] = set()
         self.threads: set[str] = set()
-        self.settle_threads: set[str] = set()
 
     def write(self, events: list[ev.Event]) -> None:
         import threading
@@ -371,9 +361,6 @@ def _watch_acks(queue: MemoryQueue, store: _WatchedStore) -> list[str]:
     real_settle = queue.settle
 
     def settle(settlements: list[Settlement], *, events: tuple[ev.Event, ...] = ()) -> SettleResult:
-        import threading
-
-        store.settle_threads.add(threading.current_thread().name)
         for s in settlements:
             if s.action == "ack":
                 assert s.delivery.message_id in store.recorded, "acked before it was recorded"
@@ -384,28 +371,17 @@ def _watch_acks(queue: MemoryQueue, store: _WatchedStore) -> list[str]:
     return acked
 
 
-@pytest.mark.parametrize("in_process", [False, True], ids=["remote-store", "local-store"])
-def test_a_separate_store_records_outcomes_before_each_ack(
-    tmp_path: Path, in_process: bool
+def test_a_separate_store_records_outcomes_beside_the_loop_before_each_ack(
+    tmp_path: Path,
 ) -> None:
-    """A remote store is written on the committer thread, beside the next pull; a
-    store of this process's own (a SQLite file) on the loop thread, with only the
-    queue's settle on the committer (no wait on one connection's lock). Either way,
-    each outcome is stored before its ack."""
     queue = MemoryQueue()
-    store = _WatchedStore(tmp_path / "store.db", writes_in_process=in_process)
+    store = _WatchedStore(tmp_path / "store.db")
     ids = queue.publish_batch([(request(), None) for _ in range(300)])
     acked = _watch_acks(queue, store)
     result = Worker(queue, store, options(batch_size=50)).run()  # type: ignore[arg-type]
     assert result.counts == {"received": 300, "succeeded": 300}
     assert sorted(acked) == sorted(ids)
-    if in_process:
-        assert store.threads == {"MainThread"}
-    else:
-        assert store.threads and all(t.startswith("steadyq-commit") for t in store.threads)
-    assert store.settle_threads and all(
-        t.startswith("steadyq-commit") for t in store.settle_threads
-    )
+    assert store.threads and all(t.startswith("steadyq-commit") for t in store.threads)
     assert len(store.events(EventFilter(kinds=(ev.MESSAGE_SUCCEEDED,)))) == 300
     assert queue.pull(10, 30) == []
 

@@ -127,14 +127,7 @@ class EventStore(AttemptCounter):
 
     A store is also an :class:`~steadyq.telemetry.attempts.AttemptCounter`.
     Methods raise :class:`~steadyq.errors.BackendError` when the backend fails.
-
-    ``writes_in_process`` says a write is work of this process alone (a file or
-    memory, no round trip): a worker whose queue does not share the store then writes
-    outcomes on its loop thread and leaves only the queue's settle to its committer
-    thread (two threads sharing one connection only wait on each other's lock).
     """
-
-    writes_in_process = False
 
     @abc.abstractmethod
     def write(self, events: Sequence[Event]) -> None:

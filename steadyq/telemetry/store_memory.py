@@ -36,8 +36,6 @@ from steadyq.telemetry.store import (
 class MemoryStore(EventStore):
     """Events, executions and the ledger in memory."""
 
-    writes_in_process = True
-
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._events: list[Event] = []

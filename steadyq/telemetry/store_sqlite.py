@@ -375,8 +375,6 @@ def claim_in(
 class SqliteStore(EventStore):
     """Events, executions and the request ledger in a SQLite file."""
 
-    writes_in_process = True
-
     def __init__(self, db: SqliteDatabase, *, owns_db: bool = False) -> None:
         self.db = db
         self._owns_db = owns_db

@@ -3,11 +3,8 @@
 It holds the events not yet stored (the *buffer*), the settlements not yet sent (the
 *pending* ones) and the requests whose outcome waits to be recorded, and commits them:
 in the loop when the queue shares the store (one transaction for events, ledger and
-settlements), else on a committer thread beside the next pull. A store whose writes
-are this process's own work (SQLite, memory) is written on the loop thread even then,
-and the committer only settles with the queue: the loop's claims and the committer's
-writes would otherwise queue on one connection's lock. Whichever way, **an outcome is
-stored before the queue hears of it**. A failed commit puts its batch back
+settlements), else on a committer thread beside the next pull. Whichever way, **an
+outcome is stored before the queue hears of it**. A failed commit puts its batch back
 in front of what came since and raises on the loop's thread, where the outage guard
 deals with it; ``failing`` says an outage is one of recording.
 """
@@ -39,7 +36,6 @@ class Commit:
     request_ids: list[str]
     result: SettleResult | None = None
     error: BackendError | None = None
-    recorded: bool = False  # its events are stored: only the queue is left to hear
 
 
 class Recorder:
@@ -64,8 +60,6 @@ class Recorder:
         self.store = store
         self.execution_id = execution_id
         self.colocated = queue.colocated_store is store
-        # outcomes written on the loop thread, settled on the committer's
-        self._write_here = not self.colocated and store.writes_in_process
         self.on_released = on_released
         self.on_recovered: Callable[[], None] = lambda: None
         self.failing = False  # the outage is one of recording outcomes
@@ -180,10 +174,7 @@ class Recorder:
         self.buffer = [
             e for e in self.buffer if not (e.kind == ev.MESSAGE_RECEIVED and e.message_id in ids)
         ]
-        job = Commit(arrivals, urgent, [])
-        if self._write_here:
-            self._record_here(job)
-        self._rejecting = self._lane.submit(self._commit, job)
+        self._rejecting = self._lane.submit(self._commit, Commit(arrivals, urgent, []))
 
     def unrecorded(self) -> bool:
         """Outcomes or events still waiting for the store (during an outage)."""
@@ -212,30 +203,8 @@ class Recorder:
         job = Commit(buffered, pending, released)
         if self._committer is None:
             self._committed(self._commit(job))
-            return
-        if self._write_here:
-            self._record_here(job)
-            if not job.pending:
-                self._committed(job)
-                return
-        self._committing = self._committer.submit(self._commit, job)
-
-    def _record_here(self, job: Commit) -> None:
-        """Store a batch's events (its outcomes' too) now, on this thread; its
-        settlements then go to the committer.
-
-        Raises:
-            BackendError: the store refused; the batch waits for the next flush.
-        """
-        try:
-            self.store.write([*job.buffered, *(e for s in job.pending for e in s.events)])
-        except BackendError:
-            self.buffer[:0] = job.buffered
-            self.pending[:0] = job.pending
-            self._settled_ids[:0] = job.request_ids
-            raise
-        job.buffered = []
-        job.recorded = True
+        else:
+            self._committing = self._committer.submit(self._commit, job)
 
     def flush_now(self) -> None:
         """Flush everything and see it committed."""
@@ -260,8 +229,7 @@ class Recorder:
         of the recorder's)."""
         try:
             if not job.pending:
-                if not job.recorded:
-                    self.store.write(job.buffered)
+                self.store.write(job.buffered)
                 job.buffered = []
                 return job
             if self.colocated:
@@ -269,10 +237,8 @@ class Recorder:
                 job.buffered = []
             else:
                 # outcomes are recorded before the queue hears of them
-                if not job.recorded:
-                    self.store.write([*job.buffered, *(e for s in job.pending for e in s.events)])
-                    job.buffered = []
-                    job.recorded = True
+                self.store.write([*job.buffered, *(e for s in job.pending for e in s.events)])
+                job.buffered = []
                 try:
                     job.result = self.queue.settle(job.pending)
                 except BackendError:
