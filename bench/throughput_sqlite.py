@@ -11,7 +11,15 @@ handler that does nothing:
   ``synchronous=NORMAL``, the durability steadyq runs with (WAL + NORMAL), so both
   sides pay the same for a commit. This is the figure the ratios use;
 * ``huey (default)``: the same, with huey's stock connection (SQLite's default
-  ``synchronous=FULL``: an fsync per commit), for reference.
+  ``synchronous=FULL``: an fsync per commit), for reference;
+* ``records only``: no worker at all. The rows steadyq records for each message,
+  written by SQLite alone: each batch of 64 is leased by ``SqliteQueue.pull``,
+  claimed by the store's own ``claim_in``, then one transaction deletes the batch,
+  inserts its two events a message (arrival, outcome) and its ledger rows and
+  releases its claims, through the store's own statements, with every parameter
+  built before the clock starts. No gate, no handler, no Python per message beyond
+  the pull's deliveries: the ceiling of any worker that keeps these records in this
+  schema on this machine (``ratio_records``: the records alone against huey).
 
 Fairness: every variant starts in a fresh subprocess on a fresh database in a temp
 dir; the messages are published beforehand by a separate subprocess, so the timed
@@ -65,12 +73,13 @@ from pathlib import Path
 from typing import Any
 
 TARGETS = {"ratio_inline": 2.0, "ratio_process": 1.0, "worker_rss_mb": 80.0}
-VARIANTS = ("steadyq-inline", "steadyq-process", "huey-normal", "huey-default")
+VARIANTS = ("steadyq-inline", "steadyq-process", "huey-normal", "huey-default", "records")
 LABELS = {
     "steadyq-inline": "steadyq inline",
     "steadyq-process": "steadyq process",
     "huey-normal": "huey (sync=NORMAL)",
     "huey-default": "huey (default FULL)",
+    "records": "records only (no worker)",
 }
 
 
@@ -252,6 +261,91 @@ def child_run_steadyq(db: str, messages: int, runner: str, concurrency: int) -> 
     }
 
 
+def child_run_records(db: str, messages: int) -> dict[str, Any]:
+    """steadyq's records for ``messages`` published requests, without a worker: see
+    the module docstring ("records only")."""
+    from steadyq.brokers import open_queue
+    from steadyq.telemetry import events as ev
+    from steadyq.telemetry.store_sqlite import (
+        _INSERT_HEAD,
+        _LEDGER_WRITE,
+        _RELEASE_CLAIM,
+        _REQUEST_COLUMNS,
+        _ROW_MARKS,
+        claim_in,
+    )
+
+    batch, owner, lease_s = 64, "records-bench", 600.0
+    queue = open_queue(f"sqlite:///{db}")
+    db_ = queue.db  # type: ignore[attr-defined]
+    with db_.reading() as conn:
+        published = conn.execute("SELECT seq, body FROM messages ORDER BY seq").fetchall()
+    # every row's parameters, made before the clock starts (a message's ids, its two
+    # events' rows as the store writes them, its completed ledger row)
+    now = time.time()
+    plan: dict[str, tuple[str, list[Any], list[Any], list[Any]]] = {}
+    for seq, body in published:
+        request = json.loads(body)
+        rid, mid = request["request_id"], str(seq)
+        fields = json.dumps({"modalities": request.get("modalities", [])})
+        arrival = [now, ev.MESSAGE_RECEIVED, "INFO", 20, "", owner, mid, rid, 1, None, None,
+                   '{"request": ' + fields + "}"]
+        outcome = [now, ev.MESSAGE_SUCCEEDED, "INFO", 20, "", owner, mid, rid, 1, None, 0.01,
+                   None]
+        ledger = [rid, "completed", now, mid, owner, 1, fields, 0.00001, None, now, now, now,
+                  None]
+        plan[mid] = (rid, arrival + outcome, ledger, [rid, owner])
+    cpu0 = cpu_s()
+    t = time.perf_counter()
+    done = 0
+    while True:
+        deliveries = queue.pull(batch, lease_s)
+        if not deliveries:
+            break
+        rows = [plan[d.message_id] for d in deliveries]
+        ids = [r[0] for r in rows]
+        with db_.transaction() as conn:
+            claim_in(conn, ids, owner, time.time() + lease_s, time.time())
+        with db_.transaction() as conn:
+            seqs = [int(d.message_id) for d in deliveries]
+            conn.execute(
+                "DELETE FROM messages WHERE lease_token = ? AND seq IN"
+                f" ({','.join('?' * len(seqs))}) RETURNING seq",
+                [deliveries[0].lease_token, *seqs],
+            ).fetchall()
+            for start in range(0, len(rows), 32):  # 64 event rows a statement, as the store
+                chunk = rows[start : start + 32]
+                conn.execute(
+                    _INSERT_HEAD + ",".join([_ROW_MARKS] * (2 * len(chunk))),
+                    [v for r in chunk for v in r[1]],
+                )
+            conn.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM requests"
+                f" WHERE request_id IN ({','.join('?' * len(ids))})",
+                ids,
+            ).fetchall()
+            conn.executemany(_LEDGER_WRITE, [r[2] for r in rows])
+            conn.executemany(_RELEASE_CLAIM, [r[3] for r in rows])
+        done += len(deliveries)
+    elapsed = time.perf_counter() - t
+    cpu = cpu_s() - cpu0
+    with db_.reading() as conn:
+        (completed,) = conn.execute(
+            "SELECT COUNT(*) FROM requests WHERE status = 'completed'"
+        ).fetchone()
+        (events,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
+    stats = queue.stats()
+    queue.close()
+    ok = done == messages == completed and events == 2 * messages and stats.ready == 0
+    return {
+        "per_s": messages / elapsed,
+        "elapsed_s": elapsed,
+        "cpu_us_per_msg": cpu / messages * 1e6,
+        "rss_mb": mb(proc_status_kb("self", "VmRSS")),
+        "ok": ok,
+    }
+
+
 def _huey(db: str, synchronous_normal: bool) -> Any:
     from huey import SqliteHuey
     from huey.storage import SqliteStorage
@@ -355,6 +449,9 @@ def one_round(tmp: Path, rnd: int, args: argparse.Namespace) -> dict[str, dict[s
             pub = spawn("publish-steadyq", db, str(n), str(args.publish_batch), str(seed))
             runner = variant.split("-")[1]
             res = spawn("run-steadyq", db, str(n), runner, str(args.concurrency))
+        elif variant == "records":
+            pub = spawn("publish-steadyq", db, str(n), str(args.publish_batch), str(seed))
+            res = spawn("run-records", db, str(n))
         else:
             normal = "1" if variant == "huey-normal" else "0"
             pub = spawn("publish-huey", db, str(n), str(seed), normal)
@@ -418,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             "run-steadyq": lambda a: child_run_steadyq(a[0], int(a[1]), a[2], int(a[3])),
             "publish-huey": lambda a: child_publish_huey(a[0], int(a[1]), int(a[2]), a[3] == "1"),
             "run-huey": lambda a: child_run_huey(a[0], int(a[1]), a[2] == "1"),
+            "run-records": lambda a: child_run_records(a[0], int(a[1])),
         }
         print(json.dumps(steps[step](rest)))
         return 0
@@ -501,6 +599,10 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_us_per_msg_process": round(cpu["steadyq-process"], 1),
         "huey_cpu_us_per_msg": round(cpu["huey-normal"], 1),
         "huey_default_cpu_us_per_msg": round(cpu["huey-default"], 1),
+        # steadyq's records written by SQLite with no worker: the ceiling of the schema
+        "records_per_s": round(rate["records"], 1),
+        "records_cpu_us_per_msg": round(cpu["records"], 1),
+        "ratio_records": round(rate["records"] / huey, 3),
         "rounds": args.rounds,
         "burners": args.burners,
         # against huey as shipped (an fsync per commit): the anchor the issue quotes

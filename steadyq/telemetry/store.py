@@ -238,7 +238,7 @@ class EventStore(AttemptCounter):
 
     def sqlite_store(self, purpose: str) -> SqliteStore:
         """This store as a SQLite store, for a piece that works on SQLite files only
-        (``steadyq import gcloud``, the live ``--source`` watch, the dashboard).
+        (``steadyq import gcloud``, the live ``--source`` watch).
 
         Raises:
             ConfigError: this store is not a SQLite file; the message names ``purpose``.
