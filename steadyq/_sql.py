@@ -9,8 +9,11 @@ dead letters) and the row decoding of dead letters are built from it here.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,8 @@ from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import SEVERITY_RANK, severity_rank
 
 if TYPE_CHECKING:
+    from steadyq._postgres import PostgresDatabase
+    from steadyq._sqlite import SqliteDatabase
     from steadyq.brokers.base import DeadLetter, DlqFilter
     from steadyq.telemetry.store import EventFilter
 
@@ -184,3 +189,56 @@ def letter_of(row: Sequence[Any]) -> DeadLetter:
         dead_lettered_at=row[8],
         replays=row[9],
     )
+
+
+# -- statements written once, in SQLite's spelling ---------------------------------
+
+# the tables a statement in SQLite's spelling may name bare (the store's, the dead
+# letters, the watch's state), and nothing longer that starts like one (an index
+# name such as events_kind_ts) nor a name already qualified
+_TABLES = re.compile(
+    r"(?<![.\w])(events|executions|requests|dead_letters"
+    r"|watch_(?:runs|owners|checkpoints|alerts))\b"
+)
+# SQLite's planner hint; PostgreSQL has none (its planner picks the index itself)
+_INDEXED_BY = re.compile(r"\s+INDEXED BY \w+")
+
+
+@functools.lru_cache(maxsize=512)
+def postgres_spelling(sql: str) -> str:
+    """A statement written for SQLite, spelled for PostgreSQL: ``?`` placeholders
+    become ``%s`` (a literal ``%`` is doubled), the tables are in the ``SQ.`` schema
+    and ``INDEXED BY`` hints are dropped. Such a statement must hold no literal ``?``
+    (pass the text as a parameter)."""
+    sql = _INDEXED_BY.sub("", sql)
+    return _TABLES.sub(r"SQ.\1", sql).replace("%", "%%").replace("?", "%s")
+
+
+class PgStatements:
+    """A PostgreSQL connection that takes statements as written for SQLite
+    (:func:`postgres_spelling`), with the tables in ``db``'s schema."""
+
+    def __init__(self, conn: Any, db: PostgresDatabase) -> None:
+        self._conn = conn
+        self._db = db
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(self._db.sql(postgres_spelling(sql)), parameters)
+
+
+def is_sqlite(db: SqliteDatabase | PostgresDatabase) -> bool:
+    from steadyq._sqlite import SqliteDatabase
+
+    return isinstance(db, SqliteDatabase)
+
+
+@contextmanager
+def sqlite_spelled(db: SqliteDatabase | PostgresDatabase) -> Iterator[Any]:
+    """A read on ``db`` whose connection takes statements in SQLite's spelling: the
+    SQLite connection itself, or a :class:`PgStatements` over a pooled PostgreSQL one.
+
+    Raises:
+        BackendError: the database failed (also while the caller reads a cursor).
+    """
+    with db.reading() as conn:
+        yield conn if is_sqlite(db) else PgStatements(conn, db)  # type: ignore[arg-type]

@@ -6,9 +6,9 @@ this module only when metrics are asked for.
 
 * :class:`WorkerMetrics` is fed every event a running worker emits (the worker's
   ``sink`` callback) and is served on ``steadyq worker --metrics-port``.
-* :class:`StoreCollector` reads a SQLite store's events and executions tables
-  incrementally (by event id: a scrape reads only the events written since the last
-  one) and the queue's live counts; ``steadyq dashboard`` serves it on ``/metrics``.
+* :class:`StoreCollector` reads a SQLite or PostgreSQL store's events and executions
+  tables incrementally (by event id: a scrape reads only the events written since the
+  last one) and the queue's live counts; ``steadyq dashboard`` serves it on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from steadyq._sql import sqlite_spelled
 from steadyq.brokers.base import Queue, QueueStats
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
@@ -170,9 +171,12 @@ _OUTCOME_KIND_SQL = ",".join(f"'{k}'" for k in OUTCOMES)
 class StoreCollector(Collector):
     """The store's view in Prometheus terms: totals over the whole history.
 
-    ``db`` is the store's :class:`~steadyq._sqlite.SqliteDatabase`. The first scrape
-    reads every message event once (on a 10 M-event store: seconds); each later one
-    reads only the events added since. ``queue_stats`` gives the queue gauges.
+    ``db`` is the store's :class:`~steadyq._sqlite.SqliteDatabase` or
+    :class:`~steadyq._postgres.PostgresDatabase`; the statements are written once, in
+    SQLite's spelling (:func:`~steadyq._sql.sqlite_spelled`). The first scrape reads
+    every message event once (on a 10 M-event store: seconds); each later one reads
+    only the events added since, by the primary key. ``queue_stats`` gives the queue
+    gauges.
     """
 
     def __init__(self, db: Any, queue_stats: Callable[[], QueueStats | None]) -> None:
@@ -186,10 +190,10 @@ class StoreCollector(Collector):
         with self._lock:
             t = self._totals
             while True:
-                with self._db.reading() as conn:
+                with sqlite_spelled(self._db) as conn:
                     top = conn.execute(
                         "SELECT coalesce(max(id), 0) FROM"
-                        " (SELECT id FROM events WHERE id > ? ORDER BY id LIMIT ?)",
+                        " (SELECT id FROM events WHERE id > ? ORDER BY id LIMIT ?) AS batch",
                         (t.last_id, batch),
                     ).fetchone()[0]
                     if top <= t.last_id:
@@ -215,8 +219,11 @@ class StoreCollector(Collector):
             "SELECT count(*) FROM events WHERE id > ? AND id <= ? AND kind = ? AND message LIKE ?",
             (low, high, ev.LOG, OUTAGE_PREFIX + "%"),
         ).fetchone()[0]
-        # bucket index in SQL: the number of bounds below the duration
-        bucket = " + ".join(f"(duration_ms > {b * 1000:g})" for b in DURATION_BUCKETS)
+        # bucket index in SQL: the number of bounds below the duration (CASE, not a
+        # sum of comparisons: PostgreSQL does not add booleans)
+        bucket = " + ".join(
+            f"CASE WHEN duration_ms > {b * 1000:g} THEN 1 ELSE 0 END" for b in DURATION_BUCKETS
+        )
         rows = conn.execute(
             f"SELECT kind, {bucket}, count(*), sum(duration_ms) FROM events"
             " WHERE id > ? AND id <= ? AND kind IN (?,?,?) AND duration_ms IS NOT NULL"
@@ -253,7 +260,7 @@ class StoreCollector(Collector):
             "steadyq_executions", _HELP["executions"], labels=["status"]
         )
         running = 0
-        with self._db.reading() as conn:
+        with sqlite_spelled(self._db) as conn:
             rows = conn.execute("SELECT status, count(*) FROM executions GROUP BY status")
             for status, n in rows:
                 if status == "running":

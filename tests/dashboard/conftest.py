@@ -1,4 +1,5 @@
-"""Fixtures for the dashboard: a SQLite queue and store, the app, a live server, a browser."""
+"""Fixtures for the dashboard: a queue and store (SQLite; PostgreSQL where a module asks
+for ``backend_url``), the app, a live server, a browser."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_service
+from tests.postgres_db import postgres_url
 
 # The dashboard extra is part of the test extra: missing, the tests are not run
 # locally, and CI fails.
@@ -55,6 +57,18 @@ def drain(queue: Any) -> Any:
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'steadyq.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The queue-and-store URL of each backend: a SQLite file, and a fresh schema on the
+    machine's PostgreSQL (skipped locally without one, a failure under CI=true). A
+    module that overrides ``db_url`` with it runs its tests on both."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'steadyq.db'}"
+    else:
+        with postgres_url() as url:
+            yield url
 
 
 @pytest.fixture

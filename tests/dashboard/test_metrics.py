@@ -1,10 +1,12 @@
-"""/metrics and --metrics-port, read with prometheus-client's own parser."""
+"""/metrics and --metrics-port, read with prometheus-client's own parser; the store's
+metrics on a SQLite store and on a PostgreSQL one (``db_url`` is each backend's)."""
 
 from __future__ import annotations
 
 import urllib.request
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,6 +17,11 @@ from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventFilter
 from steadyq.worker_metrics import serving_metrics
 from tests.dashboard.conftest import body, client_for, drain
+
+
+@pytest.fixture
+def db_url(backend_url: str) -> str:
+    return backend_url
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

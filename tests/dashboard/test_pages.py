@@ -1,4 +1,5 @@
-"""What the pages show, and that nothing from a message is ever live markup."""
+"""What the pages show, and that nothing from a message is ever live markup: on a
+SQLite store and on a PostgreSQL one (``db_url`` is each backend's)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
 from steadyq.dashboard.app import feed_item
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
@@ -15,6 +18,11 @@ from steadyq.watch.run import WatchState
 from tests.dashboard.conftest import HOSTILE_ID, HOSTILE_TOPIC, body, client_for, drain
 
 RAW = ("<img", "<script>alert", "<b>", "\u202e")
+
+
+@pytest.fixture
+def db_url(backend_url: str) -> str:
+    return backend_url
 
 
 def _inert(html: str, shown: bool = True) -> None:
@@ -57,7 +65,7 @@ def _hostile_store(view: Any) -> str:
             Event(ev.MESSAGE_TIMED_OUT, now - 3, severity="ERROR", request_id=HOSTILE_ID),
         ]
     )
-    WatchState(view.db)  # the watch tables, as a watch makes them
+    state = WatchState(view.db)  # the watch tables, as a watch makes them
     record = {
         "index": 1,
         "at": now - 60,
@@ -66,7 +74,7 @@ def _hostile_store(view: Any) -> str:
              "reason": HOSTILE_TOPIC},
         ],
     }  # fmt: skip
-    with view.db.transaction() as conn:
+    with state.transaction() as conn:  # SQLite's spelling, on either backend
         conn.execute(
             "INSERT INTO watch_runs (run_id, plan_name, plan_hash, plan, mode, status,"
             " window_start, window_end, verdict, verdict_reason, created_at, updated_at)"
@@ -208,3 +216,11 @@ def test_watch_page_shows_criteria_next_checkpoint_and_reports(view: Any, tmp_pa
     assert 'href="/reports/report.md"' in html and "report.html" not in html
     assert client.get("/reports/report.md").text == "# report\n"
     assert client.get("/reports/..%2Fsteadyq.db").status_code == 404
+
+
+def test_an_unreachable_store_is_said_on_the_overview(view: Any) -> None:
+    client = client_for(view)
+    view.db.close()
+    response = client.get("/")
+    assert response.status_code == 503
+    assert "the store is unreachable" in response.text
