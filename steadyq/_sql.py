@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -233,12 +234,86 @@ def is_sqlite(db: SqliteDatabase | PostgresDatabase) -> bool:
 
 
 @contextmanager
-def sqlite_spelled(db: SqliteDatabase | PostgresDatabase) -> Iterator[Any]:
+def sqlite_spelled(
+    db: SqliteDatabase | PostgresDatabase, *, snapshot: bool = False
+) -> Iterator[Any]:
     """A read on ``db`` whose connection takes statements in SQLite's spelling: the
     SQLite connection itself, or a :class:`PgStatements` over a pooled PostgreSQL one.
+    ``snapshot``: on PostgreSQL, every statement of the block sees the same state
+    (REPEATABLE READ; each statement takes its own at READ COMMITTED).
 
     Raises:
         BackendError: the database failed (also while the caller reads a cursor).
     """
     with db.reading() as conn:
-        yield conn if is_sqlite(db) else PgStatements(conn, db)  # type: ignore[arg-type]
+        if is_sqlite(db):
+            yield conn
+            return
+        if snapshot:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield PgStatements(conn, db)  # type: ignore[arg-type]
+
+
+def id_marks(ids: Sequence[int]) -> str:
+    """``?, ?, …``: one placeholder per id, for ``id IN (…)`` in SQLite's spelling."""
+    return ",".join("?" * len(ids))
+
+
+class Holes:
+    """Event ids a reader that goes by id passed over, and that may still appear.
+
+    PostgreSQL gives a row its identity id when the row is inserted, and transactions
+    commit in any order: a reader that has seen id 101 can see 100 appear later. Such
+    a reader (the live feed, the store's metrics) records every id it skipped (a hole)
+    and looks for it again at each read until :attr:`settle_s` has passed: no steadyq
+    write transaction lasts that long (the server ends a session idle inside a
+    transaction after the URL's ``idle_in_transaction_s``, 30 s by default). A gap
+    wider than :attr:`widest` ids (a bulk insert rolled back, rows pruned) is taken as
+    final, and at most :attr:`most` holes are kept (the newest). On SQLite (one writer
+    at a time: ids commit in order) ``tracked`` is False and nothing is recorded.
+    """
+
+    def __init__(
+        self,
+        tracked: bool,
+        *,
+        settle_s: float = 60.0,
+        widest: int = 10_000,
+        most: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tracked = tracked
+        self.settle_s = settle_s
+        self.widest = widest
+        self.most = most
+        self._clock = clock
+        self._since: dict[int, float] = {}  # hole -> when first passed over (insertion order)
+
+    def passed(self, after: int, ids: Iterable[int], upto: int | None = None) -> None:
+        """The ids (ascending) a read found after id ``after``; a read of the whole
+        range up to ``upto`` also leaves the ids above the last one found as holes."""
+        if not self.tracked:
+            return
+        now = self._clock()
+        previous = after
+        for current in (*ids, *(() if upto is None else (upto + 1,))):
+            if 1 < current - previous <= self.widest + 1:
+                for hole in range(previous + 1, current):
+                    self._since.setdefault(hole, now)
+            previous = max(previous, current)
+        while len(self._since) > self.most:
+            del self._since[next(iter(self._since))]
+
+    def pending(self) -> list[int]:
+        """The holes still worth a look (the settled ones are forgotten), ascending."""
+        cut = self._clock() - self.settle_s
+        for hole in [h for h, at in self._since.items() if at < cut]:
+            del self._since[hole]
+        return sorted(self._since)
+
+    def filled(self, ids: Iterable[int]) -> None:
+        for found in ids:
+            self._since.pop(found, None)
+
+    def __len__(self) -> int:
+        return len(self._since)

@@ -14,7 +14,7 @@ this module only when metrics are asked for.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -26,7 +26,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from steadyq._sql import sqlite_spelled
+from steadyq._sql import Holes, id_marks, is_sqlite, sqlite_spelled
 from steadyq.brokers.base import Queue, QueueStats
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
@@ -184,40 +184,65 @@ class StoreCollector(Collector):
         self._queue_stats = queue_stats
         self._totals = _Totals()
         self._lock = threading.Lock()
+        self._holes = Holes(not is_sqlite(db))
 
     def refresh(self, batch: int = 200_000) -> None:
-        """Read the events written since the last refresh into the totals."""
+        """Read the events written since the last refresh into the totals, by id
+        ranges of at most ``batch`` ids (a transaction each), and on PostgreSQL the
+        events committed since below ids already read (:class:`~steadyq._sql.Holes`)."""
         with self._lock:
             t = self._totals
-            while True:
-                with sqlite_spelled(self._db) as conn:
-                    top = conn.execute(
-                        "SELECT coalesce(max(id), 0) FROM"
-                        " (SELECT id FROM events WHERE id > ? ORDER BY id LIMIT ?) AS batch",
-                        (t.last_id, batch),
-                    ).fetchone()[0]
-                    if top <= t.last_id:
-                        return
-                    self._add(conn, t.last_id, top)
-                t.last_id = top
+            with sqlite_spelled(self._db) as conn:
+                low, top = conn.execute(
+                    "SELECT coalesce(min(id), 1) - 1, coalesce(max(id), 0) FROM events"
+                ).fetchone()
+            # a store pruned before the first read: start at its oldest event (a few
+            # ids missing below it may be events not committed yet: read as holes)
+            if int(low) - t.last_id > self._holes.widest:
+                t.last_id = int(low)
+            while t.last_id < top:
+                high = min(t.last_id + batch, int(top))
+                with sqlite_spelled(self._db, snapshot=True) as conn:
+                    seen = self._add(conn, "id > ? AND id <= ?", (t.last_id, high))
+                    if self._holes.tracked and seen < high - t.last_id:
+                        ids = conn.execute(
+                            "SELECT id FROM events WHERE id > ? AND id <= ? ORDER BY id",
+                            (t.last_id, high),
+                        )
+                        self._holes.passed(t.last_id, [int(r[0]) for r in ids], upto=high)
+                t.last_id = high
+            late = self._holes.pending()
+            for at in range(0, len(late), 500):
+                chunk = late[at : at + 500]
+                with sqlite_spelled(self._db, snapshot=True) as conn:
+                    marks = id_marks(chunk)
+                    found = [
+                        int(r[0])
+                        for r in conn.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+                    ]
+                    if found:
+                        self._add(conn, f"id IN ({id_marks(found)})", found)
+                self._holes.filled(found)
 
-    def _add(self, conn: Any, low: int, high: int) -> None:
+    def _add(self, conn: Any, ids: str, params: Sequence[Any]) -> int:
+        """Add the events that ``ids`` (a condition on ``id``) selects to the totals;
+        how many there were (PostgreSQL only, else 0)."""
         t = self._totals
         rows = conn.execute(
             "SELECT kind, coalesce(reason, ''), count(*) FROM events"
-            f" WHERE id > ? AND id <= ? AND kind IN ({_OUTCOME_KIND_SQL}) GROUP BY 1, 2",
-            (low, high),
+            f" WHERE {ids} AND kind IN ({_OUTCOME_KIND_SQL}) GROUP BY 1, 2",
+            params,
         )
         for kind, reason, n in rows:
             key = (OUTCOMES[kind], reason)
             t.messages[key] = t.messages.get(key, 0) + int(n)
         t.attempts += conn.execute(
-            "SELECT count(*) FROM events WHERE id > ? AND id <= ? AND kind = ?",
-            (low, high, ev.MESSAGE_RECEIVED),
+            f"SELECT count(*) FROM events WHERE {ids} AND kind = ?",
+            (*params, ev.MESSAGE_RECEIVED),
         ).fetchone()[0]
         t.outages += conn.execute(
-            "SELECT count(*) FROM events WHERE id > ? AND id <= ? AND kind = ? AND message LIKE ?",
-            (low, high, ev.LOG, OUTAGE_PREFIX + "%"),
+            f"SELECT count(*) FROM events WHERE {ids} AND kind = ? AND message LIKE ?",
+            (*params, ev.LOG, OUTAGE_PREFIX + "%"),
         ).fetchone()[0]
         # bucket index in SQL: the number of bounds below the duration (CASE, not a
         # sum of comparisons: PostgreSQL does not add booleans)
@@ -226,15 +251,18 @@ class StoreCollector(Collector):
         )
         rows = conn.execute(
             f"SELECT kind, {bucket}, count(*), sum(duration_ms) FROM events"
-            " WHERE id > ? AND id <= ? AND kind IN (?,?,?) AND duration_ms IS NOT NULL"
+            f" WHERE {ids} AND kind IN (?,?,?) AND duration_ms IS NOT NULL"
             " GROUP BY 1, 2",
-            (low, high, *_TIMED_KINDS),
+            (*params, *_TIMED_KINDS),
         )
         for kind, index, n, total_ms in rows:
             outcome = OUTCOMES[kind]
             counts = t.buckets.setdefault(outcome, [0] * (len(DURATION_BUCKETS) + 1))
             counts[int(index)] += int(n)
             t.sums[outcome] = t.sums.get(outcome, 0.0) + float(total_ms) / 1000.0
+        if not self._holes.tracked:
+            return 0
+        return int(conn.execute(f"SELECT count(*) FROM events WHERE {ids}", params).fetchone()[0])
 
     def collect(self) -> Iterator[Metric]:
         self.refresh()

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steadyq._postgres import PostgresDatabase
-from steadyq._sql import SQLITE, WARNINGS_ONLY, PgStatements, dlq_conditions, sqlite_spelled
+from steadyq._sql import (
+    SQLITE,
+    WARNINGS_ONLY,
+    Holes,
+    PgStatements,
+    dlq_conditions,
+    id_marks,
+    sqlite_spelled,
+)
 from steadyq._sqlite import SqliteDatabase
 from steadyq.brokers.base import DeadLetter, DlqFilter, Queue, QueueStats
 from steadyq.dlq import stats as dlq_stats
@@ -54,6 +62,8 @@ COUNTED_KINDS = (
 #: WARNING-and-above texts (and as many of the window before), so a window full
 #: of them costs a bounded time; the page says when the cap was reached.
 TEXTS_CAP = 20_000
+#: A live stream that starts on PostgreSQL looks this many ids back for holes.
+LOOK_BACK_IDS = 1000
 #: A request's events are looked for over at most this much of its ledger row's life.
 REQUEST_SPAN_S = 6 * 3600.0
 # Variable parts of an error text, folded so that texts differing only there group
@@ -89,6 +99,14 @@ class Overview:
     backlog_history: list[Backlog]
     backend_error: str | None = None
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class LiveCursor:
+    """How far one live stream has read: every id up to ``last_id``, but ``holes``."""
+
+    last_id: int
+    holes: Holes
 
 
 class StoreView:
@@ -259,22 +277,65 @@ class StoreView:
         with sqlite_spelled(self.db) as conn:
             return int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
 
-    def events_after(self, event_id: int, limit: int = 200) -> tuple[int, list[Event]]:
-        """Live-feed events written after ``event_id``, and the id to ask after next.
+    def live_cursor(self, after: int | None = None) -> LiveCursor:
+        """Where a live stream starts: after ``after``, else after the newest event.
+
+        On PostgreSQL the ids just below the start that are not there yet may still be
+        committed (:class:`~steadyq._sql.Holes`): the last :data:`LOOK_BACK_IDS` are
+        looked at once, and their holes watched like any other.
 
         Raises:
             BackendError: the store failed.
         """
+        start = self.last_event_id() if after is None else after
+        cursor = LiveCursor(start, Holes(self._pg))
+        if self._pg and start > 0:
+            low = max(0, start - LOOK_BACK_IDS)
+            with sqlite_spelled(self.db) as conn:
+                rows = conn.execute(
+                    "SELECT id FROM events WHERE id > ? AND id <= ? ORDER BY id", (low, start)
+                )
+                cursor.holes.passed(low, [int(r[0]) for r in rows], upto=start)
+        return cursor
+
+    def live_events(self, cursor: LiveCursor, limit: int = 200) -> list[Event]:
+        """Live-feed events committed since the cursor's last read, which it moves on:
+        those after its id (by the primary key), then any that filled a hole.
+
+        Raises:
+            BackendError: the store failed.
+        """
+        late_ids = cursor.holes.pending()
+        late: list[Any] = []
         with sqlite_spelled(self.db) as conn:
             rows = conn.execute(
                 f"SELECT id, {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                (event_id, limit * 5),
+                (cursor.last_id, limit * 5),
             ).fetchall()
-        if not rows:
-            return event_id, []
+            for at in range(0, len(late_ids), 500):
+                chunk = late_ids[at : at + 500]
+                late += conn.execute(
+                    f"SELECT id, {EVENT_COLUMNS} FROM events WHERE id IN ({id_marks(chunk)})"
+                    " ORDER BY id",
+                    chunk,
+                ).fetchall()
+        cursor.holes.filled(int(r[0]) for r in late)
+        if rows:
+            cursor.holes.passed(cursor.last_id, [int(r[0]) for r in rows])
+            cursor.last_id = int(rows[-1][0])
         wanted = set(LIVE_KINDS)
-        chosen = [row_to_event(r[1:]) for r in rows if r[2] in wanted][:limit]
-        return int(rows[-1][0]), chosen
+        return [row_to_event(r[1:]) for r in (*late, *rows) if r[2] in wanted][:limit]
+
+    def events_after(self, event_id: int, limit: int = 200) -> tuple[int, list[Event]]:
+        """Live-feed events written after ``event_id``, and the id to ask after next
+        (one read: a stream keeps a :meth:`live_cursor` instead).
+
+        Raises:
+            BackendError: the store failed.
+        """
+        cursor = LiveCursor(event_id, Holes(False))
+        found = self.live_events(cursor, limit)
+        return cursor.last_id, found
 
     # -- dead letters ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,35 @@ def view(db_url: str) -> Iterator[Any]:
         yield StoreView(queue, store_for(queue))
     finally:
         queue.close()
+
+
+@pytest.fixture
+def pg_view() -> Iterator[Any]:
+    """A dashboard's view of a PostgreSQL queue and its store, on a fresh schema."""
+    from steadyq.brokers import open_queue, store_for
+    from steadyq.dashboard.data import StoreView
+
+    with postgres_url() as url:
+        queue = open_queue(url)
+        try:
+            yield StoreView(queue, store_for(queue))
+        finally:
+            queue.close()
+
+
+@contextmanager
+def uncommitted_event(view: Any, kind: str, reason: str = "late") -> Iterator[None]:
+    """An event inserted into a PostgreSQL store and committed only when the block
+    ends: its id is lower than those of the events written meanwhile."""
+    with view.db.transaction() as conn:
+        conn.execute(
+            view.db.sql(
+                "INSERT INTO SQ.events (ts, kind, severity, sev_rank, reason)"
+                " VALUES (%s, %s, 'WARNING', 3, %s)"
+            ),
+            (time.time(), kind, reason),
+        )
+        yield
 
 
 def client_for(view: Any, token: str | None = None, **kw: Any) -> Any:

@@ -28,7 +28,6 @@ from tests.dashboard.conftest import (
     drain,
     save_artifact,
 )
-from tests.postgres_db import postgres_url
 
 pytestmark = pytest.mark.slow
 LIVE_BOUND_MS = 45_000  # the issue's 2 s is for an idle machine; this one is shared (and a
@@ -39,20 +38,6 @@ def expect(locator: Any) -> Any:
     from playwright.sync_api import expect as playwright_expect
 
     return playwright_expect(locator)
-
-
-@pytest.fixture
-def pg_view() -> Iterator[Any]:
-    """A dashboard's view of a PostgreSQL queue and its store, on a fresh schema."""
-    from steadyq.brokers import open_queue, store_for
-    from steadyq.dashboard.data import StoreView
-
-    with postgres_url() as url:
-        queue = open_queue(url)
-        try:
-            yield StoreView(queue, store_for(queue))
-        finally:
-            queue.close()
 
 
 @pytest.fixture

@@ -15,7 +15,14 @@ from steadyq.dashboard.app import feed_item
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
 from steadyq.watch.run import WatchState
-from tests.dashboard.conftest import HOSTILE_ID, HOSTILE_TOPIC, body, client_for, drain
+from tests.dashboard.conftest import (
+    HOSTILE_ID,
+    HOSTILE_TOPIC,
+    body,
+    client_for,
+    drain,
+    uncommitted_event,
+)
 
 RAW = ("<img", "<script>alert", "<b>", "\u202e")
 
@@ -224,3 +231,19 @@ def test_an_unreachable_store_is_said_on_the_overview(view: Any) -> None:
     response = client.get("/")
     assert response.status_code == 503
     assert "the store is unreachable" in response.text
+
+
+def test_the_live_feed_sends_an_event_committed_below_one_it_sent(pg_view: Any) -> None:
+    # PostgreSQL: ids are taken at insert, commits come in any order
+    view = pg_view
+    cursor = view.live_cursor()
+    with uncommitted_event(view, ev.MESSAGE_REJECTED, reason="late"):
+        view.store.write([Event(ev.MESSAGE_REJECTED, time.time(), reason="early")])
+        assert [e.reason for e in view.live_events(cursor)] == ["early"]
+    assert [e.reason for e in view.live_events(cursor)] == ["late"]
+    assert view.live_events(cursor) == []
+    # a stream that starts just after the late one's id still sees it come in
+    with uncommitted_event(view, ev.MESSAGE_REJECTED, reason="late again"):
+        view.store.write([Event(ev.MESSAGE_REJECTED, time.time(), reason="early again")])
+        cursor = view.live_cursor()
+    assert [e.reason for e in view.live_events(cursor)] == ["late again"]
