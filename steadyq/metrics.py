@@ -165,7 +165,12 @@ class _Totals:
         self.sums: dict[str, float] = {}
 
 
-_OUTCOME_KIND_SQL = ",".join(f"'{k}'" for k in OUTCOMES)
+_TIMED_KIND_SQL = ",".join(f"'{k}'" for k in _TIMED_KINDS)
+# a duration's bucket: the number of bounds below it (CASE, not a sum of comparisons:
+# PostgreSQL does not add booleans)
+_BUCKET_SQL = " + ".join(
+    f"CASE WHEN duration_ms > {b * 1000:g} THEN 1 ELSE 0 END" for b in DURATION_BUCKETS
+)
 
 
 class StoreCollector(Collector):
@@ -193,9 +198,10 @@ class StoreCollector(Collector):
         with self._lock:
             t = self._totals
             with sqlite_spelled(self._db) as conn:
-                low, top = conn.execute(
-                    "SELECT coalesce(min(id), 1) - 1, coalesce(max(id), 0) FROM events"
-                ).fetchone()
+                # two statements: SQLite answers min() or max() from the key's ends only
+                # when the aggregate is alone in its statement
+                top = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+                low = conn.execute("SELECT coalesce(min(id), 1) - 1 FROM events").fetchone()[0]
             # a store pruned before the first read: start at its oldest event (a few
             # ids missing below it may be events not committed yet: read as holes)
             if int(low) - t.last_id > self._holes.widest:
@@ -225,44 +231,37 @@ class StoreCollector(Collector):
                 self._holes.filled(found)
 
     def _add(self, conn: Any, ids: str, params: Sequence[Any]) -> int:
-        """Add the events that ``ids`` (a condition on ``id``) selects to the totals;
-        how many there were (PostgreSQL only, else 0)."""
+        """Add the events that ``ids`` (a condition on ``id`` alone) selects to the
+        totals; how many events there were.
+
+        One pass over the rows by the primary key, grouped in SQL: no condition on
+        ``kind``, which would let PostgreSQL's planner (without statistics, its
+        autovacuum off) AND in the ``(kind, ts)`` index over every event of the kind.
+        """
         t = self._totals
         rows = conn.execute(
-            "SELECT kind, coalesce(reason, ''), count(*) FROM events"
-            f" WHERE {ids} AND kind IN ({_OUTCOME_KIND_SQL}) GROUP BY 1, 2",
-            params,
+            f"SELECT kind, coalesce(reason, ''), CASE WHEN kind IN ({_TIMED_KIND_SQL})"
+            f" AND duration_ms IS NOT NULL THEN {_BUCKET_SQL} END, count(*), sum(duration_ms),"
+            f" sum(CASE WHEN kind = '{ev.LOG}' AND message LIKE ? THEN 1 ELSE 0 END)"
+            f" FROM events WHERE {ids} GROUP BY 1, 2, 3",
+            (OUTAGE_PREFIX + "%", *params),
         )
-        for kind, reason, n in rows:
-            key = (OUTCOMES[kind], reason)
+        seen = 0
+        for kind, reason, index, n, total_ms, outages in rows:
+            seen += int(n)
+            t.outages += int(outages or 0)
+            if kind == ev.MESSAGE_RECEIVED:
+                t.attempts += int(n)
+            outcome = OUTCOMES.get(kind)
+            if outcome is None:
+                continue
+            key = (outcome, reason)
             t.messages[key] = t.messages.get(key, 0) + int(n)
-        t.attempts += conn.execute(
-            f"SELECT count(*) FROM events WHERE {ids} AND kind = ?",
-            (*params, ev.MESSAGE_RECEIVED),
-        ).fetchone()[0]
-        t.outages += conn.execute(
-            f"SELECT count(*) FROM events WHERE {ids} AND kind = ? AND message LIKE ?",
-            (*params, ev.LOG, OUTAGE_PREFIX + "%"),
-        ).fetchone()[0]
-        # bucket index in SQL: the number of bounds below the duration (CASE, not a
-        # sum of comparisons: PostgreSQL does not add booleans)
-        bucket = " + ".join(
-            f"CASE WHEN duration_ms > {b * 1000:g} THEN 1 ELSE 0 END" for b in DURATION_BUCKETS
-        )
-        rows = conn.execute(
-            f"SELECT kind, {bucket}, count(*), sum(duration_ms) FROM events"
-            f" WHERE {ids} AND kind IN (?,?,?) AND duration_ms IS NOT NULL"
-            " GROUP BY 1, 2",
-            (*params, *_TIMED_KINDS),
-        )
-        for kind, index, n, total_ms in rows:
-            outcome = OUTCOMES[kind]
-            counts = t.buckets.setdefault(outcome, [0] * (len(DURATION_BUCKETS) + 1))
-            counts[int(index)] += int(n)
-            t.sums[outcome] = t.sums.get(outcome, 0.0) + float(total_ms) / 1000.0
-        if not self._holes.tracked:
-            return 0
-        return int(conn.execute(f"SELECT count(*) FROM events WHERE {ids}", params).fetchone()[0])
+            if index is not None:
+                counts = t.buckets.setdefault(outcome, [0] * (len(DURATION_BUCKETS) + 1))
+                counts[int(index)] += int(n)
+                t.sums[outcome] = t.sums.get(outcome, 0.0) + float(total_ms) / 1000.0
+        return seen
 
     def collect(self) -> Iterator[Metric]:
         self.refresh()

@@ -247,3 +247,13 @@ def test_the_live_feed_sends_an_event_committed_below_one_it_sent(pg_view: Any) 
         view.store.write([Event(ev.MESSAGE_REJECTED, time.time(), reason="early again")])
         cursor = view.live_cursor()
     assert [e.reason for e in view.live_events(cursor)] == ["late again"]
+
+
+def test_a_store_without_sql_is_refused_with_what_works() -> None:
+    from steadyq.brokers.memory import MemoryQueue
+    from steadyq.dashboard.data import StoreView
+    from steadyq.errors import ConfigError
+    from steadyq.telemetry.store_memory import MemoryStore
+
+    with pytest.raises(ConfigError, match="SQLite or PostgreSQL store"):
+        StoreView(MemoryQueue(), MemoryStore())
