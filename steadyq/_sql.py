@@ -5,6 +5,12 @@ differs is the parameter mark (``?`` or ``%s``), how a list is matched (``IN (?,
 or ``= ANY(%s)``) and where the tables live (PostgreSQL's ``SQ.`` schema token). A
 :class:`Dialect` says that much, and the filters of the listings (events, ledger rows,
 dead letters) and the row decoding of dead letters are built from it here.
+
+The other way, for statements that are simpler written once in SQLite's spelling (the
+watch's state, the dashboard, the store's metrics): :class:`PgStatements` spells them
+for PostgreSQL as they run, and :func:`sqlite_spelled` opens a read that takes them on
+either backend. :class:`Holes` is what a reader that goes by event id must keep on
+PostgreSQL, where ids do not commit in order.
 """
 
 from __future__ import annotations
