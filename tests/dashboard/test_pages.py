@@ -157,6 +157,10 @@ def test_the_overview_shows_the_five_views(view: Any) -> None:
     assert 'data-stat="dead_lettered">2<' in html
     bad = client_for(view).get("/?window=3y")
     assert bad.status_code == 400 and "unknown window" in bad.text
+    # no watch ever ran on this store: no watch tables, an empty list
+    watches = client_for(view).get("/watches")
+    assert watches.status_code == 200 and "/watches/" not in watches.text
+    assert client_for(view).get("/watches/r1").status_code == 404
 
 
 def test_a_request_lookup_shows_its_ledger_row_and_events(view: Any) -> None:
