@@ -5,12 +5,22 @@ differs is the parameter mark (``?`` or ``%s``), how a list is matched (``IN (?,
 or ``= ANY(%s)``) and where the tables live (PostgreSQL's ``SQ.`` schema token). A
 :class:`Dialect` says that much, and the filters of the listings (events, ledger rows,
 dead letters) and the row decoding of dead letters are built from it here.
+
+The other way, for statements that are simpler written once in SQLite's spelling (the
+watch's state, the dashboard, the store's metrics): :class:`PgStatements` spells them
+for PostgreSQL as they run, and :func:`sqlite_spelled` opens a read that takes them on
+either backend. :class:`Holes` is what a reader that goes by event id must keep on
+PostgreSQL, where ids do not commit in order.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +28,8 @@ from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import SEVERITY_RANK, severity_rank
 
 if TYPE_CHECKING:
+    from steadyq._postgres import PostgresDatabase
+    from steadyq._sqlite import SqliteDatabase
     from steadyq.brokers.base import DeadLetter, DlqFilter
     from steadyq.telemetry.store import EventFilter
 
@@ -184,3 +196,130 @@ def letter_of(row: Sequence[Any]) -> DeadLetter:
         dead_lettered_at=row[8],
         replays=row[9],
     )
+
+
+# -- statements written once, in SQLite's spelling ---------------------------------
+
+# the tables a statement in SQLite's spelling may name bare (the store's, the dead
+# letters, the watch's state), and nothing longer that starts like one (an index
+# name such as events_kind_ts) nor a name already qualified
+_TABLES = re.compile(
+    r"(?<![.\w])(events|executions|requests|dead_letters"
+    r"|watch_(?:runs|owners|checkpoints|alerts))\b"
+)
+# SQLite's planner hint; PostgreSQL has none (its planner picks the index itself)
+_INDEXED_BY = re.compile(r"\s+INDEXED BY \w+")
+
+
+@functools.lru_cache(maxsize=512)
+def postgres_spelling(sql: str) -> str:
+    """A statement written for SQLite, spelled for PostgreSQL: ``?`` placeholders
+    become ``%s`` (a literal ``%`` is doubled), the tables are in the ``SQ.`` schema
+    and ``INDEXED BY`` hints are dropped. Such a statement must hold no literal ``?``
+    (pass the text as a parameter)."""
+    sql = _INDEXED_BY.sub("", sql)
+    return _TABLES.sub(r"SQ.\1", sql).replace("%", "%%").replace("?", "%s")
+
+
+class PgStatements:
+    """A PostgreSQL connection that takes statements as written for SQLite
+    (:func:`postgres_spelling`), with the tables in ``db``'s schema."""
+
+    def __init__(self, conn: Any, db: PostgresDatabase) -> None:
+        self._conn = conn
+        self._db = db
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(self._db.sql(postgres_spelling(sql)), parameters)
+
+
+def is_sqlite(db: SqliteDatabase | PostgresDatabase) -> bool:
+    from steadyq._sqlite import SqliteDatabase
+
+    return isinstance(db, SqliteDatabase)
+
+
+@contextmanager
+def sqlite_spelled(
+    db: SqliteDatabase | PostgresDatabase, *, snapshot: bool = False
+) -> Iterator[Any]:
+    """A read on ``db`` whose connection takes statements in SQLite's spelling: the
+    SQLite connection itself, or a :class:`PgStatements` over a pooled PostgreSQL one.
+    ``snapshot``: on PostgreSQL, every statement of the block sees the same state
+    (REPEATABLE READ; each statement takes its own at READ COMMITTED).
+
+    Raises:
+        BackendError: the database failed (also while the caller reads a cursor).
+    """
+    with db.reading() as conn:
+        if is_sqlite(db):
+            yield conn
+            return
+        if snapshot:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield PgStatements(conn, db)  # type: ignore[arg-type]
+
+
+def id_marks(ids: Sequence[int]) -> str:
+    """``?, ?, …``: one placeholder per id, for ``id IN (…)`` in SQLite's spelling."""
+    return ",".join("?" * len(ids))
+
+
+class Holes:
+    """Event ids a reader that goes by id passed over, and that may still appear.
+
+    PostgreSQL gives a row its identity id when the row is inserted, and transactions
+    commit in any order: a reader that has seen id 101 can see 100 appear later. Such
+    a reader (the live feed, the store's metrics) records every id it skipped (a hole)
+    and looks for it again at each read until :attr:`settle_s` has passed: no steadyq
+    write transaction lasts that long (the server ends a session idle inside a
+    transaction after the URL's ``idle_in_transaction_s``, 30 s by default). A gap
+    wider than :attr:`widest` ids (a bulk insert rolled back, rows pruned) is taken as
+    final, and at most :attr:`most` holes are kept (the newest). On SQLite (one writer
+    at a time: ids commit in order) ``tracked`` is False and nothing is recorded.
+    """
+
+    def __init__(
+        self,
+        tracked: bool,
+        *,
+        settle_s: float = 60.0,
+        widest: int = 10_000,
+        most: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tracked = tracked
+        self.settle_s = settle_s
+        self.widest = widest
+        self.most = most
+        self._clock = clock
+        self._since: dict[int, float] = {}  # hole -> when first passed over (insertion order)
+
+    def passed(self, after: int, ids: Iterable[int], upto: int | None = None) -> None:
+        """The ids (ascending) a read found after id ``after``; a read of the whole
+        range up to ``upto`` also leaves the ids above the last one found as holes."""
+        if not self.tracked:
+            return
+        now = self._clock()
+        previous = after
+        for current in (*ids, *(() if upto is None else (upto + 1,))):
+            if 1 < current - previous <= self.widest + 1:
+                for hole in range(previous + 1, current):
+                    self._since.setdefault(hole, now)
+            previous = max(previous, current)
+        while len(self._since) > self.most:
+            del self._since[next(iter(self._since))]
+
+    def pending(self) -> list[int]:
+        """The holes still worth a look (the settled ones are forgotten), ascending."""
+        cut = self._clock() - self.settle_s
+        for hole in [h for h, at in self._since.items() if at < cut]:
+            del self._since[hole]
+        return sorted(self._since)
+
+    def filled(self, ids: Iterable[int]) -> None:
+        for found in ids:
+            self._since.pop(found, None)
+
+    def __len__(self) -> int:
+        return len(self._since)

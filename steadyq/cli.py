@@ -952,7 +952,9 @@ def dashboard(
     ] = Path("reports"),
 ) -> None:
     """Serve the store live in a browser: overview, live feed, DLQ, requests, watches,
-    and Prometheus /metrics. Needs the dashboard extra."""
+    and Prometheus /metrics. The store is SQLite (sqlite:///PATH) or PostgreSQL
+    (postgresql://…, a fleet's shared one); other stores are refused. Needs the
+    dashboard extra."""
 
     def run() -> int:
         from steadyq.dashboard.serve import read_token, serve

@@ -6,15 +6,15 @@ this module only when metrics are asked for.
 
 * :class:`WorkerMetrics` is fed every event a running worker emits (the worker's
   ``sink`` callback) and is served on ``steadyq worker --metrics-port``.
-* :class:`StoreCollector` reads a SQLite store's events and executions tables
-  incrementally (by event id: a scrape reads only the events written since the last
-  one) and the queue's live counts; ``steadyq dashboard`` serves it on ``/metrics``.
+* :class:`StoreCollector` reads a SQLite or PostgreSQL store's events and executions
+  tables incrementally (by event id: a scrape reads only the events written since the
+  last one) and the queue's live counts; ``steadyq dashboard`` serves it on ``/metrics``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -26,6 +26,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from steadyq._sql import Holes, id_marks, is_sqlite, sqlite_spelled
 from steadyq.brokers.base import Queue, QueueStats
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
@@ -164,15 +165,23 @@ class _Totals:
         self.sums: dict[str, float] = {}
 
 
-_OUTCOME_KIND_SQL = ",".join(f"'{k}'" for k in OUTCOMES)
+_TIMED_KIND_SQL = ",".join(f"'{k}'" for k in _TIMED_KINDS)
+# a duration's bucket: the number of bounds below it (CASE, not a sum of comparisons:
+# PostgreSQL does not add booleans)
+_BUCKET_SQL = " + ".join(
+    f"CASE WHEN duration_ms > {b * 1000:g} THEN 1 ELSE 0 END" for b in DURATION_BUCKETS
+)
 
 
 class StoreCollector(Collector):
     """The store's view in Prometheus terms: totals over the whole history.
 
-    ``db`` is the store's :class:`~steadyq._sqlite.SqliteDatabase`. The first scrape
-    reads every message event once (on a 10 M-event store: seconds); each later one
-    reads only the events added since. ``queue_stats`` gives the queue gauges.
+    ``db`` is the store's :class:`~steadyq._sqlite.SqliteDatabase` or
+    :class:`~steadyq._postgres.PostgresDatabase`; the statements are written once, in
+    SQLite's spelling (:func:`~steadyq._sql.sqlite_spelled`). The first scrape reads
+    every message event once (on a 10 M-event store: seconds); each later one reads
+    only the events added since, by the primary key. ``queue_stats`` gives the queue
+    gauges.
     """
 
     def __init__(self, db: Any, queue_stats: Callable[[], QueueStats | None]) -> None:
@@ -180,54 +189,79 @@ class StoreCollector(Collector):
         self._queue_stats = queue_stats
         self._totals = _Totals()
         self._lock = threading.Lock()
+        self._holes = Holes(not is_sqlite(db))
 
     def refresh(self, batch: int = 200_000) -> None:
-        """Read the events written since the last refresh into the totals."""
+        """Read the events written since the last refresh into the totals, by id
+        ranges of at most ``batch`` ids (a transaction each), and on PostgreSQL the
+        events committed since below ids already read (:class:`~steadyq._sql.Holes`)."""
         with self._lock:
             t = self._totals
-            while True:
-                with self._db.reading() as conn:
-                    top = conn.execute(
-                        "SELECT coalesce(max(id), 0) FROM"
-                        " (SELECT id FROM events WHERE id > ? ORDER BY id LIMIT ?)",
-                        (t.last_id, batch),
-                    ).fetchone()[0]
-                    if top <= t.last_id:
-                        return
-                    self._add(conn, t.last_id, top)
-                t.last_id = top
+            with sqlite_spelled(self._db) as conn:
+                # two statements: SQLite answers min() or max() from the key's ends only
+                # when the aggregate is alone in its statement
+                top = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+                low = conn.execute("SELECT coalesce(min(id), 1) - 1 FROM events").fetchone()[0]
+            # a store pruned before the first read: start at its oldest event (a few
+            # ids missing below it may be events not committed yet: read as holes)
+            if int(low) - t.last_id > self._holes.widest:
+                t.last_id = int(low)
+            while t.last_id < top:
+                high = min(t.last_id + batch, int(top))
+                with sqlite_spelled(self._db, snapshot=True) as conn:
+                    seen = self._add(conn, "id > ? AND id <= ?", (t.last_id, high))
+                    if self._holes.tracked and seen < high - t.last_id:
+                        ids = conn.execute(
+                            "SELECT id FROM events WHERE id > ? AND id <= ? ORDER BY id",
+                            (t.last_id, high),
+                        )
+                        self._holes.passed(t.last_id, [int(r[0]) for r in ids], upto=high)
+                t.last_id = high
+            late = self._holes.pending()
+            for at in range(0, len(late), 500):
+                chunk = late[at : at + 500]
+                with sqlite_spelled(self._db, snapshot=True) as conn:
+                    marks = id_marks(chunk)
+                    found = [
+                        int(r[0])
+                        for r in conn.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+                    ]
+                    if found:
+                        self._add(conn, f"id IN ({id_marks(found)})", found)
+                self._holes.filled(found)
 
-    def _add(self, conn: Any, low: int, high: int) -> None:
+    def _add(self, conn: Any, ids: str, params: Sequence[Any]) -> int:
+        """Add the events that ``ids`` (a condition on ``id`` alone) selects to the
+        totals; how many events there were.
+
+        One pass over the rows by the primary key, grouped in SQL: no condition on
+        ``kind``, which would let PostgreSQL's planner (without statistics, its
+        autovacuum off) AND in the ``(kind, ts)`` index over every event of the kind.
+        """
         t = self._totals
         rows = conn.execute(
-            "SELECT kind, coalesce(reason, ''), count(*) FROM events"
-            f" WHERE id > ? AND id <= ? AND kind IN ({_OUTCOME_KIND_SQL}) GROUP BY 1, 2",
-            (low, high),
+            f"SELECT kind, coalesce(reason, ''), CASE WHEN kind IN ({_TIMED_KIND_SQL})"
+            f" AND duration_ms IS NOT NULL THEN {_BUCKET_SQL} END, count(*), sum(duration_ms),"
+            f" sum(CASE WHEN kind = '{ev.LOG}' AND message LIKE ? THEN 1 ELSE 0 END)"
+            f" FROM events WHERE {ids} GROUP BY 1, 2, 3",
+            (OUTAGE_PREFIX + "%", *params),
         )
-        for kind, reason, n in rows:
-            key = (OUTCOMES[kind], reason)
+        seen = 0
+        for kind, reason, index, n, total_ms, outages in rows:
+            seen += int(n)
+            t.outages += int(outages or 0)
+            if kind == ev.MESSAGE_RECEIVED:
+                t.attempts += int(n)
+            outcome = OUTCOMES.get(kind)
+            if outcome is None:
+                continue
+            key = (outcome, reason)
             t.messages[key] = t.messages.get(key, 0) + int(n)
-        t.attempts += conn.execute(
-            "SELECT count(*) FROM events WHERE id > ? AND id <= ? AND kind = ?",
-            (low, high, ev.MESSAGE_RECEIVED),
-        ).fetchone()[0]
-        t.outages += conn.execute(
-            "SELECT count(*) FROM events WHERE id > ? AND id <= ? AND kind = ? AND message LIKE ?",
-            (low, high, ev.LOG, OUTAGE_PREFIX + "%"),
-        ).fetchone()[0]
-        # bucket index in SQL: the number of bounds below the duration
-        bucket = " + ".join(f"(duration_ms > {b * 1000:g})" for b in DURATION_BUCKETS)
-        rows = conn.execute(
-            f"SELECT kind, {bucket}, count(*), sum(duration_ms) FROM events"
-            " WHERE id > ? AND id <= ? AND kind IN (?,?,?) AND duration_ms IS NOT NULL"
-            " GROUP BY 1, 2",
-            (low, high, *_TIMED_KINDS),
-        )
-        for kind, index, n, total_ms in rows:
-            outcome = OUTCOMES[kind]
-            counts = t.buckets.setdefault(outcome, [0] * (len(DURATION_BUCKETS) + 1))
-            counts[int(index)] += int(n)
-            t.sums[outcome] = t.sums.get(outcome, 0.0) + float(total_ms) / 1000.0
+            if index is not None:
+                counts = t.buckets.setdefault(outcome, [0] * (len(DURATION_BUCKETS) + 1))
+                counts[int(index)] += int(n)
+                t.sums[outcome] = t.sums.get(outcome, 0.0) + float(total_ms) / 1000.0
+        return seen
 
     def collect(self) -> Iterator[Metric]:
         self.refresh()
@@ -253,7 +287,7 @@ class StoreCollector(Collector):
             "steadyq_executions", _HELP["executions"], labels=["status"]
         )
         running = 0
-        with self._db.reading() as conn:
+        with sqlite_spelled(self._db) as conn:
             rows = conn.execute("SELECT status, count(*) FROM executions GROUP BY status")
             for status, n in rows:
                 if status == "running":

@@ -208,17 +208,21 @@ def create_app(
     async def live(request: Request) -> Response:
         after = request.query_params.get("after")
         try:
-            start_id = int(after) if after else await run_in_threadpool(view.last_event_id)
-        except (ValueError, BackendError):
+            start_id = int(after) if after else None
+        except ValueError:
             start_id = 0
+        try:
+            cursor = await run_in_threadpool(view.live_cursor, start_id)
+        except BackendError:
+            cursor = view.live_cursor(0)  # reads nothing
 
         async def stream() -> AsyncIterator[bytes]:
-            last_id, last_beat, last_stats, up = start_id, time.monotonic(), 0.0, None
+            last_beat, last_stats, up = time.monotonic(), 0.0, None
             yield b"retry: 1000\n\n"
             while not await request.is_disconnected():
                 now = time.monotonic()
                 try:
-                    last_id, found = await run_in_threadpool(view.events_after, last_id)
+                    found = await run_in_threadpool(view.live_events, cursor)
                     if now - last_stats >= 2.0:
                         stats = await run_in_threadpool(view.sample_backlog)
                         last_stats = now
@@ -232,7 +236,7 @@ def create_app(
                         yield _sse("status", {"ok": False, "text": clean(exc, 300)})
                     found = []
                 for event in found:
-                    yield _sse("event", feed_item(event), event_id=last_id)
+                    yield _sse("event", feed_item(event), event_id=cursor.last_id)
                 if now - last_beat >= options.heartbeat_s:
                     last_beat = now
                     yield b": still here\n\n"

@@ -1,5 +1,10 @@
 """What the dashboard's pages show, read from the queue and the store.
 
+The store is SQLite or PostgreSQL. Each statement is written once, in SQLite's
+spelling; on PostgreSQL :class:`~steadyq._sql.PgStatements` spells it for the store's
+schema (``?`` → ``%s``, tables qualified, ``INDEXED BY`` dropped), and the tables and
+indexes are the same on both (``_sqlite.py``, ``_postgres.py``).
+
 Every query is bounded by an index: events by ``(kind, ts)``, by the partial
 WARNING-and-above index, or by id (the live feed); executions by ``started_at``;
 the ledger by its primary key; dead letters by ``dead_lettered_at``. Nothing reads
@@ -10,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -18,11 +22,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from steadyq._sql import SQLITE, WARNINGS_ONLY, dlq_conditions
+from steadyq._postgres import PostgresDatabase
+from steadyq._sql import (
+    SQLITE,
+    WARNINGS_ONLY,
+    Holes,
+    PgStatements,
+    dlq_conditions,
+    id_marks,
+    sqlite_spelled,
+)
 from steadyq._sqlite import SqliteDatabase
 from steadyq.brokers.base import DeadLetter, DlqFilter, Queue, QueueStats
 from steadyq.dlq import stats as dlq_stats
-from steadyq.errors import BackendError
+from steadyq.errors import BackendError, ConfigError
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventFilter, EventStore, ExecutionRecord, RequestRecord
@@ -49,6 +62,8 @@ COUNTED_KINDS = (
 #: WARNING-and-above texts (and as many of the window before), so a window full
 #: of them costs a bounded time; the page says when the cap was reached.
 TEXTS_CAP = 20_000
+#: A live stream that starts on PostgreSQL looks this many ids back for holes.
+LOOK_BACK_IDS = 1000
 #: A request's events are looked for over at most this much of its ledger row's life.
 REQUEST_SPAN_S = 6 * 3600.0
 # Variable parts of an error text, folded so that texts differing only there group
@@ -86,22 +101,38 @@ class Overview:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class LiveCursor:
+    """How far one live stream has read: every id up to ``last_id``, but ``holes``."""
+
+    last_id: int
+    holes: Holes
+
+
 class StoreView:
     """Read-only queries for the pages; DLQ actions go through the queue's contract."""
 
     def __init__(self, queue: Queue, store: EventStore, *, history: int = 720) -> None:
-        # the pages' aggregates are SQL over the SQLite file (ConfigError otherwise)
-        self.db: SqliteDatabase = store.sqlite_store("the dashboard").db
+        # the pages' aggregates are SQL over the store's database (ConfigError otherwise)
+        self.db: SqliteDatabase | PostgresDatabase = store_database(store)
+        self._pg = isinstance(self.db, PostgresDatabase)
         self.queue = queue
         self.store = store
-        # the dead letters are rows of the store's own file only for a SQLite queue
+        # the dead letters are rows of the store's own database only for a queue whose
+        # store it is (SQLite or PostgreSQL, the same schema)
         self._dlq_sql = queue.colocated_store is store
         # backlog samples taken while the dashboard runs (the queue keeps no history)
         self.history: deque[Backlog] = deque(maxlen=history)
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self.db.reading() as conn:
+    def _read(self) -> Iterator[Any]:
+        """One snapshot for every query of a page; statements in SQLite's spelling."""
+        if self._pg:
+            # REPEATABLE READ, READ ONLY: the store's own snapshot, as the watch reads
+            with self.store.snapshot() as pg:  # type: ignore[attr-defined]
+                yield PgStatements(pg, self.db)  # type: ignore[arg-type]
+            return
+        with sqlite_spelled(self.db) as conn:
             began = not conn.in_transaction
             if began:
                 conn.execute("BEGIN")  # one snapshot for every query of a page
@@ -133,15 +164,18 @@ class StoreView:
         """
         with self._read() as conn:
             # the rare kinds only: counting the bulk (received, succeeded) would walk
-            # the index over every delivery of the window
-            kind_counts = {
-                str(k): int(n)
-                for k, n in conn.execute(
-                    "SELECT kind, count(*) FROM events WHERE kind IN"
-                    f" ({','.join('?' * len(COUNTED_KINDS))}) AND ts >= ? AND ts < ? GROUP BY kind",
-                    (*COUNTED_KINDS, start, end),
-                )
-            }
+            # the index over every delivery of the window. One statement a kind: with
+            # statistics, PostgreSQL plans "kind IN (…)" as a walk of the ts index over
+            # every event of the window, and "kind = ?" through (kind, ts)
+            kind_counts: dict[str, int] = {}
+            for kind in COUNTED_KINDS:
+                (n,) = conn.execute(
+                    "SELECT count(*) FROM events INDEXED BY events_kind_ts"
+                    " WHERE kind = ? AND ts >= ? AND ts < ?",
+                    (kind, start, end),
+                ).fetchone()
+                if n:
+                    kind_counts[kind] = int(n)
             counts = {
                 str(s): int(n)
                 for s, n in conn.execute(
@@ -157,8 +191,7 @@ class StoreView:
                 (start, end),
             ).fetchall()
             executions = [
-                ExecutionRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else {})
-                for r in rows
+                ExecutionRecord(r[0], r[1], r[2], r[3], r[4], _object(r[5])) for r in rows
             ]
             timeouts = [
                 row_to_event(r)
@@ -168,14 +201,15 @@ class StoreView:
                     (ev.MESSAGE_TIMED_OUT, start, end),
                 )
             ]
-            rejections = [
-                (str(reason), int(n))
-                for reason, n in conn.execute(
-                    "SELECT coalesce(reason, '?'), count(*) FROM events INDEXED BY events_kind_ts"
-                    " WHERE kind = ? AND ts >= ? AND ts < ? GROUP BY 1 ORDER BY 2 DESC, 1",
-                    (ev.MESSAGE_REJECTED, start, end),
-                )
-            ]
+            by_reason: dict[str, int] = {}
+            for reason, n in conn.execute(
+                "SELECT reason, count(*) FROM events INDEXED BY events_kind_ts"
+                " WHERE kind = ? AND ts >= ? AND ts < ? GROUP BY reason",
+                (ev.MESSAGE_REJECTED, start, end),
+            ):
+                key = "?" if reason is None else str(reason)
+                by_reason[key] = by_reason.get(key, 0) + int(n)
+            rejections = sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
             notes: list[str] = []
             templates = self._templates(conn, start, end, notes)
         limits = [
@@ -205,16 +239,14 @@ class StoreView:
             notes=notes,
         )
 
-    def _texts(
-        self, conn: sqlite3.Connection, start: float, end: float
-    ) -> tuple[dict[str, int], bool]:
+    def _texts(self, conn: Any, start: float, end: float) -> tuple[dict[str, int], bool]:
         """Template counts of the window's newest texts, and whether the cap cut them."""
         # the partial index's own predicate (WARNINGS_ONLY) is what lets SQLite use it
         found: dict[str, int] = {}
         rows = conn.execute(
             "SELECT message, count(*) FROM (SELECT message FROM events"
             f" WHERE {WARNINGS_ONLY} AND ts >= ? AND ts < ?"
-            " ORDER BY ts DESC LIMIT ?) WHERE message IS NOT NULL AND message != ''"
+            " ORDER BY ts DESC LIMIT ?) AS newest WHERE message IS NOT NULL AND message != ''"
             " GROUP BY message",
             (start, end, TEXTS_CAP),
         )
@@ -226,7 +258,7 @@ class StoreView:
         return found, seen >= TEXTS_CAP
 
     def _templates(
-        self, conn: sqlite3.Connection, start: float, end: float, notes: list[str]
+        self, conn: Any, start: float, end: float, notes: list[str]
     ) -> list[tuple[str, int, bool]]:
         """Error templates of the window, each marked when the window just before it
         (of the same length, the baseline) never had it."""
@@ -245,32 +277,75 @@ class StoreView:
     # -- live feed -------------------------------------------------------------------
 
     def last_event_id(self) -> int:
-        with self.db.reading() as conn:
+        with sqlite_spelled(self.db) as conn:
             return int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
 
-    def events_after(self, event_id: int, limit: int = 200) -> tuple[int, list[Event]]:
-        """Live-feed events written after ``event_id``, and the id to ask after next.
+    def live_cursor(self, after: int | None = None) -> LiveCursor:
+        """Where a live stream starts: after ``after``, else after the newest event.
+
+        On PostgreSQL the ids just below the start that are not there yet may still be
+        committed (:class:`~steadyq._sql.Holes`): the last :data:`LOOK_BACK_IDS` are
+        looked at once, and their holes watched like any other.
 
         Raises:
             BackendError: the store failed.
         """
-        with self.db.reading() as conn:
+        start = self.last_event_id() if after is None else after
+        cursor = LiveCursor(start, Holes(self._pg))
+        if self._pg and start > 0:
+            low = max(0, start - LOOK_BACK_IDS)
+            with sqlite_spelled(self.db) as conn:
+                rows = conn.execute(
+                    "SELECT id FROM events WHERE id > ? AND id <= ? ORDER BY id", (low, start)
+                )
+                cursor.holes.passed(low, [int(r[0]) for r in rows], upto=start)
+        return cursor
+
+    def live_events(self, cursor: LiveCursor, limit: int = 200) -> list[Event]:
+        """Live-feed events committed since the cursor's last read, which it moves on:
+        those after its id (by the primary key), then any that filled a hole.
+
+        Raises:
+            BackendError: the store failed.
+        """
+        late_ids = cursor.holes.pending()
+        late: list[Any] = []
+        with sqlite_spelled(self.db) as conn:
             rows = conn.execute(
                 f"SELECT id, {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                (event_id, limit * 5),
+                (cursor.last_id, limit * 5),
             ).fetchall()
-        if not rows:
-            return event_id, []
+            for at in range(0, len(late_ids), 500):
+                chunk = late_ids[at : at + 500]
+                late += conn.execute(
+                    f"SELECT id, {EVENT_COLUMNS} FROM events WHERE id IN ({id_marks(chunk)})"
+                    " ORDER BY id",
+                    chunk,
+                ).fetchall()
+        cursor.holes.filled(int(r[0]) for r in late)
+        if rows:
+            cursor.holes.passed(cursor.last_id, [int(r[0]) for r in rows])
+            cursor.last_id = int(rows[-1][0])
         wanted = set(LIVE_KINDS)
-        chosen = [row_to_event(r[1:]) for r in rows if r[2] in wanted][:limit]
-        return int(rows[-1][0]), chosen
+        return [row_to_event(r[1:]) for r in (*late, *rows) if r[2] in wanted][:limit]
+
+    def events_after(self, event_id: int, limit: int = 200) -> tuple[int, list[Event]]:
+        """Live-feed events written after ``event_id``, and the id to ask after next
+        (one read: a stream keeps a :meth:`live_cursor` instead).
+
+        Raises:
+            BackendError: the store failed.
+        """
+        cursor = LiveCursor(event_id, Holes(False))
+        found = self.live_events(cursor, limit)
+        return cursor.last_id, found
 
     # -- dead letters ----------------------------------------------------------------
 
     def dlq_counts(self) -> list[tuple[str, int]]:
         if not self._dlq_sql:
             return [(g["reason"], g["count"]) for g in dlq_stats(self.queue.dlq_list())]
-        with self.db.reading() as conn:
+        with sqlite_spelled(self.db) as conn:
             return [
                 (str(r), int(n))
                 for r, n in conn.execute(
@@ -286,7 +361,7 @@ class StoreView:
         if not self._dlq_sql:
             return len(self.queue.dlq_list(where))
         clauses, params = dlq_conditions(SQLITE, where)
-        with self.db.reading() as conn:
+        with sqlite_spelled(self.db) as conn:
             return int(
                 conn.execute(f"SELECT count(*) FROM dead_letters{clauses}", params).fetchone()[0]
             )
@@ -332,10 +407,18 @@ class StoreView:
 
     # -- watches ---------------------------------------------------------------------
 
+    def _has_table(self, conn: Any, name: str) -> bool:
+        if self._pg:
+            schema = self.db.schema  # type: ignore[union-attr]
+            found = conn.execute("SELECT to_regclass(?)", (f'"{schema}".{name}',)).fetchone()
+            return found is not None and found[0] is not None
+        query = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
+        return conn.execute(query, (name,)).fetchone() is not None
+
     def watches(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest watch runs (none when no watch ever ran on this store)."""
-        with self.db.reading() as conn:
-            if not _has_table(conn, "watch_runs"):
+        with sqlite_spelled(self.db) as conn:
+            if not self._has_table(conn, "watch_runs"):
                 return []
             rows = conn.execute(
                 "SELECT run_id, plan_name, mode, status, window_start, window_end, verdict,"
@@ -359,8 +442,8 @@ class StoreView:
 
     def watch(self, run_id: str) -> dict[str, Any] | None:
         """One run: its plan, checkpoints (criteria and figures), next checkpoint time."""
-        with self.db.reading() as conn:
-            if not _has_table(conn, "watch_runs"):
+        with sqlite_spelled(self.db) as conn:
+            if not self._has_table(conn, "watch_runs"):
                 return None
             row = conn.execute(
                 "SELECT run_id, plan_name, mode, status, window_start, window_end, verdict,"
@@ -398,10 +481,27 @@ class StoreView:
         }
 
 
-def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    return (
-        conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
-        ).fetchone()
-        is not None
-    )
+def store_database(store: EventStore) -> SqliteDatabase | PostgresDatabase:
+    """The SQLite or PostgreSQL database the dashboard reads ``store`` from.
+
+    Raises:
+        ConfigError: the store is neither.
+    """
+    from steadyq.telemetry.store_postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        return store.db
+    try:
+        return store.sqlite_store("the dashboard").db
+    except ConfigError:
+        raise ConfigError(
+            "the dashboard works on a SQLite or PostgreSQL store (sqlite:///PATH or"
+            f" postgresql://…); this store is {type(store).__name__}"
+        ) from None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object column: text on SQLite, already decoded (jsonb) on PostgreSQL."""
+    if not value:
+        return {}
+    return value if isinstance(value, dict) else json.loads(value)

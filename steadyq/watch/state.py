@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from steadyq._sql import PgStatements
 from steadyq._sqlite import SqliteDatabase
 from steadyq.durations import format_duration
 from steadyq.errors import AlreadyRunning, BackendError
@@ -96,26 +96,8 @@ def _postgres_ddl() -> str:
     return ddl
 
 
-# the state's table names, and nothing longer that starts like one (its indexes)
-_TABLES = re.compile(r"\b(watch_(?:runs|owners|checkpoints|alerts))\b")
-
-
 class _Statements(Protocol):
     def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
-
-
-class _PgStatements:
-    """A PostgreSQL connection that takes the state's statements as written for SQLite:
-    ``?`` placeholders become ``%s`` and the tables name the store's schema."""
-
-    def __init__(self, conn: Any, db: PostgresDatabase) -> None:
-        self._conn = conn
-        self._db = db
-
-    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
-        return self._conn.execute(
-            self._db.sql(_TABLES.sub(r"SQ.\1", sql).replace("?", "%s")), parameters
-        )
 
 
 @dataclass(slots=True)
@@ -225,8 +207,8 @@ class WatchState:
     in an in-memory SQLite database.
 
     The statements are written once, in SQLite's spelling (``?`` placeholders, bare
-    table names); on PostgreSQL :class:`_PgStatements` spells them for the store's
-    schema."""
+    table names); on PostgreSQL :class:`~steadyq._sql.PgStatements` spells them for
+    the store's schema."""
 
     def __init__(self, db: SqliteDatabase | PostgresDatabase) -> None:
         self.db = db
@@ -263,12 +245,12 @@ class WatchState:
     def transaction(self) -> Iterator[_Statements]:
         """One write transaction on the state's database."""
         with self.db.transaction() as conn:
-            yield conn if self._pg is None else _PgStatements(conn, self._pg)
+            yield conn if self._pg is None else PgStatements(conn, self._pg)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[_Statements]:
         with self.db.reading() as conn:
-            yield conn if self._pg is None else _PgStatements(conn, self._pg)
+            yield conn if self._pg is None else PgStatements(conn, self._pg)
 
     def open_run(self, plan_name: str, mode: str) -> RunState | None:
         """The newest unfinished run of this plan in this mode, if any."""

@@ -1,4 +1,5 @@
-"""Fixtures for the dashboard: a SQLite queue and store, the app, a live server, a browser."""
+"""Fixtures for the dashboard: a queue and store (SQLite; PostgreSQL where a module asks
+for ``backend_url``), the app, a live server, a browser."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_service
+from tests.postgres_db import postgres_url
 
 # The dashboard extra is part of the test extra: missing, the tests are not run
 # locally, and CI fails.
@@ -57,6 +60,18 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'steadyq.db'}"
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The queue-and-store URL of each backend: a SQLite file, and a fresh schema on the
+    machine's PostgreSQL (skipped locally without one, a failure under CI=true). A
+    module that overrides ``db_url`` with it runs its tests on both."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'steadyq.db'}"
+    else:
+        with postgres_url() as url:
+            yield url
+
+
 @pytest.fixture
 def view(db_url: str) -> Iterator[Any]:
     from steadyq.brokers import open_queue, store_for
@@ -67,6 +82,35 @@ def view(db_url: str) -> Iterator[Any]:
         yield StoreView(queue, store_for(queue))
     finally:
         queue.close()
+
+
+@pytest.fixture
+def pg_view() -> Iterator[Any]:
+    """A dashboard's view of a PostgreSQL queue and its store, on a fresh schema."""
+    from steadyq.brokers import open_queue, store_for
+    from steadyq.dashboard.data import StoreView
+
+    with postgres_url() as url:
+        queue = open_queue(url)
+        try:
+            yield StoreView(queue, store_for(queue))
+        finally:
+            queue.close()
+
+
+@contextmanager
+def uncommitted_event(view: Any, kind: str, reason: str = "late") -> Iterator[None]:
+    """An event inserted into a PostgreSQL store and committed only when the block
+    ends: its id is lower than those of the events written meanwhile."""
+    with view.db.transaction() as conn:
+        conn.execute(
+            view.db.sql(
+                "INSERT INTO SQ.events (ts, kind, severity, sev_rank, reason)"
+                " VALUES (%s, %s, 'WARNING', 3, %s)"
+            ),
+            (time.time(), kind, reason),
+        )
+        yield
 
 
 def client_for(view: Any, token: str | None = None, **kw: Any) -> Any:

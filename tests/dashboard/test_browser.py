@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from steadyq.telemetry import events as ev
+from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventFilter
 from tests.dashboard.conftest import (
     HOSTILE_ID,
@@ -99,3 +101,45 @@ def test_replaying_a_letter_through_the_confirmation_changes_the_queue(
     assert (stats.ready, stats.dead_lettered) == (1, 0)
     logs = view.store.events(EventFilter(kinds=(ev.LOG,), min_severity="NOTICE"))
     assert [e.data["count"] for e in logs if e.reason == "dlq_replay"] == [1]
+
+
+def test_the_overview_of_a_postgres_store_shows_each_kind(
+    browser: Any, page: Any, pg_view: Any, tmp_path: Path
+) -> None:
+    view = pg_view
+    for topic in ("fractions", "fractions", "flaky", "warn", "broken", "permanent"):
+        view.queue.publish(body(topic))
+    view.queue.publish(body(request_id="test-smoke-001"))  # rejected at the gate
+    drain(view.queue)
+    now = time.time()
+    view.store.write(
+        [Event(ev.MESSAGE_TIMED_OUT, now - 2, severity="ERROR", request_id="slow-one",
+               reason="deadline_exceeded", message="handler exceeded its 30 s deadline")]
+    )  # fmt: skip
+    with LiveServer(view) as server:
+        page.goto(server.url + "/")
+        expect(page.locator("#status")).to_have_text("live", timeout=LIVE_BOUND_MS)
+        executions = page.locator("#executions")
+        expect(executions).to_contain_text("succeeded 1")
+        expect(page.locator('[data-count="message.timed_out"]')).to_have_text("1")
+        expect(page.locator("#timeouts")).to_contain_text("slow-one")
+        expect(page.locator('[data-count="message.rejected"]')).to_have_text("1")
+        expect(page.locator("#rejections")).to_contain_text("request_id_invalid")
+        errors = page.locator("#errors")
+        for text in ("always broken", "topic refused", "careful with warn", "transient"):
+            expect(errors).to_contain_text(text)
+        expect(errors.locator("mark")).not_to_have_count(0)  # new against the hour before
+        # broken (retries spent), permanent, and the rejection: each a dead letter
+        expect(page.locator('[data-stat="dead_lettered"]')).to_have_text("3")
+        expect(page.locator('[data-stat="ready"]')).to_have_text("0")
+        # the live feed reads the PostgreSQL events table by id: a new rejection shows
+        view.store.write(
+            [Event(ev.MESSAGE_REJECTED, time.time(), severity="WARNING",
+                   request_id=HOSTILE_ID, reason=HOSTILE_TOPIC)]
+        )  # fmt: skip
+        row = page.locator('#live tr[data-kind="message.rejected"]')
+        expect(row).to_have_count(1, timeout=LIVE_BOUND_MS)
+        expect(page.locator('[data-count="message.rejected"]')).to_have_text("2")
+        save_artifact(page, "dashboard-postgres.png", tmp_path)
+        assert page.locator("main img, main b, main script").count() == 0
+        assert page.dialogs == []

@@ -1,10 +1,12 @@
-"""/metrics and --metrics-port, read with prometheus-client's own parser."""
+"""/metrics and --metrics-port, read with prometheus-client's own parser; the store's
+metrics on a SQLite store and on a PostgreSQL one (``db_url`` is each backend's)."""
 
 from __future__ import annotations
 
 import urllib.request
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -14,7 +16,12 @@ from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventFilter
 from steadyq.worker_metrics import serving_metrics
-from tests.dashboard.conftest import body, client_for, drain
+from tests.dashboard.conftest import body, client_for, drain, uncommitted_event
+
+
+@pytest.fixture
+def db_url(backend_url: str) -> str:
+    return backend_url
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -122,3 +129,31 @@ def test_metrics_text_is_generated_without_a_scrape_server(view: Any) -> None:
         == 1
     )
     assert got[("steadyq_handler_duration_seconds_sum", (("outcome", "timed_out"),))] == 2.5
+
+
+def test_an_event_committed_below_one_already_read_is_counted(pg_view: Any) -> None:
+    # PostgreSQL: ids are taken at insert, commits come in any order
+    view = pg_view
+    client = client_for(view)
+    rejected = ("steadyq_messages_total", (("outcome", "rejected"), ("reason", "late")))
+    with uncommitted_event(view, ev.MESSAGE_REJECTED):
+        view.store.write([Event(ev.MESSAGE_REJECTED, 1.0, reason="late")])
+        assert samples(client.get("/metrics").text)[rejected] == 1
+    assert samples(client.get("/metrics").text)[rejected] == 2
+    assert samples(client.get("/metrics").text)[rejected] == 2  # counted once
+
+
+def test_holes_are_watched_until_they_settle() -> None:
+    from steadyq._sql import Holes
+
+    now = [0.0]
+    holes = Holes(True, settle_s=10.0, widest=5, clock=lambda: now[0])
+    holes.passed(0, [1, 3, 4], upto=6)  # 2, 5 and 6 not there yet
+    holes.passed(6, [20])  # a gap wider than 5 ids: final
+    assert holes.pending() == [2, 5, 6]
+    holes.filled([5])
+    now[0] = 11.0
+    assert holes.pending() == []
+    untracked = Holes(False)
+    untracked.passed(0, [1, 9])
+    assert untracked.pending() == []

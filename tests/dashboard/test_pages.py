@@ -1,4 +1,5 @@
-"""What the pages show, and that nothing from a message is ever live markup."""
+"""What the pages show, and that nothing from a message is ever live markup: on a
+SQLite store and on a PostgreSQL one (``db_url`` is each backend's)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,27 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
 from steadyq.dashboard.app import feed_item
 from steadyq.telemetry import events as ev
 from steadyq.telemetry.events import Event
 from steadyq.watch.run import WatchState
-from tests.dashboard.conftest import HOSTILE_ID, HOSTILE_TOPIC, body, client_for, drain
+from tests.dashboard.conftest import (
+    HOSTILE_ID,
+    HOSTILE_TOPIC,
+    body,
+    client_for,
+    drain,
+    uncommitted_event,
+)
 
 RAW = ("<img", "<script>alert", "<b>", "\u202e")
+
+
+@pytest.fixture
+def db_url(backend_url: str) -> str:
+    return backend_url
 
 
 def _inert(html: str, shown: bool = True) -> None:
@@ -57,7 +72,7 @@ def _hostile_store(view: Any) -> str:
             Event(ev.MESSAGE_TIMED_OUT, now - 3, severity="ERROR", request_id=HOSTILE_ID),
         ]
     )
-    WatchState(view.db)  # the watch tables, as a watch makes them
+    state = WatchState(view.db)  # the watch tables, as a watch makes them
     record = {
         "index": 1,
         "at": now - 60,
@@ -66,7 +81,7 @@ def _hostile_store(view: Any) -> str:
              "reason": HOSTILE_TOPIC},
         ],
     }  # fmt: skip
-    with view.db.transaction() as conn:
+    with state.transaction() as conn:  # SQLite's spelling, on either backend
         conn.execute(
             "INSERT INTO watch_runs (run_id, plan_name, plan_hash, plan, mode, status,"
             " window_start, window_end, verdict, verdict_reason, created_at, updated_at)"
@@ -142,6 +157,10 @@ def test_the_overview_shows_the_five_views(view: Any) -> None:
     assert 'data-stat="dead_lettered">2<' in html
     bad = client_for(view).get("/?window=3y")
     assert bad.status_code == 400 and "unknown window" in bad.text
+    # no watch ever ran on this store: no watch tables, an empty list
+    watches = client_for(view).get("/watches")
+    assert watches.status_code == 200 and "/watches/" not in watches.text
+    assert client_for(view).get("/watches/r1").status_code == 404
 
 
 def test_a_request_lookup_shows_its_ledger_row_and_events(view: Any) -> None:
@@ -208,3 +227,37 @@ def test_watch_page_shows_criteria_next_checkpoint_and_reports(view: Any, tmp_pa
     assert 'href="/reports/report.md"' in html and "report.html" not in html
     assert client.get("/reports/report.md").text == "# report\n"
     assert client.get("/reports/..%2Fsteadyq.db").status_code == 404
+
+
+def test_an_unreachable_store_is_said_on_the_overview(view: Any) -> None:
+    client = client_for(view)
+    view.db.close()
+    response = client.get("/")
+    assert response.status_code == 503
+    assert "the store is unreachable" in response.text
+
+
+def test_the_live_feed_sends_an_event_committed_below_one_it_sent(pg_view: Any) -> None:
+    # PostgreSQL: ids are taken at insert, commits come in any order
+    view = pg_view
+    cursor = view.live_cursor()
+    with uncommitted_event(view, ev.MESSAGE_REJECTED, reason="late"):
+        view.store.write([Event(ev.MESSAGE_REJECTED, time.time(), reason="early")])
+        assert [e.reason for e in view.live_events(cursor)] == ["early"]
+    assert [e.reason for e in view.live_events(cursor)] == ["late"]
+    assert view.live_events(cursor) == []
+    # a stream that starts just after the late one's id still sees it come in
+    with uncommitted_event(view, ev.MESSAGE_REJECTED, reason="late again"):
+        view.store.write([Event(ev.MESSAGE_REJECTED, time.time(), reason="early again")])
+        cursor = view.live_cursor()
+    assert [e.reason for e in view.live_events(cursor)] == ["late again"]
+
+
+def test_a_store_without_sql_is_refused_with_what_works() -> None:
+    from steadyq.brokers.memory import MemoryQueue
+    from steadyq.dashboard.data import StoreView
+    from steadyq.errors import ConfigError
+    from steadyq.telemetry.store_memory import MemoryStore
+
+    with pytest.raises(ConfigError, match="SQLite or PostgreSQL store"):
+        StoreView(MemoryQueue(), MemoryStore())
