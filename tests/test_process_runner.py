@@ -97,14 +97,14 @@ def test_calls_queued_behind_a_hang_run_elsewhere_long_before_its_deadline(
     hang_slot = next(s for s in runner._slots if 1 in s.queue)
     hang_index = runner._slots.index(hang_slot)
     hang_sends: list[float] = []  # how long its call had run at each send to it
-    real_send = hang_slot.conn.send
+    real_send = hang_slot.conn.send_bytes  # how a batch goes out: pickled once, sent
 
-    def counting_send(message: object) -> None:
+    def counting_send(data: bytes) -> None:
         started = runner._running[hang_index * _RUNNING_FIELDS + _STARTED]
         hang_sends.append(time.monotonic() - started if started > 0 else 0.0)
-        real_send(message)
+        real_send(data)
 
-    hang_slot.conn.send = counting_send  # type: ignore[method-assign]
+    hang_slot.conn.send_bytes = counting_send  # type: ignore[method-assign]
     behind = [n for s in runner._slots if 1 in s.queue for n in s.queue if n != 1]
     assert len(behind) >= 10, behind  # many calls were queued behind the hang
 
