@@ -1,8 +1,9 @@
 """Running handlers: in supervised child processes with hard deadlines, or inline.
 
 The process runner keeps ``concurrency`` children. Each child loads the handler
-once and runs one call at a time, from the calls the parent sent it: in batches, one
-pipe message per child per loop pass, the outcomes coming back in batches too. A call
+once and runs one call at a time, from the calls the parent sent it: in batches, at
+most one pipe message per child per loop pass (quick calls to as few children as run
+them within ``BUNDLE_S``), the outcomes coming back in batches too. A call
 that outlives its deadline gets its child killed (SIGKILL) and replaced: blocking code,
 a C extension stuck in a loop or a deadlock cannot hang the worker. A child that dies
 by itself (segfault, ``os._exit``, the OOM killer) is reported the same way.

@@ -229,3 +229,76 @@ def test_a_handler_logging_from_its_own_threads_keeps_the_pipe_readable() -> Non
     assert [n for n, (o, _at) in got.items() if o.status != "ok"] == []
     assert len(events) == THREADS * count
     assert all(e.message.endswith("t" * 100_000) for e in events)
+
+
+def test_the_parent_decodes_whole_messages_and_keeps_a_partial_one() -> None:
+    """What a child writes arrives in pieces: several messages in one read, one message
+    over several reads (more than a read's chunk), a closed pipe read as the end."""
+    import multiprocessing
+    import socket as socket_
+
+    from steadyq.runner import _READ_CHUNK, _arrived, _close_pipe, _Slot
+
+    parent, child = multiprocessing.Pipe(duplex=True)
+    slot = _Slot(
+        process=None,  # type: ignore[arg-type]
+        conn=parent,
+        ring=range(0),
+        lock=None,
+        inlet=socket_.socket(fileno=os.dup(parent.fileno())),
+    )
+    try:
+        assert _arrived(slot) == []  # nothing there: no wait
+        child.send(("done", [1, 0.5], []))
+        child.send(("log", "x"))
+        assert _arrived(slot) == [("done", [1, 0.5], []), ("log", "x")]
+        big = ("log", "y" * (3 * _READ_CHUNK))
+        child.send(big)
+        child.send(("done", [2, 0.1], []))
+        got: list[object] = []
+        while len(got) < 2:
+            got += _arrived(slot)
+        assert got == [big, ("done", [2, 0.1], [])]
+        # a message cut in two: nothing until it is whole
+        data = multiprocessing.reduction.ForkingPickler.dumps(("done", [3, 0.2], []))
+        framed = len(data).to_bytes(4, "big") + bytes(data)
+        os.write(child.fileno(), framed[:7])
+        assert _arrived(slot) == []
+        os.write(child.fileno(), framed[7:])
+        assert _arrived(slot) == [("done", [3, 0.2], [])]
+        assert not slot.ended
+        child.close()
+        assert _arrived(slot) == []
+        assert slot.ended
+    finally:
+        _close_pipe(slot)
+
+
+def test_quick_calls_go_to_one_child_and_slower_ones_to_all(
+    runner_of: object, tmp_path: Path
+) -> None:
+    """A batch that one child runs within ``BUNDLE_S`` goes to one child (a second would
+    cost a message and a wake-up each way); calls slow enough to matter are spread."""
+    log = tmp_path / "ran.log"
+    runner: ProcessRunner = runner_of(2)  # type: ignore[operator]
+    bundled = []
+    for round_ in range(10):  # a loaded machine can make a call look slow: retry
+        first = 1000 + round_ * 100
+        for n in range(first, first + 100):
+            runner.submit(call(n, "noop", 0, log))
+        early = runner.poll(0)
+        bundled.append(min(len(s.queue) for s in runner._slots) == 0)
+        assert len(early) + len(collect(runner, 100 - len(early), 30)) == 100
+        if bundled[-1] and round_ > 0:  # once the pace has seen only quick calls
+            break
+    assert bundled[-1], bundled
+    # calls of 5 ms: 40 of them would take 200 ms in one child, so both get some
+    for n in range(1, 5):
+        runner.submit(call(n, "ok", 0.005, log))
+    assert len(collect(runner, 4, 30)) == 4
+    for n in range(5, 45):
+        runner.submit(call(n, "ok", 0.005, log))
+    early = runner.poll(0)
+    held = sorted(len(s.queue) for s in runner._slots)  # each up to ~50 ms of them
+    assert held[0] >= 5 and held[1] - held[0] <= 1, held
+    assert len(early) + len(collect(runner, 40 - len(early), 30)) == 40
