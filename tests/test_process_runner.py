@@ -278,27 +278,43 @@ def test_quick_calls_go_to_one_child_and_slower_ones_to_all(
     runner_of: object, tmp_path: Path
 ) -> None:
     """A batch that one child runs within ``BUNDLE_S`` goes to one child (a second would
-    cost a message and a wake-up each way); calls slow enough to matter are spread."""
+    cost a message and a wake-up each way), and the poll that sends it waits for it
+    (its outcomes come back from that very poll); calls slow enough to matter are
+    spread."""
     log = tmp_path / "ran.log"
     runner: ProcessRunner = runner_of(2)  # type: ignore[operator]
+    sends: list[int] = []  # the slot index of each batch sent
+
+    def counting(index: int, real: Any) -> Any:
+        def send_bytes(data: bytes) -> None:
+            sends.append(index)
+            real(data)
+
+        return send_bytes
+
+    for index, slot in enumerate(runner._slots):
+        slot.conn.send_bytes = counting(index, slot.conn.send_bytes)  # type: ignore[method-assign]
     bundled = []
     for round_ in range(10):  # a loaded machine can make a call look slow: retry
         first = 1000 + round_ * 100
         for n in range(first, first + 100):
             runner.submit(call(n, "noop", 0, log))
+        sends.clear()
         early = runner.poll(0)
-        bundled.append(min(len(s.queue) for s in runner._slots) == 0)
+        bundled.append((len(sends), len(early)))
         assert len(early) + len(collect(runner, 100 - len(early), 30)) == 100
-        if bundled[-1] and round_ > 0:  # once the pace has seen only quick calls
+        if len(sends) == 1 and len(early) == 100:  # one batch, waited for
             break
-    assert bundled[-1], bundled
+    assert bundled[-1] == (1, 100), bundled
     # calls of 5 ms: 40 of them would take 200 ms in one child, so both get some
     for n in range(1, 5):
         runner.submit(call(n, "ok", 0.005, log))
     assert len(collect(runner, 4, 30)) == 4
     for n in range(5, 45):
         runner.submit(call(n, "ok", 0.005, log))
+    sends.clear()
     early = runner.poll(0)
+    assert sorted(sends) == [0, 1], sends
     held = sorted(len(s.queue) for s in runner._slots)  # each up to ~50 ms of them
     assert held[0] >= 5 and held[1] - held[0] <= 1, held
     assert len(early) + len(collect(runner, 40 - len(early), 30)) == 40
