@@ -97,14 +97,14 @@ def test_calls_queued_behind_a_hang_run_elsewhere_long_before_its_deadline(
     hang_slot = next(s for s in runner._slots if 1 in s.queue)
     hang_index = runner._slots.index(hang_slot)
     hang_sends: list[float] = []  # how long its call had run at each send to it
-    real_send = hang_slot.conn.send
+    real_send = hang_slot.conn.send_bytes  # how a batch goes out: pickled once, sent
 
-    def counting_send(message: object) -> None:
+    def counting_send(data: bytes) -> None:
         started = runner._running[hang_index * _RUNNING_FIELDS + _STARTED]
         hang_sends.append(time.monotonic() - started if started > 0 else 0.0)
-        real_send(message)
+        real_send(data)
 
-    hang_slot.conn.send = counting_send  # type: ignore[method-assign]
+    hang_slot.conn.send_bytes = counting_send  # type: ignore[method-assign]
     behind = [n for s in runner._slots if 1 in s.queue for n in s.queue if n != 1]
     assert len(behind) >= 10, behind  # many calls were queued behind the hang
 
@@ -229,3 +229,92 @@ def test_a_handler_logging_from_its_own_threads_keeps_the_pipe_readable() -> Non
     assert [n for n, (o, _at) in got.items() if o.status != "ok"] == []
     assert len(events) == THREADS * count
     assert all(e.message.endswith("t" * 100_000) for e in events)
+
+
+def test_the_parent_decodes_whole_messages_and_keeps_a_partial_one() -> None:
+    """What a child writes arrives in pieces: several messages in one read, one message
+    over several reads (more than a read's chunk), a closed pipe read as the end."""
+    import multiprocessing
+    import socket as socket_
+
+    from steadyq.runner import _READ_CHUNK, _arrived, _close_pipe, _Slot
+
+    parent, child = multiprocessing.Pipe(duplex=True)
+    slot = _Slot(
+        process=None,  # type: ignore[arg-type]
+        conn=parent,
+        ring=range(0),
+        lock=None,
+        inlet=socket_.socket(fileno=os.dup(parent.fileno())),
+    )
+    try:
+        assert _arrived(slot) == []  # nothing there: no wait
+        child.send(("done", [1, 0.5], []))
+        child.send(("log", "x"))
+        assert _arrived(slot) == [("done", [1, 0.5], []), ("log", "x")]
+        big = ("log", "y" * (3 * _READ_CHUNK))
+        child.send(big)
+        child.send(("done", [2, 0.1], []))
+        got: list[object] = []
+        while len(got) < 2:
+            got += _arrived(slot)
+        assert got == [big, ("done", [2, 0.1], [])]
+        # a message cut in two: nothing until it is whole
+        data = multiprocessing.reduction.ForkingPickler.dumps(("done", [3, 0.2], []))
+        framed = len(data).to_bytes(4, "big") + bytes(data)
+        os.write(child.fileno(), framed[:7])
+        assert _arrived(slot) == []
+        os.write(child.fileno(), framed[7:])
+        assert _arrived(slot) == [("done", [3, 0.2], [])]
+        assert not slot.ended
+        child.close()
+        assert _arrived(slot) == []
+        assert slot.ended
+    finally:
+        _close_pipe(slot)
+
+
+def test_quick_calls_go_to_one_child_and_slower_ones_to_all(
+    runner_of: object, tmp_path: Path
+) -> None:
+    """A batch that one child runs within ``BUNDLE_S`` goes to one child (a second would
+    cost a message and a wake-up each way), and the poll that sends it waits for it
+    (its outcomes come back from that very poll); calls slow enough to matter are
+    spread."""
+    log = tmp_path / "ran.log"
+    runner: ProcessRunner = runner_of(2)  # type: ignore[operator]
+    sends: list[int] = []  # the slot index of each batch sent
+
+    def counting(index: int, real: Any) -> Any:
+        def send_bytes(data: bytes) -> None:
+            sends.append(index)
+            real(data)
+
+        return send_bytes
+
+    for index, slot in enumerate(runner._slots):
+        slot.conn.send_bytes = counting(index, slot.conn.send_bytes)  # type: ignore[method-assign]
+    bundled = []
+    for round_ in range(10):  # a loaded machine can make a call look slow: retry
+        first = 1000 + round_ * 100
+        for n in range(first, first + 100):
+            runner.submit(call(n, "noop", 0, log))
+        sends.clear()
+        early = runner.poll(0)
+        bundled.append((len(sends), len(early)))
+        assert len(early) + len(collect(runner, 100 - len(early), 30)) == 100
+        if len(sends) == 1 and len(early) == 100:  # one batch, waited for
+            break
+    assert bundled[-1] == (1, 100), bundled
+    # calls of 5 ms: 40 of them would take 200 ms in one child, so both get some
+    for n in range(1, 5):
+        runner.submit(call(n, "ok", 0.005, log))
+    assert len(collect(runner, 4, 30)) == 4
+    for n in range(5, 45):
+        runner.submit(call(n, "ok", 0.005, log))
+    sends.clear()
+    early = runner.poll(0)
+    assert sorted(sends) == [0, 1], sends
+    held = sorted(len(s.queue) for s in runner._slots)  # each up to ~50 ms of them
+    assert held[0] >= 5 and held[1] - held[0] <= 1, held
+    assert len(early) + len(collect(runner, 40 - len(early), 30)) == 40
