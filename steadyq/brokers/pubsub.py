@@ -69,7 +69,7 @@ from steadyq.errors import (
     LeaseLost,
     NotFound,
 )
-from steadyq.telemetry.attempts import AttemptCounter
+from steadyq.telemetry.attempts import AttemptCount, AttemptCounter
 from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventStore
 
@@ -125,6 +125,9 @@ READ_AHEAD_FRESH_S = 2.0
 # attempt counts untouched this long are dropped when a queue object first pulls: no
 # message outlives it in Pub/Sub (31 days is the longest a topic retains messages)
 ATTEMPTS_KEPT_S = 31 * 86400
+# what a first delivery told by Pub/Sub (delivery_attempt 1) starts from: no count of
+# steadyq's (its lease token says 0), no error noted, no handler run
+_FIRST = AttemptCount(0)
 
 EMULATOR_NOTE = (
     "the Pub/Sub emulator keeps no backlog figures (no Cloud Monitoring): ready, in flight,"
@@ -854,8 +857,12 @@ class PubSubQueue(Queue):
         prefix = self._prefix
         keys = [prefix + row[3] for row in rows]
         now = self.clock()
+        # a first delivery by Pub/Sub's own count (delivery_attempt 1: a dead-letter
+        # policy is set) needs no count of steadyq's: were it lost with its worker,
+        # Pub/Sub says 2 next time, and from then on both count (see _counted)
+        counted = [key for row, key in zip(rows, keys, strict=True) if row[6] != 1]
         try:
-            counts = store.count_attempts(keys)
+            counts = store.count_attempts(counted) if counted else {}
         except BaseException:
             # without a durable count the delivery must not run: give the messages back
             self._transport.give_back(received)
@@ -867,7 +874,7 @@ class PubSubQueue(Queue):
         for (seconds, nanos, _, message_id, _, ack_id, delivery_attempt, msg), key in zip(
             rows, keys, strict=True
         ):
-            attempts, last_error, runs = counts[key]
+            attempts, last_error, runs = counts[key] if delivery_attempt != 1 else _FIRST
             replays = 0
             attrs: dict[str, str] = {}
             if msg.attributes:
@@ -900,27 +907,28 @@ class PubSubQueue(Queue):
 
     def _split(
         self, settlements: Sequence[Settlement]
-    ) -> tuple[list[tuple[Settlement, str, str]], list[Settlement]]:
-        """(settlements whose lease is still theirs, with their ack ids and count keys;
-        the others).
+    ) -> tuple[list[tuple[Settlement, str, str, bool]], list[Settlement]]:
+        """(settlements whose lease is still theirs, with their ack ids, count keys and
+        whether the store holds a count of theirs; the others).
 
         A lease is still a delivery's when nobody pulled the message since (the
-        store's count is the one it was pulled with) and an exactly-once subscription
-        did not refuse to set it after the pull."""
+        store's count is the one it was pulled with: none for a first delivery told
+        by Pub/Sub, which nobody counted) and an exactly-once subscription did not
+        refuse to set it after the pull."""
         prefix = self._prefix
         keys = [prefix + s.delivery.message_id for s in settlements]
         current = self._attempt_store().attempts_of(keys).get
-        held: list[tuple[Settlement, str, str]] = []
+        held: list[tuple[Settlement, str, str, bool]] = []
         lost: list[Settlement] = []
         for s, key in zip(settlements, keys, strict=True):
             count, _, ack_id = s.delivery.lease_token.partition(" ")
-            if current(key) == int(count):
-                held.append((s, ack_id, key))
+            if current(key, 0) == int(count):
+                held.append((s, ack_id, key, count != "0"))
             else:
                 lost.append(s)
         refused = self._transport.refused_of(_token(s.delivery)[1] for s in settlements)
         if refused:
-            lost += [s for s, ack_id, _ in held if ack_id in refused]
+            lost += [s for s, ack_id, _, _ in held if ack_id in refused]
             held = [h for h in held if h[1] not in refused]
         return held, lost
 
@@ -939,7 +947,7 @@ class PubSubQueue(Queue):
         acks: list[str] = []
         dead: list[Settlement] = []
         delays: dict[int, list[str]] = {}
-        for s, ack_id, _ in held:
+        for s, ack_id, _, _ in held:
             action = s.action
             if action == "ack":
                 acks.append(ack_id)
@@ -959,34 +967,47 @@ class PubSubQueue(Queue):
         if refused:
             # an exactly-once subscription refused these ack ids: the lease was lost
             # (expired, or the message delivered again), so nothing was applied for them
-            lost += [s for s, ack_id, _ in held if ack_id in refused]
+            lost += [s for s, ack_id, _, _ in held if ack_id in refused]
             held = [h for h in held if h[1] not in refused]
         errors: dict[str, str | None] = {}
         ran: list[str] = []
         forget: list[str] = []
-        for s, _, key in held:
+        start: list[str] = []  # first deliveries nobody counted, with something to note
+        for s, _, key, counted in held:
             if s.action != "nack":
-                forget.append(key)
+                if counted:  # a first delivery told by Pub/Sub has no count to drop
+                    forget.append(key)
                 continue
             if s.detail is not None:
                 errors[key] = s.detail
             if s.ran:
                 ran.append(key)
+            if not counted and (s.detail is not None or s.ran):
+                start.append(key)
         with self._forget_lock:
             self._forget += forget
             due = len(self._forget) >= FORGET_BATCH
         # settled counts are dropped in bulk: one write per many settles, not one each
         if errors or ran or due:
-            self._forget_settled(errors, ran)
+            self._forget_settled(errors, ran, start)
         return SettleResult(tuple(h[0] for h in held), tuple(lost))
 
     def _forget_settled(
-        self, errors: Mapping[str, str | None] | None = None, ran: Sequence[str] = ()
+        self,
+        errors: Mapping[str, str | None] | None = None,
+        ran: Sequence[str] = (),
+        start: Sequence[str] = (),
     ) -> None:
+        """Drop the settled counts, note errors and runs of the nacked; ``start`` are
+        first deliveries nobody counted whose error or run must be kept: they get their
+        count (1, the delivery just settled) first."""
+        store = self._attempt_store()
+        if start:
+            store.count_attempts(start)
         with self._forget_lock:
             forget, self._forget = self._forget, []
         try:
-            self._attempt_store().settle_attempts(errors or {}, forget, ran)
+            store.settle_attempts(errors or {}, forget, ran)
         except BaseException:
             with self._forget_lock:
                 self._forget[:0] = forget

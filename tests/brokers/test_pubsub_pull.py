@@ -41,12 +41,16 @@ class _Subscriber:
         self.modified.append((request.ack_deadline_seconds, list(request.ack_ids)))
 
 
-def _response(*messages: tuple[str, int, int, dict[str, str]]) -> Any:
-    """(message id, publish seconds, nanos, attributes) each; ack id ``ack-<id>-<n>``."""
+def _response(
+    *messages: tuple[str, int, int, dict[str, str]], delivery_attempt: int = 0
+) -> Any:
+    """(message id, publish seconds, nanos, attributes) each; ack id ``ack-<id>-<n>``;
+    ``delivery_attempt`` as Pub/Sub fills it with a dead-letter policy (0: none)."""
     response = PullResponse.pb()()
     for n, (message_id, seconds, nanos, attributes) in enumerate(messages):
         m = response.received_messages.add()
         m.ack_id = f"ack-{message_id}-{n}"
+        m.delivery_attempt = delivery_attempt
         m.message.message_id = message_id
         m.message.data = f"body {message_id}".encode()
         m.message.publish_time.seconds = seconds
@@ -127,3 +131,41 @@ def test_settle_acks_nacks_and_forgets_in_one_pass() -> None:
     assert counts == {"s/2": 1, "s/3": 1, "s/4": 2}  # the acked one is forgotten
     again = queue.settle([Settlement.ack(d2)])  # a settlement settles its lease once
     assert [s.delivery.message_id for s in again.applied] == ["2"]
+
+
+def test_a_first_delivery_told_by_pubsub_writes_no_count_until_it_has_one_to_keep() -> None:
+    """delivery_attempt 1 (a dead-letter policy): no count raised at pull, none to drop
+    at ack; a nack with an error or a run starts the count, so the next delivery (2)
+    has them; a delivery Pub/Sub says is a redelivery is counted as before."""
+    queue, subscriber, store = _queue(
+        _response(("1", 1, 0, {}), ("2", 1, 1, {}), ("3", 1, 2, {}), delivery_attempt=1),
+        _response(("2", 1, 1, {}), ("3", 1, 2, {}), delivery_attempt=2),
+    )
+    d1, d2, d3 = queue.pull(10, 600)
+    assert [(d.attempt, d.runs, d.last_error) for d in (d1, d2, d3)] == [(1, 0, None)] * 3
+    assert store.attempts_of(["s/1", "s/2", "s/3"]) == {}, "nothing written at pull"
+    result = queue.settle(
+        [Settlement.ack(d1), Settlement.nack(d2, 0, error="boom", ran=True), Settlement.nack(d3, 0)]
+    )
+    assert len(result.applied) == 3 and not result.lost
+    assert queue._forget == [], "an uncounted delivery has no count to drop"
+    assert store.attempts_of(["s/1", "s/2", "s/3"]) == {"s/2": 1}, "the run is kept"
+    e2, e3 = queue.pull(10, 600)
+    assert (e2.attempt, e2.runs, e2.last_error) == (2, 1, "boom")
+    # its worker died, or it was nacked with nothing to note: Pub/Sub's count says 2
+    assert (e3.attempt, e3.runs, e3.last_error) == (2, 0, None)
+    assert store.attempts_of(["s/2", "s/3"]) == {"s/2": 2, "s/3": 1}
+    queue.settle([Settlement.ack(e2), Settlement.ack(e3)])
+    assert sorted(queue._forget) == ["s/2", "s/3"]
+
+
+def test_an_uncounted_first_delivery_counted_by_someone_since_is_a_lost_lease() -> None:
+    queue, subscriber, store = _queue(
+        _response(("1", 1, 0, {}), ("2", 1, 1, {}), delivery_attempt=1)
+    )
+    d1, d2 = queue.pull(10, 600)
+    store.count_attempts(["s/2"])  # pulled again since (its delivery_attempt was 2)
+    result = queue.settle([Settlement.ack(d1), Settlement.ack(d2)])
+    assert [s.delivery.message_id for s in result.applied] == ["1"]
+    assert [s.delivery.message_id for s in result.lost] == ["2"]
+    assert subscriber.acked == ["ack-1-0"]
