@@ -125,6 +125,11 @@ READ_AHEAD_FRESH_S = 2.0
 # attempt counts untouched this long are dropped when a queue object first pulls: no
 # message outlives it in Pub/Sub (31 days is the longest a topic retains messages)
 ATTEMPTS_KEPT_S = 31 * 86400
+# a first delivery told by Pub/Sub whose lease runs at least this much longer is settled
+# without looking at the store for a newer count (see PubSubQueue._split): more than
+# the lag between Pub/Sub starting the ack deadline and the queue noting the lease
+# (a read-ahead batch is up to READ_AHEAD_FRESH_S old when it is delivered)
+LEASE_CHECK_MARGIN_S = READ_AHEAD_FRESH_S + 3.0
 # what a first delivery told by Pub/Sub (delivery_attempt 1) starts from: no count of
 # steadyq's (its lease token says 0), no error noted, no handler run
 _FIRST = AttemptCount(0)
@@ -912,21 +917,32 @@ class PubSubQueue(Queue):
         whether the store holds a count of theirs; the others).
 
         A lease is still a delivery's when nobody pulled the message since (the
-        store's count is the one it was pulled with: none for a first delivery told
-        by Pub/Sub, which nobody counted) and an exactly-once subscription did not
-        refuse to set it after the pull."""
+        store's count is the one it was pulled with) and an exactly-once subscription
+        did not refuse to set it after the pull. A first delivery told by Pub/Sub
+        (nobody counted it: its token says 0) still well inside its lease needs no
+        look at the store: while the lease runs Pub/Sub hands the message to nobody
+        else, and a redelivery after it would be counted (delivery_attempt 2 or more).
+        """
         prefix = self._prefix
-        keys = [prefix + s.delivery.message_id for s in settlements]
-        current = self._attempt_store().attempts_of(keys).get
+        fresh_until = self.clock() + LEASE_CHECK_MARGIN_S
+        parsed: list[tuple[Settlement, str, str, str]] = []
+        check: list[str] = []
+        for s in settlements:
+            d = s.delivery
+            count, _, ack_id = d.lease_token.partition(" ")
+            key = prefix + d.message_id
+            parsed.append((s, count, ack_id, key))
+            if count != "0" or d.leased_until <= fresh_until:
+                check.append(key)
+        current = self._attempt_store().attempts_of(check).get if check else {}.get
         held: list[tuple[Settlement, str, str, bool]] = []
         lost: list[Settlement] = []
-        for s, key in zip(settlements, keys, strict=True):
-            count, _, ack_id = s.delivery.lease_token.partition(" ")
+        for s, count, ack_id, key in parsed:
             if current(key, 0) == int(count):
                 held.append((s, ack_id, key, count != "0"))
             else:
                 lost.append(s)
-        refused = self._transport.refused_of(_token(s.delivery)[1] for s in settlements)
+        refused = self._transport.refused_of(ack_id for _, _, ack_id, _ in parsed)
         if refused:
             lost += [s for s, ack_id, _, _ in held if ack_id in refused]
             held = [h for h in held if h[1] not in refused]

@@ -83,6 +83,35 @@ def test_attempts_are_durable_in_the_store_across_queue_objects(
     second.close()
 
 
+def test_attempts_without_a_dead_letter_policy_are_steadyqs_own_count(
+    pubsub_host: str, unique: Callable[[str], str], tmp_path: object
+) -> None:
+    """No dead-letter policy: Pub/Sub tells no delivery attempt (0), so every delivery
+    is counted in the store, the first one too, and a worker that died shows."""
+    from steadyq.brokers.pubsub import clients, clients_closed
+
+    topic, sub = unique("topic"), unique("sub")
+    publisher, subscriber = clients()
+    with clients_closed(publisher, subscriber):
+        path = publisher.create_topic(name=publisher.topic_path(PROJECT, topic)).name
+        subscriber.create_subscription(name=subscriber.subscription_path(PROJECT, sub), topic=path)
+    url = f"sqlite:///{tmp_path}/store.db"
+    first = open_queue(f"pubsub://{PROJECT}/{sub}")
+    store = store_for(first, url)
+    first.publish(b"x")
+    [d1] = first.pull(1, 1)
+    assert d1.attempt == 1
+    assert store.attempts_of([f"{sub}/{d1.message_id}"]) == {f"{sub}/{d1.message_id}": 1}
+    first.close()  # as if the worker died holding the lease
+    second = open_queue(f"pubsub://{PROJECT}/{sub}")
+    store_for(second, url)
+    time.sleep(2)  # the server's lease of 1 s lapses
+    [d2] = second.pull(1, 30)
+    assert (d2.message_id, d2.attempt) == (d1.message_id, 2)
+    second.ack(d2)
+    second.close()
+
+
 def test_dead_letter_carries_reason_and_source_and_is_confirmed_before_ack(
     pubsub_host: str, unique: Callable[[str], str]
 ) -> None:

@@ -159,13 +159,32 @@ def test_a_first_delivery_told_by_pubsub_writes_no_count_until_it_has_one_to_kee
     assert sorted(queue._forget) == ["s/2", "s/3"]
 
 
-def test_an_uncounted_first_delivery_counted_by_someone_since_is_a_lost_lease() -> None:
+def test_an_uncounted_first_delivery_near_its_lease_end_counted_since_is_a_lost_lease() -> None:
     queue, subscriber, store = _queue(
         _response(("1", 1, 0, {}), ("2", 1, 1, {}), delivery_attempt=1)
     )
-    d1, d2 = queue.pull(10, 600)
+    d1, d2 = queue.pull(10, 3)  # a lease shorter than the margin: always looked up
     store.count_attempts(["s/2"])  # pulled again since (its delivery_attempt was 2)
     result = queue.settle([Settlement.ack(d1), Settlement.ack(d2)])
     assert [s.delivery.message_id for s in result.applied] == ["1"]
     assert [s.delivery.message_id for s in result.lost] == ["2"]
     assert subscriber.acked == ["ack-1-0"]
+
+
+def test_an_uncounted_first_delivery_well_inside_its_lease_is_settled_without_a_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queue, subscriber, store = _queue(
+        _response(("1", 1, 0, {}), delivery_attempt=1),
+        _response(("2", 1, 0, {}), delivery_attempt=2),
+    )
+    asked: list[list[str]] = []
+    read = store.attempts_of
+    monkeypatch.setattr(store, "attempts_of", lambda keys: asked.append(list(keys)) or read(keys))
+    [d1] = queue.pull(10, 600)
+    assert queue.settle([Settlement.ack(d1)]).applied
+    assert asked == [], "nobody else can hold it while its lease runs"
+    [d2] = queue.pull(10, 600)  # a redelivery has a count: always looked up
+    assert queue.settle([Settlement.ack(d2)]).applied
+    assert asked == [["s/2"]]
+    assert subscriber.acked == ["ack-1-0", "ack-2-0"]
