@@ -69,7 +69,7 @@ from steadyq.errors import (
     LeaseLost,
     NotFound,
 )
-from steadyq.telemetry.attempts import AttemptCount, AttemptCounter
+from steadyq.telemetry.attempts import AttemptCounter
 from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventStore
 
@@ -130,9 +130,6 @@ ATTEMPTS_KEPT_S = 31 * 86400
 # the lag between Pub/Sub starting the ack deadline and the queue noting the lease
 # (a read-ahead batch is up to READ_AHEAD_FRESH_S old when it is delivered)
 LEASE_CHECK_MARGIN_S = READ_AHEAD_FRESH_S + 3.0
-# what a first delivery told by Pub/Sub (delivery_attempt 1) starts from: no count of
-# steadyq's (its lease token says 0), no error noted, no handler run
-_FIRST = AttemptCount(0)
 
 EMULATOR_NOTE = (
     "the Pub/Sub emulator keeps no backlog figures (no Cloud Monitoring): ready, in flight,"
@@ -860,12 +857,11 @@ class PubSubQueue(Queue):
             )  # fmt: skip
         rows.sort()
         prefix = self._prefix
-        keys = [prefix + row[3] for row in rows]
         now = self.clock()
         # a first delivery by Pub/Sub's own count (delivery_attempt 1: a dead-letter
         # policy is set) needs no count of steadyq's: were it lost with its worker,
-        # Pub/Sub says 2 next time, and from then on both count (see _counted)
-        counted = [key for row, key in zip(rows, keys, strict=True) if row[6] != 1]
+        # Pub/Sub says 2 next time, and that delivery is counted here as any other
+        counted = [prefix + row[3] for row in rows if row[6] != 1]
         try:
             counts = store.count_attempts(counted) if counted else {}
         except BaseException:
@@ -875,11 +871,15 @@ class PubSubQueue(Queue):
         if lease != self._resolve().ack_deadline_s:
             self._transport.lease_later([row[5] for row in rows], lease)
         out: list[Delivery] = []
+        append = out.append
         until = now + lease
-        for (seconds, nanos, _, message_id, _, ack_id, delivery_attempt, msg), key in zip(
-            rows, keys, strict=True
-        ):
-            attempts, last_error, runs = counts[key] if delivery_attempt != 1 else _FIRST
+        for seconds, nanos, _, message_id, _, ack_id, delivery_attempt, msg in rows:
+            if delivery_attempt == 1:
+                attempt, token, last_error, runs = 1, "0 " + ack_id, None, 0
+            else:
+                attempts, last_error, runs = counts[prefix + message_id]
+                attempt = attempts if attempts >= delivery_attempt else delivery_attempt
+                token = f"{attempts} {ack_id}"
             replays = 0
             attrs: dict[str, str] = {}
             if msg.attributes:
@@ -892,14 +892,14 @@ class PubSubQueue(Queue):
                         replays = _int(attrs.get(A_REPLAYS))
                         attrs = {k: v for k, v in attrs.items() if not k.startswith(PREFIX)}
                         break
-            out.append(
+            append(
                 Delivery(
                     message_id,
                     msg.data,  # bytes already: the raw protobuf's
                     attrs,
-                    attempts if attempts >= delivery_attempt else delivery_attempt,
+                    attempt,
                     seconds + nanos / 1e9,
-                    f"{attempts} {ack_id}",
+                    token,
                     until,
                     replays,
                     last_error,
@@ -925,24 +925,27 @@ class PubSubQueue(Queue):
         """
         prefix = self._prefix
         fresh_until = self.clock() + LEASE_CHECK_MARGIN_S
-        parsed: list[tuple[Settlement, str, str, str]] = []
-        check: list[str] = []
+        held: list[tuple[Settlement, str, str, bool]] = []
+        lost: list[Settlement] = []
+        check: dict[int, str] = {}  # index in held -> the count the token carries
         for s in settlements:
             d = s.delivery
             count, _, ack_id = d.lease_token.partition(" ")
-            key = prefix + d.message_id
-            parsed.append((s, count, ack_id, key))
             if count != "0" or d.leased_until <= fresh_until:
-                check.append(key)
-        current = self._attempt_store().attempts_of(check).get if check else {}.get
-        held: list[tuple[Settlement, str, str, bool]] = []
-        lost: list[Settlement] = []
-        for s, count, ack_id, key in parsed:
-            if current(key, 0) == int(count):
-                held.append((s, ack_id, key, count != "0"))
-            else:
-                lost.append(s)
-        refused = self._transport.refused_of(ack_id for _, _, ack_id, _ in parsed)
+                check[len(held)] = count
+            held.append((s, ack_id, prefix + d.message_id, count != "0"))
+        if check:
+            current = self._attempt_store().attempts_of([held[i][2] for i in check]).get
+            kept: list[tuple[Settlement, str, str, bool]] = []
+            for i, h in enumerate(held):
+                count = check.get(i)
+                if count is None or current(h[2], 0) == int(count):
+                    kept.append(h)
+                else:
+                    lost.append(h[0])
+            held = kept
+        # every settlement's ack id, the lost ones' too: each refusal is told once
+        refused = self._transport.refused_of(_token(s.delivery)[1] for s in settlements)
         if refused:
             lost += [s for s, ack_id, _, _ in held if ack_id in refused]
             held = [h for h in held if h[1] not in refused]
