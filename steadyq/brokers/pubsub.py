@@ -18,13 +18,16 @@ What steadyq adds to Pub/Sub, and how:
 * **Durable attempts.** Each pull raises steadyq's own count for
   ``subscription/message_id`` in the telemetry store (the queue needs one:
   :func:`steadyq.brokers.store_for` hands it over). ``delivery_attempt`` from Pub/Sub,
-  present when a dead-letter policy is set, is taken when it is higher.
+  present when a dead-letter policy is set, is taken when it is higher; a delivery it
+  calls the first (1) is not counted at all, since its redelivery, were its worker to
+  die, is counted (Pub/Sub says 2); a nack that notes an error or a run starts it.
 * **Leases.** A pull sets each message's ack deadline to the lease asked for (Pub/Sub
   allows 0 to 600 s); a nack with a delay sets it to the delay. The worker extends
   leases only up to its handler's hard deadline.
 * **Lost leases.** Pub/Sub accepts a stale ack id silently (without exactly-once
-  delivery). A delivery carries the count it was pulled with; when the store's count
-  is higher, someone pulled the message since, and settling it is reported as lost. On
+  delivery). A delivery carries the count it was pulled with (0 when uncounted); when
+  the store's count is higher, someone pulled the message since, and settling it is
+  reported as lost (an uncounted delivery well inside its lease needs no look). On
   a subscription with exactly-once delivery Pub/Sub refuses such an ack id itself
   (ErrorInfo ``EXACTLY_ONCE_ACKID_FAILURE``): that is a lost lease too, never an ack
   believed done.
