@@ -281,9 +281,7 @@ def main() -> int:
             (responses, "", "no dead-letter policy"),
             (with_policy, "_policy", "first deliveries told by Pub/Sub"),
         ):
-            ab = against(
-                args.against, args.rounds, n, queue_on, fresh_store, batches, pulled, what
-            )
+            ab = against(args.against, args.rounds, n, queue_on, fresh_store, batches, pulled, what)
             figures.update({k + suffix: v for k, v in ab.items()})
     for store in stores:
         store.close()

@@ -319,30 +319,34 @@ class PubSubTransport:
         if found is not None and found[0] is subscriber:
             return found[1]
         call: Callable[[Any, float], Any]
+        grpc_transport: Any = None
         try:
-            from google.pubsub_v1.services.subscriber.transports.base import DEFAULT_CLIENT_INFO
-            from google.pubsub_v1.services.subscriber.transports.grpc import (
-                SubscriberGrpcTransport,
-            )
-        except ImportError:  # pragma: no cover - a driver laid out otherwise
-            SubscriberGrpcTransport = None  # noqa: N806
+            from google.pubsub_v1.services.subscriber.transports import base
+            from google.pubsub_v1.services.subscriber.transports import grpc as over_grpc
+
+            grpc_transport = over_grpc.SubscriberGrpcTransport
+            client_info = base.DEFAULT_CLIENT_INFO
+        except (ImportError, AttributeError):  # pragma: no cover - a driver laid out otherwise
+            pass
         transport = getattr(subscriber, "transport", None)
-        if SubscriberGrpcTransport is not None and isinstance(transport, SubscriberGrpcTransport):
+        if grpc_transport is not None and isinstance(transport, grpc_transport):
             import grpc
             from google.api_core import exceptions as gexc
             from google.api_core.gapic_v1 import routing_header
 
             stub = getattr(transport, method)
             metadata = (
-                routing_header.to_grpc_metadata((("subscription", subscription),)),
-                DEFAULT_CLIENT_INFO.to_grpc_metadata(),
+                routing_header.to_grpc_metadata(  # type: ignore[no-untyped-call]
+                    (("subscription", subscription),)
+                ),
+                client_info.to_grpc_metadata(),  # type: ignore[no-untyped-call]
             )
 
             def call(request: Any, timeout: float) -> Any:
                 try:
                     return stub(request, timeout=timeout, metadata=metadata)
                 except grpc.RpcError as exc:
-                    raise gexc.from_grpc_error(exc) from exc
+                    raise gexc.from_grpc_error(exc) from exc  # type: ignore[no-untyped-call]
 
         else:
             bound = getattr(subscriber, method)
@@ -987,8 +991,8 @@ class PubSubQueue(Queue):
             current = self._attempt_store().attempts_of([held[i][2] for i in check]).get
             kept: list[tuple[Settlement, str, str, bool]] = []
             for i, h in enumerate(held):
-                count = check.get(i)
-                if count is None or current(h[2], 0) == int(count):
+                pulled_with = check.get(i)
+                if pulled_with is None or current(h[2], 0) == int(pulled_with):
                     kept.append(h)
                 else:
                     lost.append(h[0])
@@ -1012,6 +1016,16 @@ class PubSubQueue(Queue):
         subscription = self._subscription()
         names = self._resolve()
         held, lost = self._split(settlements)
+        start = [
+            key
+            for s, _, key, counted in held
+            if not counted and s.action == "nack" and (s.detail is not None or s.ran)
+        ]
+        if start:
+            # a first delivery nobody counted whose error or run must be kept gets its
+            # count (1, this delivery) before Pub/Sub hears of the nack: a redelivery
+            # pulled the moment after must find it, and raise it to 2
+            self._attempt_store().count_attempts(start)
         acks: list[str] = []
         dead: list[Settlement] = []
         delays: dict[int, list[str]] = {}
@@ -1040,7 +1054,6 @@ class PubSubQueue(Queue):
         errors: dict[str, str | None] = {}
         ran: list[str] = []
         forget: list[str] = []
-        start: list[str] = []  # first deliveries nobody counted, with something to note
         for s, _, key, counted in held:
             if s.action != "nack":
                 if counted:  # a first delivery told by Pub/Sub has no count to drop
@@ -1050,32 +1063,21 @@ class PubSubQueue(Queue):
                 errors[key] = s.detail
             if s.ran:
                 ran.append(key)
-            if not counted and (s.detail is not None or s.ran):
-                start.append(key)
         with self._forget_lock:
             self._forget += forget
             due = len(self._forget) >= FORGET_BATCH
         # settled counts are dropped in bulk: one write per many settles, not one each
         if errors or ran or due:
-            self._forget_settled(errors, ran, start)
+            self._forget_settled(errors, ran)
         return SettleResult(tuple(h[0] for h in held), tuple(lost))
 
     def _forget_settled(
-        self,
-        errors: Mapping[str, str | None] | None = None,
-        ran: Sequence[str] = (),
-        start: Sequence[str] = (),
+        self, errors: Mapping[str, str | None] | None = None, ran: Sequence[str] = ()
     ) -> None:
-        """Drop the settled counts, note errors and runs of the nacked; ``start`` are
-        first deliveries nobody counted whose error or run must be kept: they get their
-        count (1, the delivery just settled) first."""
-        store = self._attempt_store()
-        if start:
-            store.count_attempts(start)
         with self._forget_lock:
             forget, self._forget = self._forget, []
         try:
-            store.settle_attempts(errors or {}, forget, ran)
+            self._attempt_store().settle_attempts(errors or {}, forget, ran)
         except BaseException:
             with self._forget_lock:
                 self._forget[:0] = forget

@@ -257,8 +257,6 @@ def test_two_threads_settle_one_queue_at_once(
     """A worker may settle rejections beside the commit in flight: nothing is lost."""
     import threading
 
-    from steadyq.brokers import pubsub
-
     topic, sub = unique("topic"), unique("sub")
     setup(PROJECT, topic, sub, min_backoff_s=0, max_backoff_s=0)
     store = MemoryStore()

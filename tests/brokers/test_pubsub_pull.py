@@ -41,9 +41,7 @@ class _Subscriber:
         self.modified.append((request.ack_deadline_seconds, list(request.ack_ids)))
 
 
-def _response(
-    *messages: tuple[str, int, int, dict[str, str]], delivery_attempt: int = 0
-) -> Any:
+def _response(*messages: tuple[str, int, int, dict[str, str]], delivery_attempt: int = 0) -> Any:
     """(message id, publish seconds, nanos, attributes) each; ack id ``ack-<id>-<n>``;
     ``delivery_attempt`` as Pub/Sub fills it with a dead-letter policy (0: none)."""
     response = PullResponse.pb()()
@@ -137,7 +135,7 @@ def test_a_first_delivery_told_by_pubsub_writes_no_count_until_it_has_one_to_kee
     """delivery_attempt 1 (a dead-letter policy): no count raised at pull, none to drop
     at ack; a nack with an error or a run starts the count, so the next delivery (2)
     has them; a delivery Pub/Sub says is a redelivery is counted as before."""
-    queue, subscriber, store = _queue(
+    queue, _, store = _queue(
         _response(("1", 1, 0, {}), ("2", 1, 1, {}), ("3", 1, 2, {}), delivery_attempt=1),
         _response(("2", 1, 1, {}), ("3", 1, 2, {}), delivery_attempt=2),
     )
@@ -180,7 +178,12 @@ def test_an_uncounted_first_delivery_well_inside_its_lease_is_settled_without_a_
     )
     asked: list[list[str]] = []
     read = store.attempts_of
-    monkeypatch.setattr(store, "attempts_of", lambda keys: asked.append(list(keys)) or read(keys))
+
+    def attempts_of(keys: list[str]) -> dict[str, int]:
+        asked.append(list(keys))
+        return read(keys)
+
+    monkeypatch.setattr(store, "attempts_of", attempts_of)
     [d1] = queue.pull(10, 600)
     assert queue.settle([Settlement.ack(d1)]).applied
     assert asked == [], "nobody else can hold it while its lease runs"
@@ -188,3 +191,28 @@ def test_an_uncounted_first_delivery_well_inside_its_lease_is_settled_without_a_
     assert queue.settle([Settlement.ack(d2)]).applied
     assert asked == [["s/2"]]
     assert subscriber.acked == ["ack-1-0", "ack-2-0"]
+
+
+def test_a_first_delivery_nacked_with_an_error_is_counted_before_pubsub_hears() -> None:
+    """The nack's count exists before the nack reaches Pub/Sub: a redelivery pulled the
+    moment after (here: from inside the nack call) finds it and raises it to 2, so its
+    own settlement is not taken for a lost lease."""
+    queue, subscriber, store = _queue(
+        _response(("1", 1, 0, {}), delivery_attempt=1),
+        _response(("1", 1, 0, {}), delivery_attempt=2),
+    )
+    [d1] = queue.pull(10, 600)
+    again: list[Any] = []
+    nack = subscriber.modify_ack_deadline
+
+    def modify_ack_deadline(*, request: Any, **kwargs: Any) -> None:
+        nack(request=request, **kwargs)
+        again.extend(queue.pull(10, 600))  # another thread's pull, right after the nack
+
+    subscriber.modify_ack_deadline = modify_ack_deadline  # type: ignore[method-assign]
+    assert queue.settle([Settlement.nack(d1, 0, error="boom", ran=True)]).applied
+    [d2] = again
+    assert (d2.attempt, d2.lease_token.split(" ")[0]) == (2, "2")
+    assert store.attempts_of(["s/1"]) == {"s/1": 2}
+    result = queue.settle([Settlement.ack(d2)])
+    assert result.applied and not result.lost
