@@ -18,13 +18,16 @@ What steadyq adds to Pub/Sub, and how:
 * **Durable attempts.** Each pull raises steadyq's own count for
   ``subscription/message_id`` in the telemetry store (the queue needs one:
   :func:`steadyq.brokers.store_for` hands it over). ``delivery_attempt`` from Pub/Sub,
-  present when a dead-letter policy is set, is taken when it is higher.
+  present when a dead-letter policy is set, is taken when it is higher; a delivery it
+  calls the first (1) is not counted at all, since its redelivery, were its worker to
+  die, is counted (Pub/Sub says 2); a nack that notes an error or a run starts it.
 * **Leases.** A pull sets each message's ack deadline to the lease asked for (Pub/Sub
   allows 0 to 600 s); a nack with a delay sets it to the delay. The worker extends
   leases only up to its handler's hard deadline.
 * **Lost leases.** Pub/Sub accepts a stale ack id silently (without exactly-once
-  delivery). A delivery carries the count it was pulled with; when the store's count
-  is higher, someone pulled the message since, and settling it is reported as lost. On
+  delivery). A delivery carries the count it was pulled with (0 when uncounted); when
+  the store's count is higher, someone pulled the message since, and settling it is
+  reported as lost (an uncounted delivery well inside its lease needs no look). On
   a subscription with exactly-once delivery Pub/Sub refuses such an ack id itself
   (ErrorInfo ``EXACTLY_ONCE_ACKID_FAILURE``): that is a lost lease too, never an ack
   believed done.
@@ -125,6 +128,11 @@ READ_AHEAD_FRESH_S = 2.0
 # attempt counts untouched this long are dropped when a queue object first pulls: no
 # message outlives it in Pub/Sub (31 days is the longest a topic retains messages)
 ATTEMPTS_KEPT_S = 31 * 86400
+# a first delivery told by Pub/Sub whose lease runs at least this much longer is settled
+# without looking at the store for a newer count (see PubSubQueue._split): more than
+# the lag between Pub/Sub starting the ack deadline and the queue noting the lease
+# (a read-ahead batch is up to READ_AHEAD_FRESH_S old when it is delivered)
+LEASE_CHECK_MARGIN_S = READ_AHEAD_FRESH_S + 3.0
 
 EMULATOR_NOTE = (
     "the Pub/Sub emulator keeps no backlog figures (no Cloud Monitoring): ready, in flight,"
@@ -285,6 +293,8 @@ class PubSubTransport:
         self._refused: set[str] = set()
         # a pull started ahead of time: (when, how many, the RPC)
         self._ahead: tuple[float, int, Future[list[Any]]] | None = None
+        # (method, subscription) -> (the subscriber, call(request, timeout)), see _rpc
+        self._rpcs: dict[tuple[str, str], tuple[Any, Callable[[Any, float], Any]]] = {}
 
     def executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -293,6 +303,59 @@ class PubSubTransport:
                     max_workers=self.pull_concurrency, thread_name_prefix="steadyq-pubsub"
                 )
             return self._pool
+
+    def _rpc(self, method: str, subscription: str) -> Callable[[Any, float], Any]:
+        """``call(request, timeout)`` for the subscriber's ``method`` (pull, acknowledge,
+        modify_ack_deadline) on ``subscription``: never retried, errors as
+        google-api-core's (what :func:`translate` and :func:`ack_id_failures` read).
+
+        On the gRPC transport this calls the channel's method itself, with the headers
+        the generated client adds (routing, client info): its wrappers cost about
+        100 µs a call, a microsecond a message at 100 a pull and ack. Any other
+        subscriber (another transport, a stand-in) is called as the client is."""
+        subscriber = self._api()[1]
+        key = (method, subscription)
+        found = self._rpcs.get(key)
+        if found is not None and found[0] is subscriber:
+            return found[1]
+        call: Callable[[Any, float], Any]
+        grpc_transport: Any = None
+        try:
+            from google.pubsub_v1.services.subscriber.transports import base
+            from google.pubsub_v1.services.subscriber.transports import grpc as over_grpc
+
+            grpc_transport = over_grpc.SubscriberGrpcTransport
+            client_info = base.DEFAULT_CLIENT_INFO
+        except (ImportError, AttributeError):  # pragma: no cover - a driver laid out otherwise
+            pass
+        transport = getattr(subscriber, "transport", None)
+        if grpc_transport is not None and isinstance(transport, grpc_transport):
+            import grpc
+            from google.api_core import exceptions as gexc
+            from google.api_core.gapic_v1 import routing_header
+
+            stub = getattr(transport, method)
+            metadata = (
+                routing_header.to_grpc_metadata(  # type: ignore[no-untyped-call]
+                    (("subscription", subscription),)
+                ),
+                client_info.to_grpc_metadata(),  # type: ignore[no-untyped-call]
+            )
+
+            def call(request: Any, timeout: float) -> Any:
+                try:
+                    return stub(request, timeout=timeout, metadata=metadata)
+                except grpc.RpcError as exc:
+                    raise gexc.from_grpc_error(exc) from exc  # type: ignore[no-untyped-call]
+
+        else:
+            bound = getattr(subscriber, method)
+
+            def call(request: Any, timeout: float) -> Any:
+                return bound(request=request, retry=None, timeout=timeout)
+
+        self._rpcs[key] = (subscriber, call)
+        return call
 
     # -- publish ----------------------------------------------------------------
 
@@ -372,17 +435,15 @@ class PubSubTransport:
         nothing ready.
         """
         from google.api_core import exceptions as gexc
+        from google.pubsub_v1.types import PullRequest
 
-        _, subscriber = self._api()
+        call = self._rpc("pull", subscription)
+        request = _raw(
+            PullRequest, subscription=subscription, max_messages=count, return_immediately=True
+        )
         try:
             with mapped("pull"):
-                response = subscriber.pull(
-                    subscription=subscription,
-                    max_messages=count,
-                    return_immediately=True,
-                    retry=None,
-                    timeout=PULL_WAIT_S,
-                )
+                response = call(request, PULL_WAIT_S)
         except BackendUnavailable as exc:
             if isinstance(exc.__cause__, gexc.DeadlineExceeded):
                 return []
@@ -517,18 +578,15 @@ class PubSubTransport:
         A refusal marked transient is asked again a few times; one that stays, or a
         permanent one (``PERMANENT_FAILURE_INVALID_ACK_ID``: the ack id expired or the
         message was delivered again), is returned: never an ack believed done."""
-        call = getattr(self._api()[1], method)
+        call = self._rpc(method, subscription)
         refused: set[str] = set()
         for start in range(0, len(ack_ids), MAX_IDS_PER_CALL):
             chunk = list(ack_ids[start : start + MAX_IDS_PER_CALL])
             for attempt in range(TRANSIENT_TRIES):
                 try:
                     call(
-                        request=_raw(
-                            request_type, subscription=subscription, ack_ids=chunk, **fields
-                        ),
-                        retry=None,
-                        timeout=RPC_TIMEOUT_S,
+                        _raw(request_type, subscription=subscription, ack_ids=chunk, **fields),
+                        RPC_TIMEOUT_S,
                     )
                     break
                 except Exception as exc:
@@ -852,10 +910,13 @@ class PubSubQueue(Queue):
             )  # fmt: skip
         rows.sort()
         prefix = self._prefix
-        keys = [prefix + row[3] for row in rows]
         now = self.clock()
+        # a first delivery by Pub/Sub's own count (delivery_attempt 1: a dead-letter
+        # policy is set) needs no count of steadyq's: were it lost with its worker,
+        # Pub/Sub says 2 next time, and that delivery is counted here as any other
+        counted = [prefix + row[3] for row in rows if row[6] != 1]
         try:
-            counts = store.count_attempts(keys)
+            counts = store.count_attempts(counted) if counted else {}
         except BaseException:
             # without a durable count the delivery must not run: give the messages back
             self._transport.give_back(received)
@@ -863,11 +924,15 @@ class PubSubQueue(Queue):
         if lease != self._resolve().ack_deadline_s:
             self._transport.lease_later([row[5] for row in rows], lease)
         out: list[Delivery] = []
+        append = out.append
         until = now + lease
-        for (seconds, nanos, _, message_id, _, ack_id, delivery_attempt, msg), key in zip(
-            rows, keys, strict=True
-        ):
-            attempts, last_error, runs = counts[key]
+        for seconds, nanos, _, message_id, _, ack_id, delivery_attempt, msg in rows:
+            if delivery_attempt == 1:
+                attempt, token, last_error, runs = 1, "0 " + ack_id, None, 0
+            else:
+                attempts, last_error, runs = counts[prefix + message_id]
+                attempt = attempts if attempts >= delivery_attempt else delivery_attempt
+                token = f"{attempts} {ack_id}"
             replays = 0
             attrs: dict[str, str] = {}
             if msg.attributes:
@@ -880,14 +945,14 @@ class PubSubQueue(Queue):
                         replays = _int(attrs.get(A_REPLAYS))
                         attrs = {k: v for k, v in attrs.items() if not k.startswith(PREFIX)}
                         break
-            out.append(
+            append(
                 Delivery(
                     message_id,
                     msg.data,  # bytes already: the raw protobuf's
                     attrs,
-                    attempts if attempts >= delivery_attempt else delivery_attempt,
+                    attempt,
                     seconds + nanos / 1e9,
-                    f"{attempts} {ack_id}",
+                    token,
                     until,
                     replays,
                     last_error,
@@ -900,27 +965,42 @@ class PubSubQueue(Queue):
 
     def _split(
         self, settlements: Sequence[Settlement]
-    ) -> tuple[list[tuple[Settlement, str, str]], list[Settlement]]:
-        """(settlements whose lease is still theirs, with their ack ids and count keys;
-        the others).
+    ) -> tuple[list[tuple[Settlement, str, str, bool]], list[Settlement]]:
+        """(settlements whose lease is still theirs, with their ack ids, count keys and
+        whether the store holds a count of theirs; the others).
 
         A lease is still a delivery's when nobody pulled the message since (the
         store's count is the one it was pulled with) and an exactly-once subscription
-        did not refuse to set it after the pull."""
+        did not refuse to set it after the pull. A first delivery told by Pub/Sub
+        (nobody counted it: its token says 0) still well inside its lease needs no
+        look at the store: while the lease runs Pub/Sub hands the message to nobody
+        else, and a redelivery after it would be counted (delivery_attempt 2 or more).
+        """
         prefix = self._prefix
-        keys = [prefix + s.delivery.message_id for s in settlements]
-        current = self._attempt_store().attempts_of(keys).get
-        held: list[tuple[Settlement, str, str]] = []
+        fresh_until = self.clock() + LEASE_CHECK_MARGIN_S
+        held: list[tuple[Settlement, str, str, bool]] = []
         lost: list[Settlement] = []
-        for s, key in zip(settlements, keys, strict=True):
-            count, _, ack_id = s.delivery.lease_token.partition(" ")
-            if current(key) == int(count):
-                held.append((s, ack_id, key))
-            else:
-                lost.append(s)
+        check: dict[int, str] = {}  # index in held -> the count the token carries
+        for s in settlements:
+            d = s.delivery
+            count, _, ack_id = d.lease_token.partition(" ")
+            if count != "0" or d.leased_until <= fresh_until:
+                check[len(held)] = count
+            held.append((s, ack_id, prefix + d.message_id, count != "0"))
+        if check:
+            current = self._attempt_store().attempts_of([held[i][2] for i in check]).get
+            kept: list[tuple[Settlement, str, str, bool]] = []
+            for i, h in enumerate(held):
+                pulled_with = check.get(i)
+                if pulled_with is None or current(h[2], 0) == int(pulled_with):
+                    kept.append(h)
+                else:
+                    lost.append(h[0])
+            held = kept
+        # every settlement's ack id, the lost ones' too: each refusal is told once
         refused = self._transport.refused_of(_token(s.delivery)[1] for s in settlements)
         if refused:
-            lost += [s for s, ack_id, _ in held if ack_id in refused]
+            lost += [s for s, ack_id, _, _ in held if ack_id in refused]
             held = [h for h in held if h[1] not in refused]
         return held, lost
 
@@ -936,10 +1016,20 @@ class PubSubQueue(Queue):
         subscription = self._subscription()
         names = self._resolve()
         held, lost = self._split(settlements)
+        start = [
+            key
+            for s, _, key, counted in held
+            if not counted and s.action == "nack" and (s.detail is not None or s.ran)
+        ]
+        if start:
+            # a first delivery nobody counted whose error or run must be kept gets its
+            # count (1, this delivery) before Pub/Sub hears of the nack: a redelivery
+            # pulled the moment after must find it, and raise it to 2
+            self._attempt_store().count_attempts(start)
         acks: list[str] = []
         dead: list[Settlement] = []
         delays: dict[int, list[str]] = {}
-        for s, ack_id, _ in held:
+        for s, ack_id, _, _ in held:
             action = s.action
             if action == "ack":
                 acks.append(ack_id)
@@ -959,14 +1049,15 @@ class PubSubQueue(Queue):
         if refused:
             # an exactly-once subscription refused these ack ids: the lease was lost
             # (expired, or the message delivered again), so nothing was applied for them
-            lost += [s for s, ack_id, _ in held if ack_id in refused]
+            lost += [s for s, ack_id, _, _ in held if ack_id in refused]
             held = [h for h in held if h[1] not in refused]
         errors: dict[str, str | None] = {}
         ran: list[str] = []
         forget: list[str] = []
-        for s, _, key in held:
+        for s, _, key, counted in held:
             if s.action != "nack":
-                forget.append(key)
+                if counted:  # a first delivery told by Pub/Sub has no count to drop
+                    forget.append(key)
                 continue
             if s.detail is not None:
                 errors[key] = s.detail

@@ -10,7 +10,9 @@ Keys are opaque to the counter; the queue namespaces them (``subscription/messag
 Each key's count has three parts (:class:`AttemptCount`): deliveries (``attempts``,
 raised at pull), the last error noted for it, and handler ``runs`` that ended in a
 retryable failure. Counts live until the queue settles the message (``forget``) or
-they go untouched for long (:meth:`AttemptCounter.prune_attempts`).
+they go untouched for long (:meth:`AttemptCounter.prune_attempts`). A queue need not
+count a delivery its broker durably tells is the first (Pub/Sub's ``delivery_attempt``
+1 under a dead-letter policy): a key without a count is one nobody counted yet.
 
 Methods raise :class:`~steadyq.errors.BackendError` when the backend fails.
 """

@@ -83,6 +83,64 @@ def test_attempts_are_durable_in_the_store_across_queue_objects(
     second.close()
 
 
+def test_a_message_whose_workers_keep_dying_counts_up_though_its_first_delivery_was_not(
+    pubsub_host: str, unique: Callable[[str], str], tmp_path: object
+) -> None:
+    """Under a dead-letter policy the first delivery writes no count; each worker that
+    dies holding the message still raises its attempt (Pub/Sub's delivery_attempt, and
+    steadyq's own count from the second delivery on, one behind), so the worker's
+    max-deliveries cap is reached as before."""
+    topic, sub = unique("topic"), unique("sub")
+    setup(PROJECT, topic, sub, min_backoff_s=0, max_backoff_s=0)  # redelivered at once
+    url = f"sqlite:///{tmp_path}/store.db"
+    key = None
+    seen: list[tuple[int, dict[str, int]]] = []
+    for life in range(4):
+        q = open_queue(f"pubsub://{PROJECT}/{sub}")
+        store = store_for(q, url)
+        if life == 0:
+            q.publish(b"poison")
+        got: list[Delivery] = []
+        deadline = time.monotonic() + 15
+        while not got and time.monotonic() < deadline:  # the dead worker's 1 s lease lapses
+            got = q.pull(1, 1)
+            time.sleep(0 if got else 0.2)
+        [d] = got
+        key = f"{sub}/{d.message_id}"
+        seen.append((d.attempt, store.attempts_of([key])))
+        q.close()  # dies holding the lease: no settle
+    assert seen == [(1, {}), (2, {key: 1}), (3, {key: 2}), (4, {key: 3})]
+
+
+def test_attempts_without_a_dead_letter_policy_are_steadyqs_own_count(
+    pubsub_host: str, unique: Callable[[str], str], tmp_path: object
+) -> None:
+    """No dead-letter policy: Pub/Sub tells no delivery attempt (0), so every delivery
+    is counted in the store, the first one too, and a worker that died shows."""
+    from steadyq.brokers.pubsub import clients, clients_closed
+
+    topic, sub = unique("topic"), unique("sub")
+    publisher, subscriber = clients()
+    with clients_closed(publisher, subscriber):
+        path = publisher.create_topic(name=publisher.topic_path(PROJECT, topic)).name
+        subscriber.create_subscription(name=subscriber.subscription_path(PROJECT, sub), topic=path)
+    url = f"sqlite:///{tmp_path}/store.db"
+    first = open_queue(f"pubsub://{PROJECT}/{sub}")
+    store = store_for(first, url)
+    first.publish(b"x")
+    [d1] = first.pull(1, 1)
+    assert d1.attempt == 1
+    assert store.attempts_of([f"{sub}/{d1.message_id}"]) == {f"{sub}/{d1.message_id}": 1}
+    first.close()  # as if the worker died holding the lease
+    second = open_queue(f"pubsub://{PROJECT}/{sub}")
+    store_for(second, url)
+    time.sleep(2)  # the server's lease of 1 s lapses
+    [d2] = second.pull(1, 30)
+    assert (d2.message_id, d2.attempt) == (d1.message_id, 2)
+    second.ack(d2)
+    second.close()
+
+
 def test_dead_letter_carries_reason_and_source_and_is_confirmed_before_ack(
     pubsub_host: str, unique: Callable[[str], str]
 ) -> None:

@@ -257,8 +257,6 @@ def test_two_threads_settle_one_queue_at_once(
     """A worker may settle rejections beside the commit in flight: nothing is lost."""
     import threading
 
-    from steadyq.brokers import pubsub
-
     topic, sub = unique("topic"), unique("sub")
     setup(PROJECT, topic, sub, min_backoff_s=0, max_backoff_s=0)
     store = MemoryStore()
@@ -284,9 +282,56 @@ def test_two_threads_settle_one_queue_at_once(
         t.join(60)
     assert sorted(len(r.applied) for r in results) == [100, 100]
     assert all(not r.lost for r in results)
-    assert sorted(q._forget) == sorted(f"{sub}/{m}" for m in ids), "every count to drop, once"
+    # first deliveries by Pub/Sub's count (a dead-letter policy): nothing to drop
+    assert q._forget == []
+    assert store.attempts_of([f"{sub}/{m}" for m in ids]) == {}
     assert len(q.dlq_list()) == 100
     assert q.pull(10, 60) == []
+    q.close()
+
+
+def test_two_threads_settle_counted_deliveries_at_once(
+    pubsub_host: str, unique: Callable[[str], str]
+) -> None:
+    """The same with deliveries steadyq counted (a subscription without a dead-letter
+    policy): each settled count is to be dropped once, whichever thread settled it."""
+    import threading
+
+    from steadyq.brokers import pubsub
+
+    publisher, subscriber = pubsub.clients()
+    topic, sub = unique("topic"), unique("sub")
+    with pubsub.clients_closed(publisher, subscriber):
+        topic_path = publisher.create_topic(name=publisher.topic_path(PROJECT, topic)).name
+        subscriber.create_subscription(
+            name=subscriber.subscription_path(PROJECT, sub), topic=topic_path
+        )
+    store = MemoryStore()
+    q = PubSubQueue(PROJECT, sub, store=store, dlq_topic=f"{topic}-dlq")
+    ids = q.publish_batch([(f"m{i}".encode(), None) for i in range(200)])
+    got: list[Any] = []
+    deadline = time.monotonic() + 30
+    while len(got) < 200 and time.monotonic() < deadline:
+        got += q.pull(200 - len(got), 60)
+    assert store.attempts_of([f"{sub}/{m}" for m in ids]) == dict.fromkeys(
+        (f"{sub}/{m}" for m in ids), 1
+    )
+    halves = [got[:100], got[100:]]
+    results: list[Any] = []
+    go = threading.Barrier(2)
+
+    def settle(batch: list[Any]) -> None:
+        go.wait()
+        results.append(q.settle([Settlement.ack(d) for d in batch]))
+
+    threads = [threading.Thread(target=settle, args=(h,)) for h in halves]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(len(r.applied) for r in results) == [100, 100]
+    assert all(not r.lost for r in results)
+    assert sorted(q._forget) == sorted(f"{sub}/{m}" for m in ids), "every count to drop, once"
     q._forget_settled()
     assert store.attempts_of([f"{sub}/{m}" for m in ids]) == {}
     assert pubsub.FORGET_BATCH > 200  # so the counts above were still waiting in bulk

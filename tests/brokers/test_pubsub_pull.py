@@ -41,12 +41,14 @@ class _Subscriber:
         self.modified.append((request.ack_deadline_seconds, list(request.ack_ids)))
 
 
-def _response(*messages: tuple[str, int, int, dict[str, str]]) -> Any:
-    """(message id, publish seconds, nanos, attributes) each; ack id ``ack-<id>-<n>``."""
+def _response(*messages: tuple[str, int, int, dict[str, str]], delivery_attempt: int = 0) -> Any:
+    """(message id, publish seconds, nanos, attributes) each; ack id ``ack-<id>-<n>``;
+    ``delivery_attempt`` as Pub/Sub fills it with a dead-letter policy (0: none)."""
     response = PullResponse.pb()()
     for n, (message_id, seconds, nanos, attributes) in enumerate(messages):
         m = response.received_messages.add()
         m.ack_id = f"ack-{message_id}-{n}"
+        m.delivery_attempt = delivery_attempt
         m.message.message_id = message_id
         m.message.data = f"body {message_id}".encode()
         m.message.publish_time.seconds = seconds
@@ -127,3 +129,90 @@ def test_settle_acks_nacks_and_forgets_in_one_pass() -> None:
     assert counts == {"s/2": 1, "s/3": 1, "s/4": 2}  # the acked one is forgotten
     again = queue.settle([Settlement.ack(d2)])  # a settlement settles its lease once
     assert [s.delivery.message_id for s in again.applied] == ["2"]
+
+
+def test_a_first_delivery_told_by_pubsub_writes_no_count_until_it_has_one_to_keep() -> None:
+    """delivery_attempt 1 (a dead-letter policy): no count raised at pull, none to drop
+    at ack; a nack with an error or a run starts the count, so the next delivery (2)
+    has them; a delivery Pub/Sub says is a redelivery is counted as before."""
+    queue, _, store = _queue(
+        _response(("1", 1, 0, {}), ("2", 1, 1, {}), ("3", 1, 2, {}), delivery_attempt=1),
+        _response(("2", 1, 1, {}), ("3", 1, 2, {}), delivery_attempt=2),
+    )
+    d1, d2, d3 = queue.pull(10, 600)
+    assert [(d.attempt, d.runs, d.last_error) for d in (d1, d2, d3)] == [(1, 0, None)] * 3
+    assert store.attempts_of(["s/1", "s/2", "s/3"]) == {}, "nothing written at pull"
+    result = queue.settle(
+        [Settlement.ack(d1), Settlement.nack(d2, 0, error="boom", ran=True), Settlement.nack(d3, 0)]
+    )
+    assert len(result.applied) == 3 and not result.lost
+    assert queue._forget == [], "an uncounted delivery has no count to drop"
+    assert store.attempts_of(["s/1", "s/2", "s/3"]) == {"s/2": 1}, "the run is kept"
+    e2, e3 = queue.pull(10, 600)
+    assert (e2.attempt, e2.runs, e2.last_error) == (2, 1, "boom")
+    # its worker died, or it was nacked with nothing to note: Pub/Sub's count says 2
+    assert (e3.attempt, e3.runs, e3.last_error) == (2, 0, None)
+    assert store.attempts_of(["s/2", "s/3"]) == {"s/2": 2, "s/3": 1}
+    queue.settle([Settlement.ack(e2), Settlement.ack(e3)])
+    assert sorted(queue._forget) == ["s/2", "s/3"]
+
+
+def test_an_uncounted_first_delivery_near_its_lease_end_counted_since_is_a_lost_lease() -> None:
+    queue, subscriber, store = _queue(
+        _response(("1", 1, 0, {}), ("2", 1, 1, {}), delivery_attempt=1)
+    )
+    d1, d2 = queue.pull(10, 3)  # a lease shorter than the margin: always looked up
+    store.count_attempts(["s/2"])  # pulled again since (its delivery_attempt was 2)
+    result = queue.settle([Settlement.ack(d1), Settlement.ack(d2)])
+    assert [s.delivery.message_id for s in result.applied] == ["1"]
+    assert [s.delivery.message_id for s in result.lost] == ["2"]
+    assert subscriber.acked == ["ack-1-0"]
+
+
+def test_an_uncounted_first_delivery_well_inside_its_lease_is_settled_without_a_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queue, subscriber, store = _queue(
+        _response(("1", 1, 0, {}), delivery_attempt=1),
+        _response(("2", 1, 0, {}), delivery_attempt=2),
+    )
+    asked: list[list[str]] = []
+    read = store.attempts_of
+
+    def attempts_of(keys: list[str]) -> dict[str, int]:
+        asked.append(list(keys))
+        return read(keys)
+
+    monkeypatch.setattr(store, "attempts_of", attempts_of)
+    [d1] = queue.pull(10, 600)
+    assert queue.settle([Settlement.ack(d1)]).applied
+    assert asked == [], "nobody else can hold it while its lease runs"
+    [d2] = queue.pull(10, 600)  # a redelivery has a count: always looked up
+    assert queue.settle([Settlement.ack(d2)]).applied
+    assert asked == [["s/2"]]
+    assert subscriber.acked == ["ack-1-0", "ack-2-0"]
+
+
+def test_a_first_delivery_nacked_with_an_error_is_counted_before_pubsub_hears() -> None:
+    """The nack's count exists before the nack reaches Pub/Sub: a redelivery pulled the
+    moment after (here: from inside the nack call) finds it and raises it to 2, so its
+    own settlement is not taken for a lost lease."""
+    queue, subscriber, store = _queue(
+        _response(("1", 1, 0, {}), delivery_attempt=1),
+        _response(("1", 1, 0, {}), delivery_attempt=2),
+    )
+    [d1] = queue.pull(10, 600)
+    again: list[Any] = []
+    nack = subscriber.modify_ack_deadline
+
+    def modify_ack_deadline(*, request: Any, **kwargs: Any) -> None:
+        nack(request=request, **kwargs)
+        again.extend(queue.pull(10, 600))  # another thread's pull, right after the nack
+
+    subscriber.modify_ack_deadline = modify_ack_deadline  # type: ignore[method-assign]
+    assert queue.settle([Settlement.nack(d1, 0, error="boom", ran=True)]).applied
+    [d2] = again
+    assert (d2.attempt, d2.lease_token.split(" ")[0]) == (2, "2")
+    assert store.attempts_of(["s/1"]) == {"s/1": 2}
+    result = queue.settle([Settlement.ack(d2)])
+    assert result.applied and not result.lost
