@@ -323,12 +323,22 @@ def child_run_records(db: str, messages: int) -> dict[str, Any]:
         request = json.loads(body)
         rid, mid = request["request_id"], str(seq)
         fields = json.dumps({"modalities": request.get("modalities", [])})
-        arrival = [now, ev.MESSAGE_RECEIVED, "INFO", 20, "", owner, mid, rid, 1, None, None,
-                   '{"request": ' + fields + "}"]
-        outcome = [now, ev.MESSAGE_SUCCEEDED, "INFO", 20, "", owner, mid, rid, 1, None, 0.01,
-                   None]
-        ledger = [rid, "completed", now, mid, owner, 1, fields, 0.00001, None, now, now, now,
-                  None]
+        arrival = [
+            now,
+            ev.MESSAGE_RECEIVED,
+            "INFO",
+            20,
+            "",
+            owner,
+            mid,
+            rid,
+            1,
+            None,
+            None,
+            '{"request": ' + fields + "}",
+        ]
+        outcome = [now, ev.MESSAGE_SUCCEEDED, "INFO", 20, "", owner, mid, rid, 1, None, 0.01, None]
+        ledger = [rid, "completed", now, mid, owner, 1, fields, 0.00001, None, now, now, now, None]
         plan[mid] = (rid, arrival + outcome, ledger, [rid, owner])
     cpu0 = cpu_s()
     t = time.perf_counter()
