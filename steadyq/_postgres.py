@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from steadyq._sql import OUTCOME_KINDS_SQL, WARNINGS_ONLY
+from steadyq._sql import OUTCOME_KINDS_SQL, POSTGRES, WARNINGS_ONLY
 from steadyq.errors import BackendError, BackendUnavailable, ConfigError
 
 if TYPE_CHECKING:
@@ -384,6 +384,8 @@ class PostgresDatabase:
         BackendUnavailable: the database cannot be reached, or its schema was written
             by a newer steadyq (or, read-only, is missing).
     """
+
+    dialect = POSTGRES  # how its SQL spells parameters and tables (steadyq._sql)
 
     def __init__(self, url: str, *, read_only: bool = False, min_size: int = 1) -> None:
         self.url = parse_url(url)

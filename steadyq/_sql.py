@@ -234,9 +234,8 @@ class PgStatements:
 
 
 def is_sqlite(db: SqliteDatabase | PostgresDatabase) -> bool:
-    from steadyq._sqlite import SqliteDatabase
-
-    return isinstance(db, SqliteDatabase)
+    # by the class's dialect: importing the class here would close an import circle
+    return db.dialect is SQLITE
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from steadyq._sql import OUTCOME_KINDS_SQL, WARNINGS_ONLY
+from steadyq._sql import OUTCOME_KINDS_SQL, SQLITE, WARNINGS_ONLY
 from steadyq.errors import BackendError, BackendUnavailable, ConfigError
 
 SCHEMA_VERSION = 3
@@ -278,6 +278,8 @@ class SqliteDatabase:
         BackendUnavailable: the file cannot be opened; read-only, also when there is
             no file there or it is not a steadyq database of this version.
     """
+
+    dialect = SQLITE  # how its SQL spells parameters and tables (steadyq._sql)
 
     _writing = False  # inside transaction(): its BEGIN succeeded, no COMMIT/ROLLBACK yet
     background_checkpoint = False
