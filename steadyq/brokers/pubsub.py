@@ -293,8 +293,6 @@ class PubSubTransport:
         self._refused: set[str] = set()
         # a pull started ahead of time: (when, how many, the RPC)
         self._ahead: tuple[float, int, Future[list[Any]]] | None = None
-        # (method, subscription) -> (the subscriber, call(request, timeout)), see _rpc
-        self._rpcs: dict[tuple[str, str], tuple[Any, Callable[[Any, float], Any]]] = {}
 
     def executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -303,28 +301,6 @@ class PubSubTransport:
                     max_workers=self.pull_concurrency, thread_name_prefix="steadyq-pubsub"
                 )
             return self._pool
-
-    def _rpc(self, method: str, subscription: str) -> Callable[[Any, float], Any]:
-        """``call(request, timeout)`` for the subscriber's ``method`` (pull, acknowledge,
-        modify_ack_deadline) on ``subscription``: never retried, errors as
-        google-api-core's (what :func:`translate` and :func:`ack_id_failures` read).
-
-        Through the generated client's own method, with all it checks per call (its
-        headers, the credentials' universe domain). Calling the gRPC channel's method
-        directly with copied headers was measured (~1 µs a message less) and not
-        kept: it would skip those checks and follow the client's internals."""
-        subscriber = self._api()[1]
-        key = (method, subscription)
-        found = self._rpcs.get(key)
-        if found is not None and found[0] is subscriber:
-            return found[1]
-        bound = getattr(subscriber, method)
-
-        def call(request: Any, timeout: float) -> Any:
-            return bound(request=request, retry=None, timeout=timeout)
-
-        self._rpcs[key] = (subscriber, call)
-        return call
 
     # -- publish ----------------------------------------------------------------
 
@@ -406,13 +382,13 @@ class PubSubTransport:
         from google.api_core import exceptions as gexc
         from google.pubsub_v1.types import PullRequest
 
-        call = self._rpc("pull", subscription)
+        _, subscriber = self._api()
         request = _raw(
             PullRequest, subscription=subscription, max_messages=count, return_immediately=True
         )
         try:
             with mapped("pull"):
-                response = call(request, PULL_WAIT_S)
+                response = subscriber.pull(request=request, retry=None, timeout=PULL_WAIT_S)
         except BackendUnavailable as exc:
             if isinstance(exc.__cause__, gexc.DeadlineExceeded):
                 return []
@@ -547,15 +523,18 @@ class PubSubTransport:
         A refusal marked transient is asked again a few times; one that stays, or a
         permanent one (``PERMANENT_FAILURE_INVALID_ACK_ID``: the ack id expired or the
         message was delivered again), is returned: never an ack believed done."""
-        call = self._rpc(method, subscription)
+        call = getattr(self._api()[1], method)
         refused: set[str] = set()
         for start in range(0, len(ack_ids), MAX_IDS_PER_CALL):
             chunk = list(ack_ids[start : start + MAX_IDS_PER_CALL])
             for attempt in range(TRANSIENT_TRIES):
                 try:
                     call(
-                        _raw(request_type, subscription=subscription, ack_ids=chunk, **fields),
-                        RPC_TIMEOUT_S,
+                        request=_raw(
+                            request_type, subscription=subscription, ack_ids=chunk, **fields
+                        ),
+                        retry=None,
+                        timeout=RPC_TIMEOUT_S,
                     )
                     break
                 except Exception as exc:
