@@ -178,6 +178,25 @@ def test_a_call_past_its_start_by_comes_back_stale_and_does_not_run(
     assert sorted(m for m, _pid in ran(log)) == ["m2", "m3"]
 
 
+def _one_child_runs(
+    handler: str, requests: list[Any], deadline_s: float
+) -> tuple[dict[int, Any], list[Any], float]:
+    """Run ``requests`` (call ids from 1) in one child of ``handler``: the outcomes
+    collected, the events it emitted, and the seconds from the first submit."""
+    events: list[Any] = []
+    runner = ProcessRunner(handler, concurrency=1, execution_id="t", emit=events.append)
+    runner.start()
+    try:
+        started = time.monotonic()
+        for n, request in enumerate(requests, 1):
+            runner.submit(Call(n, request, 1, f"m{n}", None, {}, deadline_s))
+        got = collect(runner, len(requests), 60)
+        took = time.monotonic() - started
+    finally:
+        runner.abort()
+    return got, events, took
+
+
 def test_a_chatty_handler_with_big_requests_never_stalls_the_pipe(tmp_path: Path) -> None:
     """The parent's write of a batch must never wait on a child that is itself waiting
     for the parent to read its log records: each call logs 3 WARNING lines of ~500
@@ -185,21 +204,11 @@ def test_a_chatty_handler_with_big_requests_never_stalls_the_pipe(tmp_path: Path
     4 KB field the old code did not stall here: the batches it sent were read in time)."""
     from tests.runner_chatty import LINES_PER_CALL
 
-    events: list[object] = []
-    runner = ProcessRunner(
-        "tests.runner_chatty:chatty", concurrency=1, execution_id="t", emit=events.append
+    deadline_s = 5.0
+    count = 1200
+    got, events, took = _one_child_runs(
+        "tests.runner_chatty:chatty", [("p" * 8192, 500)] * count, deadline_s
     )
-    runner.start()
-    try:
-        deadline_s = 5.0
-        count = 1200
-        started = time.monotonic()
-        for n in range(1, count + 1):
-            runner.submit(Call(n, ("p" * 8192, 500), 1, f"m{n}", None, {}, deadline_s))
-        got = collect(runner, count, 60)
-        took = time.monotonic() - started
-    finally:
-        runner.abort()
     statuses = {n: o.status for n, (o, _at) in got.items()}
     assert sorted(statuses) == list(range(1, count + 1))
     assert [n for n, s in statuses.items() if s != "ok"] == [], statuses
@@ -213,18 +222,10 @@ def test_a_handler_logging_from_its_own_threads_keeps_the_pipe_readable() -> Non
     three threads at once: each reaches the parent whole, and every call ends "ok"."""
     from tests.runner_chatty import THREADS
 
-    events: list[Any] = []
-    runner = ProcessRunner(
-        "tests.runner_chatty:chatty_threads", concurrency=1, execution_id="t", emit=events.append
+    count = 60
+    got, events, _took = _one_child_runs(
+        "tests.runner_chatty:chatty_threads", [100_000] * count, 10.0
     )
-    runner.start()
-    try:
-        count = 60
-        for n in range(1, count + 1):
-            runner.submit(Call(n, 100_000, 1, f"m{n}", None, {}, 10.0))
-        got = collect(runner, count, 60)
-    finally:
-        runner.abort()
     assert sorted(got) == list(range(1, count + 1))
     assert [n for n, (o, _at) in got.items() if o.status != "ok"] == []
     assert len(events) == THREADS * count

@@ -251,35 +251,54 @@ def _info_without_ids() -> Any:
     return ErrorInfo(reason=EXACTLY_ONCE_REASON, domain="pubsub.googleapis.com")
 
 
+def _pull_all(q: PubSubQueue, n: int) -> list[Any]:
+    """Pull until ``n`` deliveries came (or 30 s passed)."""
+    got: list[Any] = []
+    deadline = time.monotonic() + 30
+    while len(got) < n and time.monotonic() < deadline:
+        got += q.pull(n - len(got), 60)
+    return got
+
+
+def _settle_halves_at_once(
+    q: PubSubQueue, got: list[Any], makes: list[Callable[[Any], Settlement]]
+) -> list[Any]:
+    """Settle the two halves of ``got`` on two threads that start together, the first
+    half's settlements made by ``makes[0]``, the second's by ``makes[1]``; their results."""
+    import threading
+
+    half = len(got) // 2
+    results: list[Any] = []
+    go = threading.Barrier(2)
+
+    def settle(batch: list[Any], make: Callable[[Any], Settlement]) -> None:
+        go.wait()
+        results.append(q.settle([make(d) for d in batch]))
+
+    threads = [
+        threading.Thread(target=settle, args=(batch, make))
+        for batch, make in zip([got[:half], got[half:]], makes, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
 def test_two_threads_settle_one_queue_at_once(
     pubsub_host: str, unique: Callable[[str], str]
 ) -> None:
     """A worker may settle rejections beside the commit in flight: nothing is lost."""
-    import threading
-
     topic, sub = unique("topic"), unique("sub")
     setup(PROJECT, topic, sub, min_backoff_s=0, max_backoff_s=0)
     store = MemoryStore()
     q = PubSubQueue(PROJECT, sub, store=store)
     ids = q.publish_batch([(f"m{i}".encode(), None) for i in range(200)])
-    got: list[Any] = []
-    deadline = time.monotonic() + 30
-    while len(got) < 200 and time.monotonic() < deadline:
-        got += q.pull(200 - len(got), 60)
-    halves = [got[:100], got[100:]]
-    results: list[Any] = []
-    go = threading.Barrier(2)
-
-    def settle(batch: list[Any], dead: bool) -> None:
-        go.wait()
-        make = (lambda d: Settlement.dead_letter(d, "why")) if dead else Settlement.ack
-        results.append(q.settle([make(d) for d in batch]))
-
-    threads = [threading.Thread(target=settle, args=(h, i == 1)) for i, h in enumerate(halves)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    got = _pull_all(q, 200)
+    results = _settle_halves_at_once(
+        q, got, [Settlement.ack, lambda d: Settlement.dead_letter(d, "why")]
+    )
     assert sorted(len(r.applied) for r in results) == [100, 100]
     assert all(not r.lost for r in results)
     # first deliveries by Pub/Sub's count (a dead-letter policy): nothing to drop
@@ -295,7 +314,6 @@ def test_two_threads_settle_counted_deliveries_at_once(
 ) -> None:
     """The same with deliveries steadyq counted (a subscription without a dead-letter
     policy): each settled count is to be dropped once, whichever thread settled it."""
-    import threading
 
     from steadyq.brokers import pubsub
 
@@ -309,26 +327,11 @@ def test_two_threads_settle_counted_deliveries_at_once(
     store = MemoryStore()
     q = PubSubQueue(PROJECT, sub, store=store, dlq_topic=f"{topic}-dlq")
     ids = q.publish_batch([(f"m{i}".encode(), None) for i in range(200)])
-    got: list[Any] = []
-    deadline = time.monotonic() + 30
-    while len(got) < 200 and time.monotonic() < deadline:
-        got += q.pull(200 - len(got), 60)
+    got = _pull_all(q, 200)
     assert store.attempts_of([f"{sub}/{m}" for m in ids]) == dict.fromkeys(
         (f"{sub}/{m}" for m in ids), 1
     )
-    halves = [got[:100], got[100:]]
-    results: list[Any] = []
-    go = threading.Barrier(2)
-
-    def settle(batch: list[Any]) -> None:
-        go.wait()
-        results.append(q.settle([Settlement.ack(d) for d in batch]))
-
-    threads = [threading.Thread(target=settle, args=(h,)) for h in halves]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results = _settle_halves_at_once(q, got, [Settlement.ack, Settlement.ack])
     assert sorted(len(r.applied) for r in results) == [100, 100]
     assert all(not r.lost for r in results)
     assert sorted(q._forget) == sorted(f"{sub}/{m}" for m in ids), "every count to drop, once"
