@@ -33,6 +33,12 @@ R / 4 rejections, each after ``--mixed-every`` - 1 valid requests, so that a rej
 meets the commits of other outcomes, as in production. Per round p50 and p99; the
 medians of those are reported.
 
+With ``--breakdown``, one more steadyq run after the rounds, in no ratio, with a
+stopwatch (thread CPU and wall) around each piece on whichever thread runs it: the
+loop's pull, accept, claim and collect, the committer's store write and settle, the
+read-ahead's pull RPC. It places ``bench/pubsub_parts.py``'s pieces in the running
+worker, where they wait on one another.
+
 Last, unless ``--rtt-ms 0``: ``raw``, ``peer`` and ``steadyq`` again on ``--rtt-messages``
 messages through a loopback proxy that adds ``--rtt-ms`` of round trip
 (``bench/latency_proxy.py``), the way a worker on a VM talks to real Pub/Sub.
