@@ -307,26 +307,46 @@ _PIECES = (
 )  # fmt: skip
 
 
-def run_breakdown(n: int, folder: Path) -> tuple[Rate, list[tuple[str, float, float]]]:
+def run_breakdown(
+    n: int, folder: Path
+) -> tuple[Rate, list[tuple[str, float, float]], dict[int, tuple[int, float]]]:
     """One steadyq run with a thread-CPU and wall stopwatch around each piece in
     _PIECES (not in any ratio: the stopwatches cost CPU themselves). Returns the run's
     rate and, per piece, (label, thread CPU, wall) in µs per message; the pull RPC is
     counted only where it runs on the read-ahead thread (on the loop thread it is part
-    of PubSubQueue.pull)."""
+    of PubSubQueue.pull). Also, per generation, the garbage collections that ran while
+    the loop did (on any thread) and their wall time in µs per message: a full
+    collection holds the GIL for every tracked object in the process."""
+    import gc
     import importlib
     import threading
 
     spent: dict[str, list[float]] = {label: [0.0, 0.0] for *_, label in _PIECES}
     undo: list[tuple[Any, str, Any]] = []
+    collections: dict[int, list[float]] = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+    looping = [False]
+    began = [0.0]
+
+    def collected(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        elif looping[0]:
+            seen = collections[info["generation"]]
+            seen[0] += 1
+            seen[1] += time.perf_counter() - began[0]
 
     def timed(method: Any, label: str, off_loop_only: bool) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if off_loop_only and threading.current_thread() is threading.main_thread():
                 return method(*args, **kwargs)
             wall, cpu = time.perf_counter(), time.thread_time()
+            if method.__name__ == "_loop":
+                looping[0] = True
             try:
                 return method(*args, **kwargs)
             finally:
+                if method.__name__ == "_loop":
+                    looping[0] = False
                 total = spent[label]
                 total[0] += time.thread_time() - cpu
                 total[1] += time.perf_counter() - wall
@@ -338,12 +358,15 @@ def run_breakdown(n: int, folder: Path) -> tuple[Rate, list[tuple[str, float, fl
         method = cls.__dict__[name]
         undo.append((cls, name, method))
         setattr(cls, name, timed(method, label, name == "pull_once"))
+    gc.callbacks.append(collected)
     try:
         rate = run_steadyq(n, 0, folder)
     finally:
+        gc.callbacks.remove(collected)
         for cls, name, method in undo:
             setattr(cls, name, method)
-    return rate, [(label, c / n * 1e6, w / n * 1e6) for label, (c, w) in spent.items()]
+    pieces = [(label, c / n * 1e6, w / n * 1e6) for label, (c, w) in spent.items()]
+    return rate, pieces, {g: (int(c), w / n * 1e6) for g, (c, w) in collections.items()}
 
 
 class _Timed:
@@ -466,7 +489,9 @@ def main() -> int:
     rtt_raw: list[Rate] = []
     rtt_peer: list[Rate] = []
     rtt_ours: list[Rate] = []
-    breakdown: tuple[Rate, list[tuple[str, float, float]]] | None = None
+    breakdown: tuple[Rate, list[tuple[str, float, float]], dict[int, tuple[int, float]]] | None = (
+        None
+    )
     try:
         with tempfile.TemporaryDirectory(prefix="steadyq-bench-") as tmp:
             folder = Path(tmp)
@@ -643,7 +668,7 @@ def main() -> int:
     for name, value, used, note in rows:
         print(f"  {name:<{width}}  {value:>14}  {used:>8}   {note}")
     if breakdown is not None:
-        rate, pieces = breakdown
+        rate, pieces, collections = breakdown
         print(
             f"Breakdown, one more steadyq run with stopwatches ({rate.per_s:,.0f} msg/s,"
             f" {rate.cpu_us:.1f} µs CPU a message in the process): µs per message"
@@ -655,6 +680,13 @@ def main() -> int:
         rest = "the rest (gRPC and SQLite threads, start, end)"
         print(f"  {rest:<48} {rate.cpu_us - threads:>10.1f}")
         result["breakdown_cpu_us"] = {label.strip(): round(c, 1) for label, c, _ in pieces}
+        for generation, (count, wall_us) in collections.items():
+            what = f"garbage collections, generation {generation}: {count}"
+            print(f"  {what:<48} {'':>10} {wall_us:>8.1f}")
+        result["breakdown_gc"] = {
+            f"gen{g}": {"collections": c, "wall_us_per_msg": round(w, 1)}
+            for g, (c, w) in collections.items()
+        }
     print(json.dumps(result))
     return 0
 
