@@ -33,6 +33,12 @@ R / 4 rejections, each after ``--mixed-every`` - 1 valid requests, so that a rej
 meets the commits of other outcomes, as in production. Per round p50 and p99; the
 medians of those are reported.
 
+With ``--breakdown``, one more steadyq run after the rounds, in no ratio, with a
+stopwatch (thread CPU and wall) around each piece on whichever thread runs it: the
+loop's pull, accept, claim and collect, the committer's store write and settle, the
+read-ahead's pull RPC. It places ``bench/pubsub_parts.py``'s pieces in the running
+worker, where they wait on one another.
+
 Last, unless ``--rtt-ms 0``: ``raw``, ``peer`` and ``steadyq`` again on ``--rtt-messages``
 messages through a loopback proxy that adds ``--rtt-ms`` of round trip
 (``bench/latency_proxy.py``), the way a worker on a VM talks to real Pub/Sub.
@@ -285,6 +291,84 @@ def run_ceiling(n: int, seed: int, folder: Path) -> Rate:
     return rate
 
 
+# the pieces ``--breakdown`` times, in one extra untimed steadyq run: (module, class,
+# method, label); each is timed on whichever thread calls it
+_PIECES = (
+    ("steadyq.worker.loop", "Worker", "_loop", "loop thread, all of it"),
+    ("steadyq.brokers.pubsub", "PubSubQueue", "pull", "  PubSubQueue.pull (waits for read-ahead)"),
+    ("steadyq.worker.loop", "Worker", "_accept", "  Worker._accept: gate, events, claim, start"),
+    ("steadyq.telemetry.store_sqlite", "SqliteStore", "claim", "    store.claim (and its lock)"),
+    ("steadyq.worker.loop", "Worker", "_collect", "  Worker._collect: outcomes decided"),
+    ("steadyq.worker.recorder", "Recorder", "flush", "  Recorder.flush: the hand-off"),
+    ("steadyq.worker.recorder", "Recorder", "_commit", "committer thread (and rejection lane)"),
+    ("steadyq.telemetry.store_sqlite", "SqliteStore", "write", "  store.write"),
+    ("steadyq.brokers.pubsub", "PubSubQueue", "settle", "  PubSubQueue.settle (the ack RPC)"),
+    ("steadyq.brokers.pubsub", "PubSubTransport", "pull_once", "pull RPC, read-ahead thread"),
+)  # fmt: skip
+
+
+def run_breakdown(
+    n: int, folder: Path
+) -> tuple[Rate, list[tuple[str, float, float]], dict[int, tuple[int, float]]]:
+    """One steadyq run with a thread-CPU and wall stopwatch around each piece in
+    _PIECES (not in any ratio: the stopwatches cost CPU themselves). Returns the run's
+    rate and, per piece, (label, thread CPU, wall) in µs per message; the pull RPC is
+    counted only where it runs on the read-ahead thread (on the loop thread it is part
+    of PubSubQueue.pull). Also, per generation, the garbage collections that ran while
+    the loop did (on any thread) and their wall time in µs per message: a full
+    collection holds the GIL for every tracked object in the process."""
+    import gc
+    import importlib
+    import threading
+
+    spent: dict[str, list[float]] = {label: [0.0, 0.0] for *_, label in _PIECES}
+    undo: list[tuple[Any, str, Any]] = []
+    collections: dict[int, list[float]] = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+    looping = [False]
+    began = [0.0]
+
+    def collected(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        elif looping[0]:
+            seen = collections[info["generation"]]
+            seen[0] += 1
+            seen[1] += time.perf_counter() - began[0]
+
+    def timed(method: Any, label: str, off_loop_only: bool) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if off_loop_only and threading.current_thread() is threading.main_thread():
+                return method(*args, **kwargs)
+            wall, cpu = time.perf_counter(), time.thread_time()
+            if method.__name__ == "_loop":
+                looping[0] = True
+            try:
+                return method(*args, **kwargs)
+            finally:
+                if method.__name__ == "_loop":
+                    looping[0] = False
+                total = spent[label]
+                total[0] += time.thread_time() - cpu
+                total[1] += time.perf_counter() - wall
+
+        return wrapper
+
+    for module, cls_name, name, label in _PIECES:
+        cls = getattr(importlib.import_module(module), cls_name)
+        method = cls.__dict__[name]
+        undo.append((cls, name, method))
+        setattr(cls, name, timed(method, label, name == "pull_once"))
+    gc.callbacks.append(collected)
+    try:
+        rate = run_steadyq(n, 0, folder)
+    finally:
+        gc.callbacks.remove(collected)
+        for cls, name, method in undo:
+            setattr(cls, name, method)
+    pieces = [(label, c / n * 1e6, w / n * 1e6) for label, (c, w) in spent.items()]
+    return rate, pieces, {g: (int(c), w / n * 1e6) for g, (c, w) in collections.items()}
+
+
 class _Timed:
     """Wraps a queue: notes when each delivery's pull returned and when its settle did."""
 
@@ -371,6 +455,12 @@ def main() -> int:
     )
     parser.add_argument("--rtt-messages", type=int, default=5_000)
     parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also run steadyq once more with a stopwatch around each piece and print"
+        " each one's thread CPU and wall per message (in no ratio)",
+    )
+    parser.add_argument(
         "--streaming-messages",
         type=int,
         default=5_000,
@@ -399,6 +489,9 @@ def main() -> int:
     rtt_raw: list[Rate] = []
     rtt_peer: list[Rate] = []
     rtt_ours: list[Rate] = []
+    breakdown: tuple[Rate, list[tuple[str, float, float]], dict[int, tuple[int, float]]] | None = (
+        None
+    )
     try:
         with tempfile.TemporaryDirectory(prefix="steadyq-bench-") as tmp:
             folder = Path(tmp)
@@ -420,6 +513,9 @@ def main() -> int:
                 log(f"round {round_}: steadyq, store in memory {in_memory[-1].per_s:,.0f}/s")
                 ceiling.append(run_ceiling(args.messages, round_, folder))
                 log(f"round {round_}: ceiling (memory queue) {ceiling[-1].per_s:,.0f}/s")
+            if args.breakdown:
+                breakdown = run_breakdown(args.messages, folder)
+                log(f"breakdown run: steadyq {breakdown[0].per_s:,.0f}/s (stopwatches on)")
             if args.streaming_messages:
                 streaming = run_streaming(args.streaming_messages, 0)
                 log(f"streaming subscriber {streaming.per_s:,.0f}/s (outside every ratio)")
@@ -571,6 +667,26 @@ def main() -> int:
     )
     for name, value, used, note in rows:
         print(f"  {name:<{width}}  {value:>14}  {used:>8}   {note}")
+    if breakdown is not None:
+        rate, pieces, collections = breakdown
+        print(
+            f"Breakdown, one more steadyq run with stopwatches ({rate.per_s:,.0f} msg/s,"
+            f" {rate.cpu_us:.1f} µs CPU a message in the process): µs per message"
+        )
+        print(f"  {'piece':<48} {'thread CPU':>10} {'wall':>8}")
+        for label, cpu_us, wall_us in pieces:
+            print(f"  {label:<48} {cpu_us:>10.1f} {wall_us:>8.1f}")
+        threads = sum(c for label, c, _ in pieces if not label.startswith(" "))
+        rest = "the rest (gRPC and SQLite threads, start, end)"
+        print(f"  {rest:<48} {rate.cpu_us - threads:>10.1f}")
+        result["breakdown_cpu_us"] = {label.strip(): round(c, 1) for label, c, _ in pieces}
+        for generation, (count, wall_us) in collections.items():
+            what = f"garbage collections, generation {generation}: {count}"
+            print(f"  {what:<48} {'':>10} {wall_us:>8.1f}")
+        result["breakdown_gc"] = {
+            f"gen{g}": {"collections": c, "wall_us_per_msg": round(w, 1)}
+            for g, (c, w) in collections.items()
+        }
     print(json.dumps(result))
     return 0
 
