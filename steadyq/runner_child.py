@@ -160,25 +160,21 @@ def _invoke(handler: Handler, call_id: int, request: Any, ctx: HandlerContext) -
     start = time.perf_counter()
     try:
         returned = handler(request, ctx)
-    except PermanentError as exc:
-        return Outcome(
-            call_id,
-            "permanent",
-            time.perf_counter() - start,
-            _error_text(exc),
-            storable_text(exc.reason),
-        )
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a handler fail the call
-        if isinstance(exc, KeyboardInterrupt) and not _IN_CHILD:
-            raise
-        return Outcome(
-            call_id,
-            "error",
-            time.perf_counter() - start,
-            _error_text(exc),
-            traceback=_traceback_text(exc),
-        )
+        return _failed(exc, call_id, time.perf_counter() - start)
     return Outcome(call_id, "ok", time.perf_counter() - start, result=_result(returned, ctx))
+
+
+def _failed(exc: BaseException, call_id: int, duration_s: float) -> Outcome:
+    """The outcome of a call whose handler raised ``exc``, from inside its ``except``
+    block (a KeyboardInterrupt outside a handler child is raised again)."""
+    if isinstance(exc, PermanentError):
+        return Outcome(
+            call_id, "permanent", duration_s, _error_text(exc), storable_text(exc.reason)
+        )
+    if isinstance(exc, KeyboardInterrupt) and not _IN_CHILD:
+        raise exc
+    return Outcome(call_id, "error", duration_s, _error_text(exc), traceback=_traceback_text(exc))
 
 
 MAX_RESULT_BYTES = 64 * 1024
@@ -407,7 +403,8 @@ def _child_loop(
     oldest = 0.0
     record = slot * _RUNNING_FIELDS
     acquire, release = lock.acquire, lock.release  # the C methods, not the context manager
-    path_of, context, invoke = _path, HandlerContext, _invoke
+    path_of, context, failed, as_result = _path, HandlerContext, _failed, _result
+    perf = time.perf_counter
     monotonic, wall = time.monotonic, time.time
     while True:
         if at >= len(todo):
@@ -460,20 +457,33 @@ def _child_loop(
                 "attempt": attempt,
             }
             ctx = context(
-                attempt=attempt,
-                deadline_at=wall() + deadline_s,
-                execution_id=execution_id,
-                message_id=message_id,
-                request_id=request_id,
-                attributes=attributes,
-                logger=logger,
-                artifacts_dir=path_of(artifacts_dir),
+                attempt,
+                wall() + deadline_s,
+                execution_id,
+                message_id,
+                request_id,
+                attributes,
+                logger,
+                path_of(artifacts_dir),
             )
-            outcome = invoke(fn, call_id, request, ctx)
+            # _invoke, inline: most calls end "ok" without a result, and for them
+            # no Outcome is made here (the parent makes it from the call id and time)
+            outcome = None
+            began = perf()
+            try:
+                returned = fn(request, ctx)
+            except BaseException as exc:
+                outcome = failed(exc, call_id, perf() - began)
+            else:
+                ran = perf() - began
+                if returned is not None:
+                    result = as_result(returned, ctx)
+                    if result is not None:
+                        outcome = Outcome(call_id, "ok", ran, result=result)
             if running is not None:
                 running[record + _STARTED] = 0.0
-            board[base + _RAN] = outcome.duration_s
-            if outcome.status != "ok" or outcome.result is not None:
+            if outcome is not None:
+                board[base + _RAN] = outcome.duration_s
                 board[base + _STATE] = _DONE_OTHER
                 others.append(outcome)  # sent at once, with the quick ones before it
                 conn.send(("done", plain, others))
@@ -481,8 +491,9 @@ def _child_loop(
                 continue
             # all of an "ok" without a result is on the board: a death before it is
             # sent loses nothing
+            board[base + _RAN] = ran
             board[base + _STATE] = _DONE_OK
-            plain += (call_id, outcome.duration_s)
+            plain += (call_id, ran)
         now = monotonic()
         if first:
             oldest = now
