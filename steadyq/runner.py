@@ -437,10 +437,10 @@ def _fate(
     return Outcome(call.call_id, "crashed", board[base + _RAN], text)
 
 
-class ProcessRunner:
-    """Runs each call in a supervised child process with a hard deadline."""
-
-    kind = "process"
+class _Children:
+    """The process runner's children: starting them (all at once), replacing one,
+    the watchdog that kills a call at its deadline, stopping them. What they are sent
+    and what comes back is :class:`ProcessRunner`'s."""
 
     def __init__(
         self,
@@ -449,10 +449,10 @@ class ProcessRunner:
         concurrency: int,
         execution_id: str,
         emit: Callable[[Event], None],
-        prefetch: int = 4,
-        start_method: str | None = None,
-        kill_grace_s: float = 0.0,
-        log_level: int = logging.WARNING,
+        ring_size: int,
+        start_method: str | None,
+        kill_grace_s: float,
+        log_level: int,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -460,23 +460,14 @@ class ProcessRunner:
         self._spec = handler
         self._execution_id = execution_id
         self._emit = emit
-        # each child holds at least ``prefetch`` calls so it never idles on the
-        # parent's loop, and as many quick ones as run in about 50 ms (up to
-        # MAX_DEPTH): calls a child has not started are taken back when the one it
-        # runs takes long, so a hang delays none of them until its deadline
-        self.pace = Pace(low=max(1, prefetch), high=max(prefetch, MAX_DEPTH), budget_s=0.05)
         self.start_method = start_method or default_start_method()
         self._mp: Any = multiprocessing.get_context(self.start_method)
         self._slots: list[_Slot] = []
-        self._pending: deque[Call] = deque()
-        self._done: list[Outcome] = []
         self._kill_grace_s = kill_grace_s
         self._log_level = log_level
         self._payload: str | Handler = handler
-        self._ring_size = self.pace.high
-        self._board: Any = self._mp.RawArray("d", concurrency * self._ring_size * _POSITION_FIELDS)
-        self._position: dict[int, int] = {}  # call id -> its position while sent
-        self._call_start_by: dict[int, float] = {}  # call id -> start_by, while held
+        self._ring_size = ring_size  # positions on the board per child
+        self._board: Any = self._mp.RawArray("d", concurrency * ring_size * _POSITION_FIELDS)
         # what each child runs, written by the child: read by the watchdog
         self._running: Any = self._mp.RawArray("d", concurrency * _RUNNING_FIELDS)
         self._lock = threading.Lock()  # the slots list and their processes, for the watchdog
@@ -609,6 +600,93 @@ class ProcessRunner:
                         continue
                 slot.killed = (int(self._running[record + _CALL]), elapsed)
                 _signal(slot, signal.SIGKILL)
+
+    def _kill(self, slot: _Slot) -> None:
+        if self._kill_grace_s > 0:
+            slot.process.terminate()
+            slot.process.join(self._kill_grace_s)
+        if slot.process.is_alive():
+            slot.process.kill()
+        slot.process.join(10)
+
+    def _drop(self, slot: _Slot) -> None:
+        """A slot's child is gone or going: the watchdog no longer signals it."""
+        with self._lock:
+            slot.killed = slot.killed or (0, 0.0)
+            if slot.pidfd is not None:
+                os.close(slot.pidfd)
+                slot.pidfd = None
+
+    def abort(self) -> list[int]:
+        """Kill every child now; return the ids of the calls they held."""
+        self._watching.set()
+        lost = [i for s in self._slots for i in s.queue]
+        for slot in self._slots:
+            slot.queue.clear()
+            self._drop(slot)
+            self._kill(slot)
+            _close_pipe(slot)
+        self._poller = None
+        with self._lock:
+            self._slots.clear()
+        return lost
+
+    def close(self) -> None:
+        self._watching.set()
+        if self._watchdog is not None:
+            self._watchdog.join(5)
+            self._watchdog = None
+        for slot in self._slots:
+            with contextlib.suppress(Exception):
+                slot.conn.send(("stop",))
+        for slot in self._slots:
+            self._drop(slot)
+            slot.process.join(5)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join(5)
+            _close_pipe(slot)
+        self._poller = None
+        with self._lock:
+            self._slots.clear()
+
+
+class ProcessRunner(_Children):
+    """Runs each call in a supervised child process with a hard deadline."""
+
+    kind = "process"
+
+    def __init__(
+        self,
+        handler: str | Handler,
+        *,
+        concurrency: int,
+        execution_id: str,
+        emit: Callable[[Event], None],
+        prefetch: int = 4,
+        start_method: str | None = None,
+        kill_grace_s: float = 0.0,
+        log_level: int = logging.WARNING,
+    ) -> None:
+        # each child holds at least ``prefetch`` calls so it never idles on the
+        # parent's loop, and as many quick ones as run in about 50 ms (up to
+        # MAX_DEPTH): calls a child has not started are taken back when the one it
+        # runs takes long, so a hang delays none of them until its deadline
+        self.pace = Pace(low=max(1, prefetch), high=max(prefetch, MAX_DEPTH), budget_s=0.05)
+        super().__init__(
+            handler,
+            concurrency=concurrency,
+            execution_id=execution_id,
+            emit=emit,
+            ring_size=self.pace.high,
+            start_method=start_method,
+            kill_grace_s=kill_grace_s,
+            log_level=log_level,
+        )
+        self._pending: deque[Call] = deque()
+        self._done: list[Outcome] = []
+        self._position: dict[int, int] = {}  # call id -> its position while sent
+        self._call_start_by: dict[int, float] = {}  # call id -> start_by, while held
 
     # -- calls -----------------------------------------------------------------------
 
@@ -881,57 +959,13 @@ class ProcessRunner:
         with self._lock:
             self._slots[index] = replacement
 
-    def _kill(self, slot: _Slot) -> None:
-        if self._kill_grace_s > 0:
-            slot.process.terminate()
-            slot.process.join(self._kill_grace_s)
-        if slot.process.is_alive():
-            slot.process.kill()
-        slot.process.join(10)
-
-    def _drop(self, slot: _Slot) -> None:
-        """A slot's child is gone or going: the watchdog no longer signals it."""
-        with self._lock:
-            slot.killed = slot.killed or (0, 0.0)
-            if slot.pidfd is not None:
-                os.close(slot.pidfd)
-                slot.pidfd = None
-
     def abort(self) -> list[int]:
         """Kill every child now; return the ids of calls that had not finished."""
-        self._watching.set()
-        lost = [i for s in self._slots for i in s.queue] + [c.call_id for c in self._pending]
-        for slot in self._slots:
-            slot.queue.clear()
-            self._drop(slot)
-            self._kill(slot)
-            _close_pipe(slot)
-        self._poller = None
-        with self._lock:
-            self._slots.clear()
+        lost = super().abort() + [c.call_id for c in self._pending]
         self._pending.clear()
         self._position.clear()
         self._call_start_by.clear()
         return lost
-
-    def close(self) -> None:
-        self._watching.set()
-        if self._watchdog is not None:
-            self._watchdog.join(5)
-            self._watchdog = None
-        for slot in self._slots:
-            with contextlib.suppress(Exception):
-                slot.conn.send(("stop",))
-        for slot in self._slots:
-            self._drop(slot)
-            slot.process.join(5)
-            if slot.process.is_alive():
-                slot.process.kill()
-                slot.process.join(5)
-            _close_pipe(slot)
-        self._poller = None
-        with self._lock:
-            self._slots.clear()
 
 
 def _close_pipe(slot: _Slot) -> None:
