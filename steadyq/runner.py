@@ -26,6 +26,10 @@ outcome when it next polls.
 Children are started by ``forkserver`` (``spawn`` where there is none), never forked
 from the worker itself: the worker has threads (the committer, a Pub/Sub client's), and
 a process forked from a threaded one may inherit a lock some other thread held.
+What a child runs (the call and outcome types, loading and invoking the handler, the
+child's loop) is in :mod:`steadyq.runner_child`: the forkserver preloads that module and
+the handler's, not this one, so a worker's start compiles and runs only what the
+children need (see ``docs/benchmarks-process-runner.md``, session 8).
 
 A call also carries ``start_by``, the last wall-clock moment it may start: its
 message's lease (and its request's claim) must outlast the whole deadline. The
