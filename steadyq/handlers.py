@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from steadyq.errors import ConfigError, HandlerLoadError
 from steadyq.gate import Request, check_schema
-from steadyq.runner import Handler, HandlerContext, load_handler
+from steadyq.runner_child import Handler, HandlerContext, load_handler
 
 SCHEMA_ATTRIBUTE: Final = "request_schema"
 

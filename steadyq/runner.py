@@ -26,6 +26,10 @@ outcome when it next polls.
 Children are started by ``forkserver`` (``spawn`` where there is none), never forked
 from the worker itself: the worker has threads (the committer, a Pub/Sub client's), and
 a process forked from a threaded one may inherit a lock some other thread held.
+What a child runs (the call and outcome types, loading and invoking the handler, the
+child's loop) is in :mod:`steadyq.runner_child`: the forkserver preloads that module and
+the handler's, not this one, so a worker's start compiles and runs only what the
+children need (see ``docs/benchmarks-process-runner.md``, session 8).
 
 A call also carries ``start_by``, the last wall-clock moment it may start: its
 message's lease (and its request's claim) must outlast the whole deadline. The
@@ -39,237 +43,86 @@ their parent, so the check costs no round trip.
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib
-import json
 import logging
 import math
 import multiprocessing
 import os
 import pickle
-import queue
 import select
 import signal
 import socket
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from steadyq.errors import HandlerLoadError, PermanentError
-from steadyq.telemetry.events import Event, storable_text
-from steadyq.telemetry.logs import EventLogHandler
+from steadyq.errors import HandlerLoadError
+from steadyq.runner_child import (
+    _CALL,
+    _DEADLINE,
+    _DONE_OK,
+    _DONE_STALE,
+    _FREE,
+    _OWNER,
+    _POSITION_FIELDS,
+    _QUEUED,
+    _RAN,
+    _RUNNING_FIELDS,
+    _START_BY,
+    _STARTED,
+    _STARTED_CALL,
+    _STATE,
+    _TAKEN,
+    FLUSH_S,
+    MAX_RESULT_BYTES,
+    MAX_TRACEBACK_CHARS,
+    Call,
+    Handler,
+    HandlerContext,
+    Outcome,
+    Status,
+    _child_main,
+    _handler_logger,
+    _path,
+    _wire_into,
+    load_handler,
+    run_call,
+)
+from steadyq.telemetry.events import Event
 
-Handler = Callable[[Any, "HandlerContext"], object]
-Status = Literal["ok", "permanent", "error", "timeout", "crashed", "stale"]
+__all__ = [
+    "FLUSH_S",
+    "MAX_RESULT_BYTES",
+    "MAX_TRACEBACK_CHARS",
+    "Call",
+    "Handler",
+    "HandlerContext",
+    "InlineRunner",
+    "Outcome",
+    "Pace",
+    "ProcessRunner",
+    "Runner",
+    "Status",
+    "default_start_method",
+    "load_handler",
+    "run_call",
+]
 
-
-@dataclass(slots=True)
-class HandlerContext:
-    """What a handler knows about the call it is running.
-
-    ``deadline_at`` is epoch seconds; past it a process-run handler is killed.
-    Log through ``logger``: records of WARNING and above are stored as events,
-    labelled with this call's execution, message and request. Write outputs under
-    ``artifacts_dir`` (the worker's ``--artifacts``).
-    """
-
-    attempt: int
-    deadline_at: float
-    execution_id: str
-    message_id: str
-    request_id: str | None
-    attributes: dict[str, str]
-    logger: logging.Logger
-    artifacts_dir: Path = Path("artifacts")
-
-    def time_left(self) -> float:
-        """Seconds until the deadline (never negative)."""
-        return max(0.0, self.deadline_at - time.time())
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One handler invocation for one delivery."""
-
-    call_id: int
-    request: Any
-    attempt: int
-    message_id: str
-    request_id: str | None
-    attributes: dict[str, str]
-    deadline_s: float
-    artifacts_dir: str = "artifacts"
-    start_by: float = math.inf  # wall clock; see the module's docstring
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How a call ended. ``error`` is ``Type: text`` for errors and crashes;
-    ``traceback`` the handler's traceback (its last ``MAX_TRACEBACK_CHARS``) when it
-    raised."""
-
-    call_id: int
-    status: Status
-    duration_s: float
-    error: str | None = None
-    reason: str | None = None
-    result: dict[str, Any] | None = None
-    traceback: str | None = None
-
-
-def load_handler(spec: str | Handler) -> Handler:
-    """Resolve ``module:callable`` to a callable.
-
-    Raises:
-        HandlerLoadError: the spec has no colon, the module cannot be imported, has no
-            such attribute, or the attribute is not callable.
-    """
-    if callable(spec):
-        return spec
-    text = spec.strip()
-    module_name, sep, attr = text.partition(":")
-    if not sep:
-        # 'mypkg.jobs' could be a module or a function in 'mypkg': guessing would
-        # import the wrong thing, so say what is missing
-        raise HandlerLoadError(
-            f"{spec!r} has no colon and function name: write it as 'module:function',"
-            f" e.g. '{text or 'mypkg.jobs'}:handle'"
-        )
-    if not module_name or not attr:
-        raise HandlerLoadError(f"{spec!r} must look like 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise HandlerLoadError(
-            f"cannot import handler module {module_name!r}: {type(exc).__name__}: {exc}"
-        ) from exc
-    target: Any = module
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise HandlerLoadError(f"module {module_name!r} has no {attr!r}") from None
-    if not callable(target):
-        raise HandlerLoadError(f"handler {spec!r} is not callable")
-    handler: Handler = target
-    return handler
-
-
-def _error_text(exc: BaseException) -> str:
-    text = storable_text(f"{type(exc).__name__}: {exc}")
-    return text if len(text) <= 2000 else text[:1999] + "…"
-
-
-MAX_TRACEBACK_CHARS = 8000
 # how often a handler process's start is tried before the execution gives up on it
 START_TRIES = 4
 
 
-def _traceback_text(exc: BaseException) -> str:
-    """The traceback of ``exc``, its innermost frames kept when it is too long."""
-    text = storable_text("".join(traceback.format_exception(exc)).rstrip())
-    if len(text) <= MAX_TRACEBACK_CHARS:
-        return text
-    return "… (earlier frames cut)\n" + text[-(MAX_TRACEBACK_CHARS - 24) :]
-
-
-def run_call(handler: Handler, call: Call, ctx: HandlerContext) -> Outcome:
-    """Run one call in this process and classify how it ended."""
-    return _invoke(handler, call.call_id, call.request, ctx)
-
-
-def _invoke(handler: Handler, call_id: int, request: Any, ctx: HandlerContext) -> Outcome:
-    """:func:`run_call` for a call known by its id and request (a handler child has
-    no :class:`Call`: it gets the fields)."""
-    start = time.perf_counter()
-    try:
-        returned = handler(request, ctx)
-    except PermanentError as exc:
-        return Outcome(
-            call_id,
-            "permanent",
-            time.perf_counter() - start,
-            _error_text(exc),
-            storable_text(exc.reason),
-        )
-    except BaseException as exc:  # SystemExit and KeyboardInterrupt from a handler fail the call
-        if isinstance(exc, KeyboardInterrupt) and not _IN_CHILD:
-            raise
-        return Outcome(
-            call_id,
-            "error",
-            time.perf_counter() - start,
-            _error_text(exc),
-            traceback=_traceback_text(exc),
-        )
-    return Outcome(call_id, "ok", time.perf_counter() - start, result=_result(returned, ctx))
-
-
-MAX_RESULT_BYTES = 64 * 1024
-
-
-def _result(value: object, ctx: HandlerContext) -> dict[str, Any] | None:
-    """A handler's return value as it will be recorded: a JSON object of modest size.
-
-    Anything else (``None``, a non-dict, something JSON cannot hold, a huge dict) is
-    not recorded; the call still succeeded, so only a debug line says why.
-    """
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        ctx.logger.debug("handler returned %s; only a dict is recorded", type(value).__name__)
-        return None
-    try:
-        size = len(json.dumps(value))
-    except (TypeError, ValueError) as exc:
-        ctx.logger.debug("handler result is not JSON-serialisable: %s", exc)
-        return None
-    if size > MAX_RESULT_BYTES:
-        ctx.logger.debug(
-            "handler result is %d bytes; results over %d are not recorded", size, MAX_RESULT_BYTES
-        )
-        return None
-    return value
-
-
-_IN_CHILD = False  # set in a handler child: there a KeyboardInterrupt fails the call
 WATCHDOG_TICK_S = 0.05  # how often the watchdog looks at the running calls
-# one slot's record in the shared ``running`` array: when its call started (monotonic;
-# 0: none running), that call's deadline, its id
-_STARTED, _DEADLINE, _CALL = 0, 1, 2
-_RUNNING_FIELDS = 3
 
 
 def default_start_method() -> str:
     """forkserver where the platform has it, else spawn: never a plain fork."""
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def _handler_logger(
-    emit: Callable[[Event], None], level: int = logging.WARNING
-) -> tuple[logging.Logger, EventLogHandler]:
-    logger = logging.getLogger("steadyq.handler")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    for old in list(logger.handlers):
-        if isinstance(old, EventLogHandler):
-            logger.removeHandler(old)
-    hook = EventLogHandler(emit, clock=time.time, level=level)
-    logger.addHandler(hook)
-    return logger, hook
-
-
-@functools.lru_cache(maxsize=16)
-def _path(text: str) -> Path:
-    return Path(text)
 
 
 def _context(call: Call, execution_id: str, logger: logging.Logger) -> HandlerContext:
@@ -398,54 +251,6 @@ class InlineRunner:
         pass
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (kill -9 of the worker).
-
-    Without it a handler stuck in a loop would outlive its worker as an orphan,
-    holding CPU and memory that nobody will ever collect.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-
-
-def _release_forkserver() -> None:
-    """Let the forkserver exit with the worker.
-
-    A child of the forkserver holds a pipe that keeps the server alive for as long as
-    any of its clients lives: with it, a worker killed by SIGKILL would leave the server
-    waiting for the handler child and the child (whose parent is the server) waiting
-    for the server to die. Closed, the server exits with the worker and its children
-    follow (``PR_SET_PDEATHSIG``).
-    """
-    with contextlib.suppress(Exception):
-        from multiprocessing import forkserver
-
-        server: Any = getattr(forkserver, "_forkserver", None)
-        fd = getattr(server, "_forkserver_alive_fd", None)
-        if isinstance(fd, int):
-            server._forkserver_alive_fd = None
-            os.close(fd)
-
-
-# one position's record in the shared ``board``: a call sent to a child and not yet
-# reported. Its start_by (wall clock), the id of the call that holds it, its state,
-# and its run time once done. A position is given to a new call only after the one
-# before it was reported or taken back.
-_START_BY, _OWNER, _STATE, _RAN = 0, 1, 2, 3
-_POSITION_FIELDS = 4
-# a position's states: the parent writes QUEUED (when it sends the call) and TAKEN
-# (when it takes a call back); the child writes the others. QUEUED -> STARTED and
-# QUEUED -> TAKEN happen only under the child's lock, so exactly one of them wins.
-_FREE, _QUEUED, _STARTED_CALL, _TAKEN, _DONE_OK, _DONE_STALE, _DONE_OTHER = range(7)
-# a child sends the outcomes it holds when it has nothing left to run, or when the
-# oldest has waited this long, or at once when one carries more than "ok"
-FLUSH_S = 0.002
 # a call queued behind one that has run this long (or four times the slowest recent
 # call, if longer) is taken back from its child and given to another
 REVOKE_AFTER_S = 0.05
@@ -454,233 +259,6 @@ MAX_DEPTH = 128  # the most calls a child holds at once (quick handlers)
 BUNDLE_S = 0.002
 # how long a poll that has just sent quick calls waits for them (``_catch_up``)
 CATCH_UP_S = 0.003
-
-
-def _child_main(
-    conn: Connection,
-    handler: str | Handler,
-    execution_id: str,
-    board: Any,
-    lock: Any,
-    log_level: int = logging.WARNING,
-    running: Any = None,
-    slot: int = 0,
-    environ: dict[str, str] | None = None,
-) -> None:
-    global _IN_CHILD
-    _IN_CHILD = True
-    _release_forkserver()
-    if environ is not None:
-        # a forkserver child inherits the server's environment, set when it started:
-        # see the worker's as it is now
-        os.environ.clear()
-        os.environ.update(environ)
-    _die_with_parent()
-    # the parent decides when children stop: a signal to the whole process group
-    # (Ctrl-C, `timeout`, systemd, a container's init) must drain, not kill calls
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        fn = load_handler(handler)
-    except HandlerLoadError as exc:
-        conn.send(("fatal", str(exc)))
-        return
-    outbox = _Outbox(conn)
-    logger, hook = _handler_logger(lambda event: outbox.send(("log", event)), log_level)
-    try:
-        outbox.send(("ready", os.getpid()))
-    except OSError:
-        return  # the worker is gone (killed while this child started): nothing to do
-    inbox = _drain_in_background(conn)
-    with contextlib.suppress(EOFError, OSError):  # the worker is gone
-        _child_loop(outbox, inbox, fn, execution_id, board, lock, hook, logger, running, slot)
-
-
-class _Outbox:
-    """A child's writes to its pipe, one message at a time: a handler that logs from
-    threads of its own while the child sends outcomes must not interleave two
-    messages' bytes on the pipe (the worker could no longer read it)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
-
-    def send(self, message: Any) -> None:
-        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)  # outside the lock
-        with self._lock:
-            self._conn.send_bytes(data)
-
-
-def _drain_in_background(conn: Connection) -> queue.SimpleQueue[Any]:
-    """Read everything the parent sends, as it arrives, on a thread of its own.
-
-    The pipe carries both ways at once: the parent's batches in, log records and
-    outcomes out, each a blocking write. If the child read its pipe only between calls,
-    a chatty handler with big requests could fill both directions: the parent blocked
-    writing a batch, the child blocked writing a log record the parent is not reading
-    (until the watchdog killed an innocent call at its deadline). Drained at once, the
-    parent's writes complete whatever the main thread is doing. Messages keep their
-    order; the end of the pipe (or an error reading it) comes last, as an exception for
-    the main thread to raise. The thread takes no signals: they go to the main thread,
-    where a handler's own signal handlers and interrupted calls expect them.
-    """
-    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def drain() -> None:
-        try:
-            while True:
-                message = conn.recv()
-                inbox.put(message)
-                if message[0] == "stop":
-                    return
-        except BaseException as exc:  # EOFError: the worker is gone
-            inbox.put(("gone", exc))
-
-    reader = threading.Thread(target=drain, name="steadyq-inbox", daemon=True)
-    masked = hasattr(signal, "pthread_sigmask")
-    if masked:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-    try:
-        reader.start()  # it keeps the mask it starts with: every signal blocked
-    finally:
-        if masked:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    return inbox
-
-
-def _child_loop(
-    conn: _Outbox,
-    inbox: queue.SimpleQueue[Any],
-    fn: Handler,
-    execution_id: str,
-    board: Any,
-    lock: Any,
-    hook: EventLogHandler,
-    logger: logging.Logger,
-    running: Any,
-    slot: int,
-) -> None:
-    """Run the calls the parent sends, in batches, and send back their outcomes.
-
-    Before a call starts, under the lock, the child checks that its position still
-    holds it (the parent may have taken it back) and that its ``start_by`` has not
-    passed, then marks it started; after it ends the child writes how (``_DONE_OK``
-    with its run time, which is all an "ok" without a result says) so that a death
-    before the outcome is sent loses nothing the parent cannot rebuild.
-
-    A batch is one flat list, ``_WIRE_FIELDS`` items a call (see :func:`_wire_into`);
-    the outcomes go back as ``("done", plain, others)``: ``plain`` is flat too, a call
-    id and a run time for each "ok" without a result, ``others`` the whole outcomes.
-    """
-    todo: list[Any] = []
-    at = 0
-    plain: list[Any] = []  # call id, run time, call id, run time, ...
-    others: list[Outcome] = []
-    oldest = 0.0
-    record = slot * _RUNNING_FIELDS
-    acquire, release = lock.acquire, lock.release  # the C methods, not the context manager
-    path_of, context, invoke = _path, HandlerContext, _invoke
-    monotonic, wall = time.monotonic, time.time
-    while True:
-        if at >= len(todo):
-            if plain or others:
-                conn.send(("done", plain, others))
-                plain, others = [], []
-            message = inbox.get()  # what the parent sent, in order (see _drain_in_background)
-            if message[0] == "stop":
-                return
-            if message[0] == "gone":
-                raise message[1]
-            todo, at = message[1], 0
-            continue
-        (
-            position,
-            call_id,
-            request,
-            attempt,
-            message_id,
-            request_id,
-            attributes,
-            deadline_s,
-            artifacts_dir,
-        ) = todo[at : at + _WIRE_FIELDS]
-        at += _WIRE_FIELDS
-        base = position * _POSITION_FIELDS
-        acquire()
-        try:
-            if board[base + _OWNER] != call_id or board[base + _STATE] != _QUEUED:
-                continue  # taken back: the parent runs it elsewhere
-            stale = wall() > board[base + _START_BY]
-            if stale:
-                board[base + _STATE] = _DONE_STALE
-            else:
-                board[base + _STATE] = _STARTED_CALL
-                if running is not None:  # the watchdog's view: this call, from now
-                    running[record + _CALL] = call_id
-                    running[record + _DEADLINE] = deadline_s
-                    running[record + _STARTED] = monotonic()
-        finally:
-            release()
-        first = not plain and not others  # the oldest unsent outcome's wait starts now
-        if stale:
-            others.append(Outcome(call_id, "stale", 0.0))
-        else:
-            hook.labels = {
-                "execution_id": execution_id,
-                "message_id": message_id,
-                "request_id": request_id,
-                "attempt": attempt,
-            }
-            ctx = context(
-                attempt=attempt,
-                deadline_at=wall() + deadline_s,
-                execution_id=execution_id,
-                message_id=message_id,
-                request_id=request_id,
-                attributes=attributes,
-                logger=logger,
-                artifacts_dir=path_of(artifacts_dir),
-            )
-            outcome = invoke(fn, call_id, request, ctx)
-            if running is not None:
-                running[record + _STARTED] = 0.0
-            board[base + _RAN] = outcome.duration_s
-            if outcome.status != "ok" or outcome.result is not None:
-                board[base + _STATE] = _DONE_OTHER
-                others.append(outcome)  # sent at once, with the quick ones before it
-                conn.send(("done", plain, others))
-                plain, others = [], []
-                continue
-            # all of an "ok" without a result is on the board: a death before it is
-            # sent loses nothing
-            board[base + _STATE] = _DONE_OK
-            plain += (call_id, outcome.duration_s)
-        now = monotonic()
-        if first:
-            oldest = now
-        elif now - oldest >= FLUSH_S:
-            conn.send(("done", plain, others))
-            plain, others = [], []
-
-
-_WIRE_FIELDS = 9  # items a call takes in a batch
-
-
-def _wire_into(batch: list[Any], position: int, call: Call) -> None:
-    """Append a call to a batch as sent to a child: its fields, flat (a list of plain
-    values pickles at a fraction of a dataclass's cost, and unpickles without a tuple
-    a call). Its start_by is not sent: the child reads it from the board."""
-    batch += (
-        position,
-        call.call_id,
-        call.request,
-        call.attempt,
-        call.message_id,
-        call.request_id,
-        call.attributes,
-        call.deadline_s,
-        call.artifacts_dir,
-    )
 
 
 @dataclass(slots=True)
@@ -863,10 +441,10 @@ def _fate(
     return Outcome(call.call_id, "crashed", board[base + _RAN], text)
 
 
-class ProcessRunner:
-    """Runs each call in a supervised child process with a hard deadline."""
-
-    kind = "process"
+class _Children:
+    """The process runner's children: starting them (all at once), replacing one,
+    the watchdog that kills a call at its deadline, stopping them. What they are sent
+    and what comes back is :class:`ProcessRunner`'s."""
 
     def __init__(
         self,
@@ -875,10 +453,10 @@ class ProcessRunner:
         concurrency: int,
         execution_id: str,
         emit: Callable[[Event], None],
-        prefetch: int = 4,
-        start_method: str | None = None,
-        kill_grace_s: float = 0.0,
-        log_level: int = logging.WARNING,
+        ring_size: int,
+        start_method: str | None,
+        kill_grace_s: float,
+        log_level: int,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -886,23 +464,14 @@ class ProcessRunner:
         self._spec = handler
         self._execution_id = execution_id
         self._emit = emit
-        # each child holds at least ``prefetch`` calls so it never idles on the
-        # parent's loop, and as many quick ones as run in about 50 ms (up to
-        # MAX_DEPTH): calls a child has not started are taken back when the one it
-        # runs takes long, so a hang delays none of them until its deadline
-        self.pace = Pace(low=max(1, prefetch), high=max(prefetch, MAX_DEPTH), budget_s=0.05)
         self.start_method = start_method or default_start_method()
         self._mp: Any = multiprocessing.get_context(self.start_method)
         self._slots: list[_Slot] = []
-        self._pending: deque[Call] = deque()
-        self._done: list[Outcome] = []
         self._kill_grace_s = kill_grace_s
         self._log_level = log_level
         self._payload: str | Handler = handler
-        self._ring_size = self.pace.high
-        self._board: Any = self._mp.RawArray("d", concurrency * self._ring_size * _POSITION_FIELDS)
-        self._position: dict[int, int] = {}  # call id -> its position while sent
-        self._call_start_by: dict[int, float] = {}  # call id -> start_by, while held
+        self._ring_size = ring_size  # positions on the board per child
+        self._board: Any = self._mp.RawArray("d", concurrency * ring_size * _POSITION_FIELDS)
         # what each child runs, written by the child: read by the watchdog
         self._running: Any = self._mp.RawArray("d", concurrency * _RUNNING_FIELDS)
         self._lock = threading.Lock()  # the slots list and their processes, for the watchdog
@@ -934,7 +503,7 @@ class ProcessRunner:
                 ) from None
         if self.start_method == "forkserver":
             # the server imports these once; each child is forked from it with them loaded
-            modules = ["steadyq.runner"]
+            modules = ["steadyq.runner_child"]
             if isinstance(self._spec, str):
                 modules.append(self._spec.partition(":")[0].strip())
             self._mp.set_forkserver_preload(modules)
@@ -1035,6 +604,93 @@ class ProcessRunner:
                         continue
                 slot.killed = (int(self._running[record + _CALL]), elapsed)
                 _signal(slot, signal.SIGKILL)
+
+    def _kill(self, slot: _Slot) -> None:
+        if self._kill_grace_s > 0:
+            slot.process.terminate()
+            slot.process.join(self._kill_grace_s)
+        if slot.process.is_alive():
+            slot.process.kill()
+        slot.process.join(10)
+
+    def _drop(self, slot: _Slot) -> None:
+        """A slot's child is gone or going: the watchdog no longer signals it."""
+        with self._lock:
+            slot.killed = slot.killed or (0, 0.0)
+            if slot.pidfd is not None:
+                os.close(slot.pidfd)
+                slot.pidfd = None
+
+    def abort(self) -> list[int]:
+        """Kill every child now; return the ids of the calls they held."""
+        self._watching.set()
+        lost = [i for s in self._slots for i in s.queue]
+        for slot in self._slots:
+            slot.queue.clear()
+            self._drop(slot)
+            self._kill(slot)
+            _close_pipe(slot)
+        self._poller = None
+        with self._lock:
+            self._slots.clear()
+        return lost
+
+    def close(self) -> None:
+        self._watching.set()
+        if self._watchdog is not None:
+            self._watchdog.join(5)
+            self._watchdog = None
+        for slot in self._slots:
+            with contextlib.suppress(Exception):
+                slot.conn.send(("stop",))
+        for slot in self._slots:
+            self._drop(slot)
+            slot.process.join(5)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join(5)
+            _close_pipe(slot)
+        self._poller = None
+        with self._lock:
+            self._slots.clear()
+
+
+class ProcessRunner(_Children):
+    """Runs each call in a supervised child process with a hard deadline."""
+
+    kind = "process"
+
+    def __init__(
+        self,
+        handler: str | Handler,
+        *,
+        concurrency: int,
+        execution_id: str,
+        emit: Callable[[Event], None],
+        prefetch: int = 4,
+        start_method: str | None = None,
+        kill_grace_s: float = 0.0,
+        log_level: int = logging.WARNING,
+    ) -> None:
+        # each child holds at least ``prefetch`` calls so it never idles on the
+        # parent's loop, and as many quick ones as run in about 50 ms (up to
+        # MAX_DEPTH): calls a child has not started are taken back when the one it
+        # runs takes long, so a hang delays none of them until its deadline
+        self.pace = Pace(low=max(1, prefetch), high=max(prefetch, MAX_DEPTH), budget_s=0.05)
+        super().__init__(
+            handler,
+            concurrency=concurrency,
+            execution_id=execution_id,
+            emit=emit,
+            ring_size=self.pace.high,
+            start_method=start_method,
+            kill_grace_s=kill_grace_s,
+            log_level=log_level,
+        )
+        self._pending: deque[Call] = deque()
+        self._done: list[Outcome] = []
+        self._position: dict[int, int] = {}  # call id -> its position while sent
+        self._call_start_by: dict[int, float] = {}  # call id -> start_by, while held
 
     # -- calls -----------------------------------------------------------------------
 
@@ -1307,57 +963,13 @@ class ProcessRunner:
         with self._lock:
             self._slots[index] = replacement
 
-    def _kill(self, slot: _Slot) -> None:
-        if self._kill_grace_s > 0:
-            slot.process.terminate()
-            slot.process.join(self._kill_grace_s)
-        if slot.process.is_alive():
-            slot.process.kill()
-        slot.process.join(10)
-
-    def _drop(self, slot: _Slot) -> None:
-        """A slot's child is gone or going: the watchdog no longer signals it."""
-        with self._lock:
-            slot.killed = slot.killed or (0, 0.0)
-            if slot.pidfd is not None:
-                os.close(slot.pidfd)
-                slot.pidfd = None
-
     def abort(self) -> list[int]:
         """Kill every child now; return the ids of calls that had not finished."""
-        self._watching.set()
-        lost = [i for s in self._slots for i in s.queue] + [c.call_id for c in self._pending]
-        for slot in self._slots:
-            slot.queue.clear()
-            self._drop(slot)
-            self._kill(slot)
-            _close_pipe(slot)
-        self._poller = None
-        with self._lock:
-            self._slots.clear()
+        lost = super().abort() + [c.call_id for c in self._pending]
         self._pending.clear()
         self._position.clear()
         self._call_start_by.clear()
         return lost
-
-    def close(self) -> None:
-        self._watching.set()
-        if self._watchdog is not None:
-            self._watchdog.join(5)
-            self._watchdog = None
-        for slot in self._slots:
-            with contextlib.suppress(Exception):
-                slot.conn.send(("stop",))
-        for slot in self._slots:
-            self._drop(slot)
-            slot.process.join(5)
-            if slot.process.is_alive():
-                slot.process.kill()
-                slot.process.join(5)
-            _close_pipe(slot)
-        self._poller = None
-        with self._lock:
-            self._slots.clear()
 
 
 def _close_pipe(slot: _Slot) -> None:
