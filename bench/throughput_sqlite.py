@@ -298,97 +298,11 @@ def child_run_steadyq(db: str, messages: int, runner: str, concurrency: int) -> 
 
 def child_run_records(db: str, messages: int) -> dict[str, Any]:
     """steadyq's records for ``messages`` published requests, without a worker: see
-    the module docstring ("records only")."""
-    from steadyq.brokers import open_queue
-    from steadyq.telemetry import events as ev
-    from steadyq.telemetry.store_sqlite import (
-        _INSERT_HEAD,
-        _LEDGER_WRITE,
-        _RELEASE_CLAIM,
-        _REQUEST_COLUMNS,
-        _ROW_MARKS,
-        claim_in,
-    )
+    the module docstring ("records only") and ``records_sqlite.py``, which also
+    times their phases and other shapes of them."""
+    import records_sqlite
 
-    batch, owner, lease_s = 64, "records-bench", 600.0
-    queue = open_queue(f"sqlite:///{db}")
-    db_ = queue.db  # type: ignore[attr-defined]
-    with db_.reading() as conn:
-        published = conn.execute("SELECT seq, body FROM messages ORDER BY seq").fetchall()
-    # every row's parameters, made before the clock starts (a message's ids, its two
-    # events' rows as the store writes them, its completed ledger row)
-    now = time.time()
-    plan: dict[str, tuple[str, list[Any], list[Any], list[Any]]] = {}
-    for seq, body in published:
-        request = json.loads(body)
-        rid, mid = request["request_id"], str(seq)
-        fields = json.dumps({"modalities": request.get("modalities", [])})
-        arrival = [
-            now,
-            ev.MESSAGE_RECEIVED,
-            "INFO",
-            20,
-            "",
-            owner,
-            mid,
-            rid,
-            1,
-            None,
-            None,
-            '{"request": ' + fields + "}",
-        ]
-        outcome = [now, ev.MESSAGE_SUCCEEDED, "INFO", 20, "", owner, mid, rid, 1, None, 0.01, None]
-        ledger = [rid, "completed", now, mid, owner, 1, fields, 0.00001, None, now, now, now, None]
-        plan[mid] = (rid, arrival + outcome, ledger, [rid, owner])
-    cpu0 = cpu_s()
-    t = time.perf_counter()
-    done = 0
-    while True:
-        deliveries = queue.pull(batch, lease_s)
-        if not deliveries:
-            break
-        rows = [plan[d.message_id] for d in deliveries]
-        ids = [r[0] for r in rows]
-        with db_.transaction() as conn:
-            claim_in(conn, ids, owner, time.time() + lease_s, time.time())
-        with db_.transaction() as conn:
-            seqs = [int(d.message_id) for d in deliveries]
-            conn.execute(
-                "DELETE FROM messages WHERE lease_token = ? AND seq IN"
-                f" ({','.join('?' * len(seqs))}) RETURNING seq",
-                [deliveries[0].lease_token, *seqs],
-            ).fetchall()
-            for start in range(0, len(rows), 32):  # 64 event rows a statement, as the store
-                chunk = rows[start : start + 32]
-                conn.execute(
-                    _INSERT_HEAD + ",".join([_ROW_MARKS] * (2 * len(chunk))),
-                    [v for r in chunk for v in r[1]],
-                )
-            conn.execute(
-                f"SELECT {_REQUEST_COLUMNS} FROM requests"
-                f" WHERE request_id IN ({','.join('?' * len(ids))})",
-                ids,
-            ).fetchall()
-            conn.executemany(_LEDGER_WRITE, [r[2] for r in rows])
-            conn.executemany(_RELEASE_CLAIM, [r[3] for r in rows])
-        done += len(deliveries)
-    elapsed = time.perf_counter() - t
-    cpu = cpu_s() - cpu0
-    with db_.reading() as conn:
-        (completed,) = conn.execute(
-            "SELECT COUNT(*) FROM requests WHERE status = 'completed'"
-        ).fetchone()
-        (events,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
-    stats = queue.stats()
-    queue.close()
-    ok = done == messages == completed and events == 2 * messages and stats.ready == 0
-    return {
-        "per_s": messages / elapsed,
-        "elapsed_s": elapsed,
-        "cpu_us_per_msg": cpu / messages * 1e6,
-        "rss_mb": mb(proc_status_kb("self", "VmRSS")),
-        "ok": ok,
-    }
+    return records_sqlite.run_records(db, messages, "stored")
 
 
 def _huey(db: str, synchronous_normal: bool) -> Any:
@@ -469,10 +383,10 @@ def child_run_huey(db: str, messages: int, synchronous_normal: bool) -> dict[str
 # -- the parent: rounds, medians, table -------------------------------------------------
 
 
-def spawn(*args: str) -> dict[str, Any]:
-    """Run this script as a child step; its last stdout line is its JSON result."""
+def spawn_script(script: Path, *args: str) -> dict[str, Any]:
+    """Run ``script`` as a child step; its last stdout line is its JSON result."""
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", *args],
+        [sys.executable, str(script), "--child", *args],
         stdout=subprocess.PIPE,
         text=True,
         check=False,
@@ -481,6 +395,11 @@ def spawn(*args: str) -> dict[str, Any]:
         raise RuntimeError(f"child {args} failed with exit code {proc.returncode}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
+
+
+def spawn(*args: str) -> dict[str, Any]:
+    """Run this script as a child step."""
+    return spawn_script(Path(__file__).resolve(), *args)
 
 
 def one_round(tmp: Path, rnd: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:

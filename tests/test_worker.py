@@ -521,3 +521,22 @@ def test_a_pull_whose_answer_was_lost_does_not_end_a_drain_early(
     succeeded = {e.message_id for e in kinds(queue, ev.MESSAGE_SUCCEEDED)}
     assert succeeded == set(ids), "the lost batch ran once its leases lapsed"
     assert queue.stats().in_flight == 0
+
+
+def test_the_loop_runs_with_the_heap_it_started_with_frozen_and_gives_it_back(
+    tmp_path: Path,
+) -> None:
+    import gc
+
+    from tests import worker_handlers
+
+    queue = open_queue(f"sqlite:///{tmp_path}/w.db")
+    queue.publish_batch([(request(), None), (request(), None)])
+    worker_handlers.FREEZE_COUNTS.clear()
+    before = gc.get_freeze_count()
+    w = drain(queue, handler="tests.worker_handlers:frozen_heap")
+    assert w.counts["succeeded"] == 2
+    # modules, classes and the clients' objects: out of the collector's way while it runs
+    assert len(worker_handlers.FREEZE_COUNTS) == 2
+    assert min(worker_handlers.FREEZE_COUNTS) > before + 1000
+    assert gc.get_freeze_count() == before  # and back in the collector's care after

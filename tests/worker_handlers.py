@@ -72,3 +72,13 @@ def odd_text(request: Any, ctx: HandlerContext) -> None:
     ``surrogateescape``), which UTF-8 cannot encode."""
     ctx.logger.warning("careful: \udcff in a log record")
     raise ValueError(f"bad byte in {request.topic!s}: \udcff")
+
+
+FREEZE_COUNTS: list[int] = []  # what frozen_heap saw, call by call (inline runner only)
+
+
+def frozen_heap(request: Any, ctx: HandlerContext) -> None:
+    """Notes how many objects the garbage collector holds frozen while it runs."""
+    import gc
+
+    FREEZE_COUNTS.append(gc.get_freeze_count())

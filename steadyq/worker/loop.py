@@ -4,6 +4,8 @@ the lease keeper (what is held) and the outage guard (every backend call)."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import random
 import signal
@@ -11,7 +13,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from steadyq._signals import stop_signals
@@ -83,6 +85,26 @@ def _started_data(opts: WorkerOptions) -> dict[str, Any]:
         "max_attempts": opts.retry.max_attempts,
         "drain": opts.drain,
     }
+
+
+@contextlib.contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """Keep what is in memory when the loop starts (modules, classes, the clients' and
+    pydantic's objects: tens of thousands) out of the garbage collector's passes while
+    the loop runs, and give it back at the end.
+
+    The loop makes short-lived objects by the million, so the collector runs often, and
+    each of its full passes walked every one of those long-lived objects again: with a
+    Pub/Sub client loaded, 40-55 ms a pass, one or two passes every 10,000 messages.
+    Frozen, the same pass takes well under a millisecond. It changes nothing the worker
+    does: a cycle of garbage among the frozen objects is only freed after the loop.
+    (The freeze is process-wide; executions that overlap in one process share it.)
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class Worker:
@@ -169,7 +191,8 @@ class Worker:
             lambda signum: self.request_stop(f"received {signal.Signals(signum).name}")
         ):
             try:
-                status, code, detail = self._loop(runner, started_mono)
+                with _heap_frozen():
+                    status, code, detail = self._loop(runner, started_mono)
             except BackendError as exc:
                 status, code, detail = FAILED, ExitCode.BACKEND_UNAVAILABLE, str(exc)
                 self._abandon(runner)
