@@ -30,7 +30,7 @@ from steadyq.telemetry.events import SEVERITY_RANK, severity_rank
 if TYPE_CHECKING:
     from steadyq._postgres import PostgresDatabase
     from steadyq._sqlite import SqliteDatabase
-    from steadyq.brokers.base import DeadLetter, DlqFilter
+    from steadyq.brokers.base import DeadLetter, Delivery, DlqFilter
     from steadyq.telemetry.store import EventFilter
 
 
@@ -178,6 +178,29 @@ def attrs_text(attrs: dict[str, str]) -> str | None:
 
 def attrs_of(text: str | None) -> dict[str, str]:
     return json.loads(text) if text else {}
+
+
+def deliveries_of(rows: list[Sequence[Any]], token: str, until: float) -> list[Delivery]:
+    """The deliveries of a pull's leased rows (``seq, body, attributes, attempts,
+    published_at, replays, last_error, runs``), in publish order: the SQL queues' pull."""
+    from steadyq.brokers.base import Delivery
+
+    rows.sort(key=lambda r: r[0])
+    return [
+        Delivery(
+            message_id=str(r[0]),
+            body=bytes(r[1]),
+            attributes=attrs_of(r[2]),
+            attempt=r[3],
+            published_at=r[4],
+            lease_token=token,
+            leased_until=until,
+            replays=r[5],
+            last_error=r[6],
+            runs=r[7],
+        )
+        for r in rows
+    ]
 
 
 def letter_of(row: Sequence[Any]) -> DeadLetter:

@@ -38,8 +38,8 @@ from steadyq._postgres import DB_NOW, PostgresDatabase, clean_text, driver_error
 from steadyq._sql import (
     DLQ_COLUMNS,
     POSTGRES,
-    attrs_of,
     attrs_text,
+    deliveries_of,
     dlq_where,
     letter_of,
 )
@@ -239,22 +239,7 @@ class PostgresQueue(Queue):
                 cur = conn.execute(self.db.sql(_PULL), params, binary=True)
                 conn.commit()
             rows = cur.fetchall()
-        rows.sort(key=lambda r: r[0])
-        return [
-            Delivery(
-                message_id=str(r[0]),
-                body=bytes(r[1]),
-                attributes=attrs_of(r[2]),
-                attempt=r[3],
-                published_at=r[4],
-                lease_token=token,
-                leased_until=until,
-                replays=r[5],
-                last_error=r[6],
-                runs=r[7],
-            )
-            for r in rows
-        ]
+        return deliveries_of(rows, token, until)
 
     def wait_for_messages(self, timeout_s: float) -> bool | None:
         """Block until a publish on this queue's schema is announced, or ``timeout_s``

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from steadyq._sql import (
     DLQ_COLUMNS,
     SQLITE,
-    attrs_of,
     attrs_text,
+    deliveries_of,
     dlq_where,
     letter_of,
 )
@@ -107,22 +107,7 @@ class SqliteQueue(Queue):
                 " runs",
                 (token, until, now, max_messages),
             ).fetchall()
-        rows.sort(key=lambda r: r[0])
-        return [
-            Delivery(
-                message_id=str(r[0]),
-                body=bytes(r[1]),
-                attributes=attrs_of(r[2]),
-                attempt=r[3],
-                published_at=r[4],
-                lease_token=token,
-                leased_until=until,
-                replays=r[5],
-                last_error=r[6],
-                runs=r[7],
-            )
-            for r in rows
-        ]
+        return deliveries_of(rows, token, until)
 
     def settle(
         self, settlements: Sequence[Settlement], *, events: Sequence[Event] = ()
