@@ -12,6 +12,11 @@ variant as its "records only" row).
 Variants, each in a fresh subprocess on a fresh file, interleaved rounds, medians:
 
 * ``stored``: the records as the store writes them today;
+* ``floor``: ``stored`` plus the least Python any worker keeping them must run for a
+  message, inside the clock: the gate's check of the body (the benchmarks' schema,
+  ``ContentRequest``), a no-op handler's call, and the rows' values built straight
+  from the checked request as lists (no events, no ledger rule, no loop, no runner):
+  what a worker written for this one workload and nothing else could reach;
 * ``claim-in-ledger``: no ``request_claims`` table: the claim is the request's ledger
   row itself (two columns, owner and until), taken by inserting that row as
   ``processing``, released by the outcome's update of the same row;
@@ -51,7 +56,15 @@ from typing import Any
 
 import throughput_sqlite as ts
 
-VARIANTS = ("stored", "claim-in-ledger", "one-event", "no-ledger", "ordered-ids", "huey")
+VARIANTS = (
+    "stored",
+    "floor",
+    "claim-in-ledger",
+    "one-event",
+    "no-ledger",
+    "ordered-ids",
+    "huey",
+)
 PHASES = ("pull", "claim", "delete", "events", "ledger read", "ledger write", "release", "commit")
 BATCH, OWNER, LEASE_S = 64, "records-bench", 600.0
 
@@ -131,6 +144,9 @@ def run_records(db: str, messages: int, variant: str, *, phases: bool = False) -
         ledger = [rid, "completed", now, mid, OWNER, 1, fields, 0.00001, None, now, now, now, None]
         plan[mid] = (rid, rows, ledger, [rid, OWNER])
     per_message = 1 if variant == "one-event" else 2
+    floor = variant == "floor"
+    if floor:
+        floor_rows = _floor_builder()
     clock = Phases(phases)
     cpu0 = ts.cpu_s()
     t = time.perf_counter()
@@ -140,7 +156,10 @@ def run_records(db: str, messages: int, variant: str, *, phases: bool = False) -
         clock.mark("pull")
         if not deliveries:
             break
-        rows = [plan[d.message_id] for d in deliveries]
+        if floor:
+            rows = floor_rows(deliveries, time.time())
+        else:
+            rows = [plan[d.message_id] for d in deliveries]
         ids = [r[0] for r in rows]
         with store_db.transaction() as conn:
             if in_ledger:
@@ -205,6 +224,47 @@ def run_records(db: str, messages: int, variant: str, *, phases: bool = False) -
         # frames of 4,096-byte pages and a 24-byte header after the WAL's 32-byte header
         out["wal_frames_per_msg"] = (wal_bytes - 32) / 4120 / messages
     return out
+
+
+def _floor_builder() -> Any:
+    """The least Python any worker keeping these records runs for each message: the
+    gate (UTF-8, JSON, the request's schema, as the benchmarks' workers use it), a
+    call of a no-op handler, and the row values built straight from the request, as
+    tuples (no events, no ledger rule, no loop): ``floor``'s per-batch step."""
+    from steadyq.content.schema import ContentRequest
+    from steadyq.gate import Gate, Rejection
+    from steadyq.telemetry import events as ev
+
+    check = Gate(ContentRequest, max_bytes=10 << 20).check
+    received, succeeded = ev.MESSAGE_RECEIVED, ev.MESSAGE_SUCCEEDED
+    dumps = json.dumps
+
+    def handler(request: Any) -> None:
+        return None
+
+    def rows(deliveries: list[Any], now: float) -> list[Any]:
+        out: list[Any] = []
+        for d in deliveries:
+            request = check(d.body)
+            if isinstance(request, Rejection):
+                raise AssertionError(f"the sample traffic is valid: {request}")
+            t0 = time.perf_counter()
+            handler(request)
+            ran = time.perf_counter() - t0
+            rid, mid = str(request.request_id), d.message_id
+            fields = dumps({"modalities": request.ledger_fields().get("modalities", [])})
+            event_rows = [
+                now, received, "INFO", 20, "", OWNER, mid, rid, d.attempt, None, None,
+                '{"request": ' + fields + "}",
+                now, succeeded, "INFO", 20, "", OWNER, mid, rid, d.attempt, None, ran * 1000,
+                None,
+            ]  # fmt: skip
+            ledger = [rid, "completed", now, mid, OWNER, d.attempt, fields, ran, None, now, now,
+                      now, None]  # fmt: skip
+            out.append((rid, event_rows, ledger, [rid, OWNER]))
+        return out
+
+    return rows
 
 
 def _claim_in_ledger(conn: Any, deliveries: list[Any], ids: list[str]) -> None:

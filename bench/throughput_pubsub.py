@@ -55,8 +55,8 @@ emulator's), in µs.
 
 Prints a table, then exactly one line of JSON as the last line of stdout:
 ``raw_per_s``, ``peer_per_s``, ``steadyq_per_s``, ``ratio`` (steadyq / raw),
-``ratio_peer`` (steadyq / peer), ``*_cpu_us_per_msg``, ``rejection_p99_ms`` (and
-details, ``rtt_*`` for the proxied runs, ``rtt_ratio`` = steadyq / raw there). Progress
+``ratio_peer`` (steadyq / peer), ``*_cpu_us_per_msg``, ``rejection_p99_ms``,
+``rejections_per_s`` (how fast the worker drained the stream of poison) (and details, ``rtt_*`` for the proxied runs, ``rtt_ratio`` = steadyq / raw there). Progress
 goes to stderr. The machine this runs on may be shared: quote medians, and CPU/msg,
 which load changes less than rates. ``bench/pubsub_parts.py`` splits steadyq's CPU
 per message into its pieces.
@@ -369,6 +369,9 @@ def run_breakdown(
     return rate, pieces, {g: (int(c), w / n * 1e6) for g, (c, w) in collections.items()}
 
 
+REJECTION_RUN_S: list[float] = []  # each rejection run's worker, start to end
+
+
 class _Timed:
     """Wraps a queue: notes when each delivery's pull returned and when its settle did."""
 
@@ -397,7 +400,8 @@ class _Timed:
 
 
 def run_rejections(n: int, folder: Path, *, valid_between: int = 0) -> list[float]:
-    """Latencies (ms) of n rejections; ``valid_between`` valid requests before each."""
+    """Latencies (ms) of n rejections; ``valid_between`` valid requests before each.
+    How long the worker took for all of them is left in ``REJECTION_RUN_S``."""
     from steadyq import Worker, WorkerOptions
     from steadyq.brokers import open_queue, store_for
 
@@ -414,7 +418,9 @@ def run_rejections(n: int, folder: Path, *, valid_between: int = 0) -> list[floa
         try:
             options = WorkerOptions(handler="steadyq.handlers:noop", runner="inline", drain=True)
             # the same queue, with a stopwatch around pull and settle
+            started = time.perf_counter()
             result = Worker(timed, store, options).run()  # type: ignore[arg-type]
+            REJECTION_RUN_S.append(time.perf_counter() - started)
         finally:
             queue.close()
         if result.counts["rejected"] != n:
@@ -484,6 +490,7 @@ def main() -> int:
     ceiling: list[Rate] = []
     streaming: Rate | None = None
     rejection_p: list[tuple[float, float]] = []  # (p50, p99) per round
+    rejection_rates: list[float] = []  # rejections a second, the worker's whole run
     mixed_p: list[tuple[float, float]] = []
     n_mixed = max(1, args.rejections // 4)
     rtt_raw: list[Rate] = []
@@ -522,8 +529,9 @@ def main() -> int:
             for round_ in range(1, args.rounds + 1):
                 lat = run_rejections(args.rejections, folder)
                 rejection_p.append((p(lat, 0.5), p(lat, 0.99)))
+                rejection_rates.append(args.rejections / REJECTION_RUN_S[-1])
                 log(f"round {round_}: rejections p50 / p99 {rejection_p[-1][0]:.1f} /"
-                    f" {rejection_p[-1][1]:.1f} ms")  # fmt: skip
+                    f" {rejection_p[-1][1]:.1f} ms, {rejection_rates[-1]:,.0f}/s")  # fmt: skip
                 if args.mixed_every > 1:
                     lat = run_rejections(n_mixed, folder, valid_between=args.mixed_every - 1)
                     mixed_p.append((p(lat, 0.5), p(lat, 0.99)))
@@ -598,6 +606,9 @@ def main() -> int:
         ("rejection latency p99", f"{p99:.1f} ms", "",
          "pull returned -> DLQ publish confirmed + ack; per round "
          + ", ".join(f"{x[1]:.1f}" for x in rejection_p)),
+        ("rejections drained", f"{statistics.median(rejection_rates):,.0f}/s", "",
+         "the same runs, the worker's start to its end; per round "
+         + ", ".join(f"{x:,.0f}" for x in rejection_rates)),
     ]  # fmt: skip
     if mixed_p:
         mixed50 = statistics.median(x[0] for x in mixed_p)
@@ -620,6 +631,7 @@ def main() -> int:
         "steadyq_cpu_us_per_msg": round(steadyq_cpu, 1),
         "rejection_p99_ms": round(p99, 2),
         "rejection_p50_ms": round(p50, 2),
+        "rejections_per_s": round(statistics.median(rejection_rates), 1),
         "messages": args.messages,
         "rounds": args.rounds,
         "warmup": args.warmup,

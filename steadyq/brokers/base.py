@@ -250,6 +250,12 @@ class Queue(abc.ABC):
     #: worker with a store of its own then commits gate rejections on a lane of their
     #: own, beside the commit in flight (worker.md, "Recording outcomes").
     settles_concurrently: bool = False
+    #: ``rejection_budget_s``: how long the worker lets a batch of gate rejections take,
+    #: from the first one's decision to their dead letters committed. It pulls a stream
+    #: of poison in batches only as large as stay within it (``PullReach``, worker.md):
+    #: half a millisecond where a dead letter is a row (half of the millisecond a
+    #: rejection is held to at p99); a network broker says more.
+    rejection_budget_s: float = 0.0005
 
     @property
     def colocated_store(self) -> EventStore | None:

@@ -692,6 +692,7 @@ class PubSubQueue(Queue):
     pull_batch = MAX_PULL  # the worker asks for one full pull at a time
     counts_backlog = False
     settles_concurrently = True  # acks, nacks and dead letters take their own locks
+    rejection_budget_s = 0.005  # a dead letter is a publish RPC, then an ack RPC
 
     def __init__(
         self,

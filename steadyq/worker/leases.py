@@ -86,6 +86,16 @@ class LeaseKeeper:
         if retry_in is not None:
             self.retry_at = time.monotonic() + retry_in
 
+    def take(self, requests: list[Request], room: int) -> list[Request]:
+        """The first ``room`` of ``requests``, to start now; the rest wait, unclaimed
+        and with their leases kept, for a pass with room (a pull that asked for more
+        than the runner had room for, ``PullReach``, or parked copies due again)."""
+        keep = max(0, room)
+        if len(requests) <= keep:
+            return requests
+        self.parked.extend(requests[keep:])
+        return requests[:keep]
+
     def claim_answered(self, *, busy: bool) -> None:
         """Another execution holds a claim: ask again later, backing off."""
         if busy:

@@ -107,6 +107,41 @@ def _heap_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
+class PullReach:
+    """How many messages the next pull asks for.
+
+    Normally what the runner has room to start: a worker takes no more than it can
+    run, and the rest stays in the queue for the other executions. But a batch that
+    started no call (poison, copies already done, outcomes already recorded) says
+    nothing of the handler's pace, and the room is then often one call (an inline
+    runner that has not timed a call yet): a stream of poison was pulled, recorded and
+    dead-lettered one message at a time, a transaction (or a publish and an ack RPC)
+    each. So after a full pull that brought no request to run, the next pull asks for
+    twice as many, up to a batch, while the last commit of rejections took at most
+    half the queue's ``rejection_budget_s``, and half as many once one took longer
+    than the budget. A pull that brings requests ends it; those beyond the
+    runner's room wait, unclaimed, for the next passes (``LeaseKeeper.take``).
+    """
+
+    def __init__(self, batch_size: int, budget_s: float) -> None:
+        self.batch_size = batch_size
+        self.budget_s = budget_s
+        self.floor = 0  # the least the next pull asks for, whatever the runner's room
+
+    def ask(self, room: int) -> int:
+        return min(self.batch_size, max(room, self.floor))
+
+    def pulled(self, asked: int, got: int, requests: int, took_s: float | None) -> None:
+        """After a pull: ``got`` of ``asked`` came, ``requests`` of them to run;
+        ``took_s``: how long the last commit of rejections took (None: none yet)."""
+        if requests:
+            self.floor = 0
+        elif took_s is not None and took_s > self.budget_s:
+            self.floor = asked // 2
+        elif got >= asked and (took_s is None or took_s <= self.budget_s / 2):
+            self.floor = min(self.batch_size, 2 * asked)
+
+
 class Worker:
     """Runs one execution against a queue and a telemetry store.
 
@@ -227,6 +262,7 @@ class Worker:
         opts, rec, leases = self.options, self.recorder, self.leases
         lease_s = opts.effective_lease_s
         batch_size = opts.batch_size or int(getattr(self.queue, "pull_batch", DEFAULT_BATCH))
+        reach = PullReach(batch_size, getattr(self.queue, "rejection_budget_s", 0.0005))
         idle_s = 0.0
         while True:
             if self._signals >= 2:
@@ -242,17 +278,18 @@ class Worker:
                 self._start(ready, runner)  # received and gated already: no new events
             capacity = runner.capacity()
             if may_pull and capacity > 0:
-                asked = min(capacity, batch_size)
+                asked = reach.ask(capacity)
                 deliveries = self.guard.pull(self.queue.pull, asked, lease_s, lease_s=lease_s)
                 if deliveries:
                     pulled = len(deliveries)
-                    self._accept(deliveries, runner)
+                    started = self._accept(deliveries, runner)
+                    reach.pulled(asked, pulled, started, rec.rejections_took_s)
                     spare = runner.capacity()
                     if pulled == asked and spare > 0:
                         # more is likely ready and there is room for it: a network
                         # queue fetches it while this batch is recorded and settled
                         self.guard.call(
-                            "note", self.queue.read_ahead, min(spare, batch_size), what="read ahead"
+                            "note", self.queue.read_ahead, reach.ask(spare), what="read ahead"
                         )
                 else:
                     found_empty = self.guard.drained(self.queue.stats)
@@ -292,7 +329,9 @@ class Worker:
 
     # -- accepting deliveries ---------------------------------------------------
 
-    def _accept(self, deliveries: list[Delivery], runner: Runner) -> None:
+    def _accept(self, deliveries: list[Delivery], runner: Runner) -> int:
+        """Gate and record a pulled batch; start its requests. Returns how many
+        requests it brought (not rejected, not recorded already)."""
         received: list[Event] = []
         requests: list[Request] = []
         sink, clock, check, policy = self._sink, self._clock, self.gate.check, self.policy
@@ -328,6 +367,7 @@ class Worker:
         # poison is dead-lettered now, not after this batch's handlers (a store of its own)
         self.guard.record(self.recorder.flush_rejections)
         self._start(requests, runner)
+        return len(requests)
 
     def _recorded_outcomes(self, deliveries: list[Delivery]) -> dict[str, Event]:
         """Outcomes already recorded for redelivered messages of a queue that does not
@@ -351,9 +391,10 @@ class Worker:
         The claim (not a look at the ledger) is what makes a request run once: it is
         taken before a call is submitted and released with the call's outcome, so a
         copy pulled anywhere while the first runs waits for that outcome."""
+        opts, leases, policy = self.options, self.leases, self.policy
+        requests = leases.take(requests, runner.capacity())
         if not requests:
             return
-        opts, leases, policy = self.options, self.leases, self.policy
         running = leases.running
         here: list[Request] = []
         others: list[Request] = []

@@ -11,6 +11,7 @@ deals with it; ``failing`` says an outage is one of recording.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -36,6 +37,8 @@ class Commit:
     request_ids: list[str]
     result: SettleResult | None = None
     error: BackendError | None = None
+    # monotonic: the decision of the first gate rejection it holds, if it holds any
+    rejected_at: float | None = None
 
 
 class Recorder:
@@ -74,6 +77,10 @@ class Recorder:
         # its own and a queue whose settle may run on two threads)
         self._lane: ThreadPoolExecutor | None = None
         self._rejecting: Future[Commit] | None = None
+        self._rejected_at: float | None = None  # the first rejection not yet committed
+        # how long the last commit of gate rejections took, from the first one's
+        # decision to committed (the worker sizes its pulls of poison by it)
+        self.rejections_took_s: float | None = None
 
     # -- what happens -------------------------------------------------------
 
@@ -108,9 +115,12 @@ class Recorder:
     def decide(self, decision: Decision) -> None:
         """A delivery's end, shown now and settled with the next commit."""
         sink = self._sink
+        events = decision.settlement.events
         if sink is not None:
-            for event in decision.settlement.events:
+            for event in events:
                 sink(event)
+        if self._rejected_at is None and events and events[0].kind == ev.MESSAGE_REJECTED:
+            self._rejected_at = time.monotonic()
         self.pending.append(decision.settlement)
 
     def settle(self, settlements: Iterable[Settlement]) -> None:
@@ -174,7 +184,10 @@ class Recorder:
         self.buffer = [
             e for e in self.buffer if not (e.kind == ev.MESSAGE_RECEIVED and e.message_id in ids)
         ]
-        self._rejecting = self._lane.submit(self._commit, Commit(arrivals, urgent, []))
+        since, self._rejected_at = self._rejected_at, None
+        self._rejecting = self._lane.submit(
+            self._commit, Commit(arrivals, urgent, [], rejected_at=since)
+        )
 
     def unrecorded(self) -> bool:
         """Outcomes or events still waiting for the store (during an outage)."""
@@ -200,7 +213,8 @@ class Recorder:
         if not pending and not buffered:
             self._release(released)
             return
-        job = Commit(buffered, pending, released)
+        job = Commit(buffered, pending, released, rejected_at=self._rejected_at)
+        self._rejected_at = None
         if self._committer is None:
             self._committed(self._commit(job))
         else:
@@ -248,6 +262,9 @@ class Recorder:
             job.pending = []
         except BackendError as exc:
             job.error = exc
+            return job
+        if job.rejected_at is not None:
+            self.rejections_took_s = time.monotonic() - job.rejected_at
         return job
 
     def _committed(self, job: Commit) -> None:
