@@ -56,7 +56,8 @@ emulator's), in µs.
 Prints a table, then exactly one line of JSON as the last line of stdout:
 ``raw_per_s``, ``peer_per_s``, ``steadyq_per_s``, ``ratio`` (steadyq / raw),
 ``ratio_peer`` (steadyq / peer), ``*_cpu_us_per_msg``, ``rejection_p99_ms``,
-``rejections_per_s`` (how fast the worker drained the stream of poison) (and details, ``rtt_*`` for the proxied runs, ``rtt_ratio`` = steadyq / raw there). Progress
+``rejections_per_s`` (how fast the worker drained the stream of poison), and details
+(``rtt_*`` for the proxied runs, ``rtt_ratio`` = steadyq / raw there). Progress
 goes to stderr. The machine this runs on may be shared: quote medians, and CPU/msg,
 which load changes less than rates. ``bench/pubsub_parts.py`` splits steadyq's CPU
 per message into its pieces.
