@@ -84,3 +84,15 @@ def assert_clean(folder: Path) -> None:
 def test_demo_refuses_an_unknown_fault(tmp_path: Path) -> None:
     code, out = run("--dir", str(tmp_path / "d"), "--fault", "flood")
     assert code == 3 and "expected one of none, hang" in out
+
+
+def test_the_demo_keeps_its_videos_only_where_one_renders_within_a_third_of_the_deadline() -> None:
+    from steadyq.demo import Timings, _fit_to_host
+
+    said: list[str] = []
+    roomy = Timings(deadline_s=600.0)
+    assert _fit_to_host(roomy, said.append) is roomy and said == []
+    tight = _fit_to_host(Timings(deadline_s=0.003), said.append)  # no video renders in 1 ms
+    assert tight.video is False and tight.deadline_s == 0.003
+    [line] = said
+    assert "text only" in line and "0.003 s deadline" in line
