@@ -66,6 +66,7 @@ def kill_at_random(
     worker is replaced at once); then stop them all with SIGTERM, each exiting 0.
     Returns how many workers and how many of their descendants were killed."""
     running = [procs.worker(url, handler, *args, name=f"w{i}") for i in range(workers)]
+    names = [f"w{i}" for i in range(workers)]
     kills = Counter[str]()
     end = time.monotonic() + RUN_LIMIT_S
     left_at_kill, killed_at = math.inf, 0.0
@@ -92,13 +93,21 @@ def kill_at_random(
                 running[index].kill()
                 running[index].wait(30)
                 kills["worker"] += 1
-                name = f"w{index}-{kills['worker']}"
-                running[index] = procs.worker(url, handler, *args, name=name)
+                names[index] = f"w{index}-{kills['worker']}"
+                running[index] = procs.worker(url, handler, *args, name=names[index])
         else:
             pytest.fail(f"not drained in {RUN_LIMIT_S:g}s: {q.stats()}")
         # a worker signalled before it has set up its signal handling would just die
         pids = {w.pid for w in running}
-        wait_for(lambda: pids <= ready_pids(store_for(q)), 60, "every worker to be ready")
+
+        def all_ready() -> bool:
+            for w, name in zip(running, names, strict=True):
+                # a worker that died on its own is a failure to show, not to wait out
+                assert w.poll() is None, f"{name} exited {w.returncode}: {procs.output(name)}"
+            return pids <= ready_pids(store_for(q))
+
+        # a worker started at the last kill may still be starting on a loaded machine
+        wait_for(all_ready, 120, "every worker to be ready")
     for w in running:
         w.send_signal(signal.SIGTERM)
     for w in running:
