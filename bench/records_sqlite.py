@@ -230,7 +230,7 @@ def _floor_builder() -> Any:
     """The least Python any worker keeping these records runs for each message: the
     gate (UTF-8, JSON, the request's schema, as the benchmarks' workers use it), a
     call of a no-op handler, and the row values built straight from the request, as
-    tuples (no events, no ledger rule, no loop): ``floor``'s per-batch step."""
+    lists (no events, no ledger rule, no loop): ``floor``'s per-batch step."""
     from steadyq.content.schema import ContentRequest
     from steadyq.gate import Gate, Rejection
     from steadyq.telemetry import events as ev

@@ -438,8 +438,8 @@ def _fit_to_host(t: Timings, say: Callable[[str], None]) -> Timings:
     (a slow or shared host), two of them in a worker's children beside the traffic run
     past the 4 s deadline (each child gets well under a core), and the watch then
     judges the machine instead of the fix (calls timed out, executions over their
-    budget). One sample video is rendered and
-    timed first; past the limit the requests are text only and the demo says so.
+    budget). One sample video is rendered and timed first; past the limit the requests
+    are text only and the demo says so.
     """
     if not t.video:
         return t

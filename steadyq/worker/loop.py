@@ -128,6 +128,11 @@ class PullReach:
         self.budget_s = budget_s
         self.floor = 0  # the least the next pull asks for, whatever the runner's room
 
+    @classmethod
+    def of(cls, queue: Queue, batch_size: int) -> PullReach:
+        """The reach of pulls from ``queue`` (a wrapper without the attribute: the default)."""
+        return cls(batch_size, getattr(queue, "rejection_budget_s", Queue.rejection_budget_s))
+
     def ask(self, room: int) -> int:
         return min(self.batch_size, max(room, self.floor))
 
@@ -262,7 +267,7 @@ class Worker:
         opts, rec, leases = self.options, self.recorder, self.leases
         lease_s = opts.effective_lease_s
         batch_size = opts.batch_size or int(getattr(self.queue, "pull_batch", DEFAULT_BATCH))
-        reach = PullReach(batch_size, getattr(self.queue, "rejection_budget_s", 0.0005))
+        reach = PullReach.of(self.queue, batch_size)
         idle_s = 0.0
         while True:
             if self._signals >= 2:

@@ -28,6 +28,12 @@ from steadyq.worker.policy import Decision
 _STORED_LOG_RANK = ev.severity_rank("WARNING")  # log records below are shown, not stored
 
 
+def _is_rejection(settlement: Settlement) -> bool:
+    """A gate rejection's settlement (its first event says so)."""
+    events = settlement.events
+    return bool(events) and events[0].kind == ev.MESSAGE_REJECTED
+
+
 @dataclass(slots=True)
 class Commit:
     """One batch of events and settlements on its way to the store and the queue."""
@@ -115,11 +121,10 @@ class Recorder:
     def decide(self, decision: Decision) -> None:
         """A delivery's end, shown now and settled with the next commit."""
         sink = self._sink
-        events = decision.settlement.events
         if sink is not None:
-            for event in events:
+            for event in decision.settlement.events:
                 sink(event)
-        if self._rejected_at is None and events and events[0].kind == ev.MESSAGE_REJECTED:
+        if self._rejected_at is None and _is_rejection(decision.settlement):
             self._rejected_at = time.monotonic()
         self.pending.append(decision.settlement)
 
@@ -175,7 +180,7 @@ class Recorder:
                 return
             self._rejecting = None
             self._committed(rejecting.result())
-        urgent = [s for s in self.pending if s.events and s.events[0].kind == ev.MESSAGE_REJECTED]
+        urgent = [s for s in self.pending if _is_rejection(s)]
         if not urgent:
             return
         ids = {s.delivery.message_id for s in urgent}

@@ -99,12 +99,13 @@ def kill_at_random(
             pytest.fail(f"not drained in {RUN_LIMIT_S:g}s: {q.stats()}")
         # a worker signalled before it has set up its signal handling would just die
         pids = {w.pid for w in running}
+        store = store_for(q)
 
         def all_ready() -> bool:
             for w, name in zip(running, names, strict=True):
                 # a worker that died on its own is a failure to show, not to wait out
                 assert w.poll() is None, f"{name} exited {w.returncode}: {procs.output(name)}"
-            return pids <= ready_pids(store_for(q))
+            return pids <= ready_pids(store)
 
         # a worker started at the last kill may still be starting on a loaded machine
         wait_for(all_ready, 120, "every worker to be ready")
