@@ -6,12 +6,13 @@ from __future__ import annotations
 import ast
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from steadyq import BackendError, Delivery, RetryPolicy
+from steadyq import BackendError, BackendUnavailable, Delivery, RetryPolicy
 from steadyq.brokers.memory import MemoryQueue, MemoryStore
 from steadyq.gate import Gate, Rejection
 from steadyq.runner import Outcome
@@ -201,3 +202,29 @@ def test_the_guard_gives_up_past_its_budget_and_notes_best_effort_calls() -> Non
     with pytest.raises(BackendError):
         guard.pull(down)
     assert slept == []
+
+
+def test_an_empty_pull_begun_inside_a_lost_pulls_window_proves_nothing() -> None:
+    """The CI race of session 9: a pull that read the queue just before the lost
+    leases lapsed came back empty a moment after the window closed, and the drain
+    ended with the lost batch still leased."""
+    from types import SimpleNamespace
+
+    recorder = Recorder(LoggingQueue([]), LoggingStore([]), "ex1", clock=FakeClock())
+    guard = OutageGuard(recorder, budget_s=60, sleep=lambda s: None)
+
+    def lost() -> list[int]:
+        raise BackendUnavailable("the answer was lost")
+
+    def empty_after_the_window() -> list[int]:
+        time.sleep(0.06)  # the queue was read at the start; the window closes meanwhile
+        return []
+
+    assert guard.pull(lost, lease_s=0.05) == []
+    guard.pull(lambda: [1])  # the backend answers again: the outage is over
+    assert not guard.down
+    assert guard.pull(empty_after_the_window) == []
+    leased = SimpleNamespace(in_flight=1)
+    assert guard.drained(lambda: leased) is False, "the lost leases may still be out"
+    assert guard.pull(lambda: []) == []
+    assert guard.drained(lambda: leased) is True, "a pull begun after the window proves it"

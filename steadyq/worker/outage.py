@@ -39,7 +39,8 @@ class OutageGuard:
         self.budget_s = budget_s
         self._sleep = sleep
         self.since: float | None = None  # monotonic: when the outage began
-        self._doubt_until = 0.0  # monotonic: see pull_in_doubt
+        self._doubt_until = 0.0  # monotonic: see pull and drained
+        self._pulled_at = 0.0  # monotonic: when the last pull began
         recorder.on_recovered = self.recovered
 
     def call(
@@ -83,6 +84,7 @@ class OutageGuard:
         messages are invisible to every pull, and an empty pull proves nothing
         (:meth:`drained`)."""
         failed: list[T] = []
+        self._pulled_at = time.monotonic()
         result: list[T] = self.call("pull", fn, *args, fallback=failed)
         if result is failed:
             self._doubt_until = time.monotonic() + lease_s
@@ -91,10 +93,14 @@ class OutageGuard:
     def drained(self, stats: Callable[[], Any]) -> bool:
         """Whether a pull that came back empty proves the queue drained: the backend is
         up, and no failed pull's leases may still run — while they may, the queue's
-        count of messages in flight decides (``stats()``; unknown counts as none)."""
+        count of messages in flight decides (``stats()``; unknown counts as none).
+
+        The window is measured at the start of the last pull, not now: a pull that
+        began just before the lost leases lapsed saw them still leased, and finding
+        it empty a moment after the window closed proves nothing either."""
         if self.down:
             return False
-        if time.monotonic() >= self._doubt_until:
+        if self._pulled_at >= self._doubt_until:
             return True
         found = self.call("note", stats, fallback=None, what="count messages in flight")
         return found is None or not found.in_flight
