@@ -4,50 +4,75 @@ Used by ``bench/throughput_pubsub.py --rtt-ms`` to put a network between the cli
 and the Pub/Sub emulator, the way a worker on a VM talks to real Pub/Sub: each
 direction is held back by half the round trip; order and bandwidth are kept.
 
+The proxy runs in a process of its own. Run as a thread of the process it measures
+(as it did until session 10), its Python took that process's GIL: a client busy with
+its own Python (steadyq's worker) had every forwarded chunk wait for the GIL on top of
+the delay, up to the 5 ms switch interval each way, while an idle client (the raw
+loop) did not, and the proxy's CPU counted as the client's. A real network costs the
+worker neither.
+
     with LatencyProxy("127.0.0.1:8085", rtt_ms=10) as proxy:
         os.environ["PUBSUB_EMULATOR_HOST"] = proxy.host
+
+    python bench/latency_proxy.py 127.0.0.1:8085 10   # prints its host:port, then serves
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
+import subprocess
+import sys
 import time
 from typing import Any
 
 
 class LatencyProxy:
-    """Listens on a free loopback port and forwards to ``target`` (host:port)."""
+    """A child process that listens on a free loopback port and forwards to ``target``
+    (host:port), ``rtt_ms`` of round trip added."""
 
     def __init__(self, target: str, *, rtt_ms: float) -> None:
-        host, _, port = target.rpartition(":")
-        self._target = (host, int(port))
-        self._delay_s = max(0.0, rtt_ms) / 2000
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.base_events.Server | None = None
+        self._target = target
+        self._rtt_ms = max(0.0, rtt_ms)
+        self._child: subprocess.Popen[str] | None = None
         self.host = ""
 
     def __enter__(self) -> LatencyProxy:
-        self._thread.start()
-        self._server = asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
-        port = self._server.sockets[0].getsockname()[1]
-        self.host = f"127.0.0.1:{port}"
+        self._child = subprocess.Popen(
+            [sys.executable, __file__, self._target, str(self._rtt_ms)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._child.stdout is not None
+        self.host = self._child.stdout.readline().strip()
+        if not self.host:
+            self._child.wait(5)
+            raise RuntimeError(f"the latency proxy did not start (exit {self._child.returncode})")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        async def stop() -> None:
-            if self._server is not None:
-                self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+        if self._child is not None:
+            self._child.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._child.wait(5)
+            if self._child.poll() is None:
+                self._child.kill()
+                self._child.wait()
 
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+
+class _Proxy:
+    """The proxy itself, in the child: an asyncio server on a free loopback port."""
+
+    def __init__(self, target: str, rtt_ms: float) -> None:
+        host, _, port = target.rpartition(":")
+        self._target = (host, int(port))
+        self._delay_s = max(0.0, rtt_ms) / 2000
+
+    async def serve(self) -> None:
+        server = await self._listen()
+        print(f"127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+        async with server:
+            await server.serve_forever()
 
     async def _listen(self) -> asyncio.base_events.Server:
         return await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -92,3 +117,8 @@ class LatencyProxy:
             await sender
         finally:
             sender.cancel()
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_Proxy(sys.argv[1], float(sys.argv[2])).serve())
