@@ -47,6 +47,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -125,6 +126,11 @@ PULL_WAIT_S = 2.0
 # a read-ahead batch older than this goes back instead of being delivered: it must be
 # claimed well inside the subscription's ack deadline (10 s at the least)
 READ_AHEAD_FRESH_S = 2.0
+# pulls kept in flight ahead of the worker at most: one while a pull comes back before
+# the worker has settled into the batch before it, more when the worker had to wait
+# for it (a network between the worker and Pub/Sub: the round trip is then longer than
+# the worker's work on a batch, and one pull in flight leaves the worker idle)
+MAX_READ_AHEAD = 3
 # attempt counts untouched this long are dropped when a queue object first pulls: no
 # message outlives it in Pub/Sub (31 days is the longest a topic retains messages)
 ATTEMPTS_KEPT_S = 31 * 86400
@@ -291,8 +297,9 @@ class PubSubTransport:
         self._lease_lock = threading.Lock()
         # ack ids whose lease the server refused to set (exactly-once subscriptions)
         self._refused: set[str] = set()
-        # a pull started ahead of time: (when, how many, the RPC)
-        self._ahead: tuple[float, int, Future[list[Any]]] | None = None
+        # pulls started ahead of time, oldest first: (when, how many, the RPC)
+        self._ahead: deque[tuple[float, int, Future[list[Any]]]] = deque()
+        self.ahead_depth = 1  # how many read_ahead keeps in flight (_tune_ahead)
 
     def executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -343,20 +350,24 @@ class PubSubTransport:
     # -- pull -------------------------------------------------------------------
 
     def pull(self, max_messages: int) -> list[Any]:
-        """Up to ``max_messages`` raw ReceivedMessages: the read-ahead batch first, then
-        pulls (several in flight when more than one is wanted) until the subscription
-        has no more ready."""
+        """Up to ``max_messages`` raw ReceivedMessages: the read-ahead batches first
+        (what they leased is leased to no fresh pull), then pulls (several in flight
+        when more than one is wanted) until the subscription has no more ready."""
         subscription = self._subscription()
 
         def one(count: int) -> list[Any]:
             return self.pull_once(subscription, count)
 
         received: list[Any] = []
-        ahead = self._take_ahead(max_messages)
-        if ahead is not None:
-            received, more = ahead
-            if not more:
-                max_messages = len(received)  # the subscription had no more just now
+        exhausted = False
+        while self._ahead and len(received) < max_messages:
+            ahead = self._take_ahead(max_messages - len(received))
+            if ahead is not None:
+                batch, more = ahead
+                received.extend(batch)
+                exhausted = exhausted or not more
+        if exhausted:
+            max_messages = len(received)  # the subscription had no more just then
         while len(received) < max_messages:
             left = max_messages - len(received)
             sizes = [min(MAX_PULL, left - i) for i in range(0, left, MAX_PULL)]
@@ -397,25 +408,35 @@ class PubSubTransport:
         return list(type(response).pb(response).received_messages)
 
     def read_ahead(self, max_messages: int) -> None:
-        if self._ahead is not None or max_messages < 1:
+        """Start pulls of up to ``max_messages`` each in the background until
+        ``ahead_depth`` are in flight; the next :meth:`pull` delivers them."""
+        if max_messages < 1 or len(self._ahead) >= self.ahead_depth:
             return
         count = min(MAX_PULL, max_messages)
         subscription = self._subscription()
-        started = time.monotonic()  # the lease clock runs from the request, not the reply
-        fetching = self.executor().submit(self.pull_once, subscription, count)
-        self._ahead = (started, count, fetching)
+        while len(self._ahead) < self.ahead_depth:
+            started = time.monotonic()  # the lease clock runs from the request
+            fetching = self.executor().submit(self.pull_once, subscription, count)
+            self._ahead.append((started, count, fetching))
+
+    def _tune_ahead(self, waited: bool) -> None:
+        """One more pull in flight when the worker had to wait for the oldest (the
+        round trip outlasts its work on a batch), one fewer when the next was back
+        already as well (more are in flight than the worker keeps up with)."""
+        if waited:
+            self.ahead_depth = min(MAX_READ_AHEAD, self.ahead_depth + 1)
+        elif self.ahead_depth > 1 and self._ahead and self._ahead[0][2].done():
+            self.ahead_depth -= 1
 
     def _take_ahead(self, max_messages: int) -> tuple[list[Any], bool] | None:
-        """The read-ahead batch, if one is fresh: (at most ``max_messages`` messages,
-        whether the subscription may hold more). A surplus stays ahead; a stale batch
-        goes back at once."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is None:
-            return None
-        started, count, fetching = ahead
+        """The oldest read-ahead batch: (at most ``max_messages`` messages, whether the
+        subscription may hold more), or None when it came back empty (maybe nothing
+        then, something now) or stale (it goes back at once). A surplus stays ahead."""
+        started, count, fetching = self._ahead.popleft()
+        self._tune_ahead(waited=not fetching.done())
         batch = fetching.result()  # its failure is this pull's failure
         if not batch:
-            return None  # maybe nothing then, but something now: pull afresh
+            return None
         if time.monotonic() - started > READ_AHEAD_FRESH_S:
             self.give_back(batch)
             return None
@@ -424,7 +445,7 @@ class PubSubTransport:
             # a delivery in Pub/Sub's delivery_attempt without having run
             surplus: Future[list[Any]] = Future()
             surplus.set_result(batch[max_messages:])
-            self._ahead = (started, len(batch) - max_messages, surplus)
+            self._ahead.appendleft((started, len(batch) - max_messages, surplus))
             return batch[:max_messages], True
         return batch, len(batch) >= count
 
@@ -557,10 +578,9 @@ class PubSubTransport:
     def close(self) -> None:
         """Give back what was fetched ahead, let the leases on their way land, stop the
         pool. The API clients are the queue's to close."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:  # whatever was fetched ahead goes back
+        while self._ahead:  # whatever was fetched ahead goes back
             with contextlib.suppress(BackendError):
-                self.give_back(ahead[2].result())
+                self.give_back(self._ahead.popleft()[2].result())
         with contextlib.suppress(BackendError):
             self.leased()
         with self._pool_lock:

@@ -251,8 +251,9 @@ def test_topic_named_in_the_url_needs_no_lookup(
 
 def _fetched(q: PubSubQueue) -> None:
     """Wait for the read-ahead pull to come back."""
-    assert q._transport._ahead is not None
-    q._transport._ahead[2].result(timeout=30)
+    assert q._transport._ahead, "a pull was started ahead"
+    for _, _, fetching in q._transport._ahead:
+        fetching.result(timeout=30)
 
 
 def test_read_ahead_is_delivered_by_the_next_pull_and_counted_only_then(

@@ -9,6 +9,8 @@ reported as a lost lease.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -216,3 +218,72 @@ def test_a_first_delivery_nacked_with_an_error_is_counted_before_pubsub_hears() 
     assert store.attempts_of(["s/1"]) == {"s/1": 2}
     result = queue.settle([Settlement.ack(d2)])
     assert result.applied and not result.lost
+
+
+class _SlowSubscriber(_Subscriber):
+    """A subscriber ``rtt_s`` away: each pull answers after that long, with up to 10
+    fresh messages of ``stock``."""
+
+    def __init__(self, stock: int, rtt_s: float) -> None:
+        super().__init__([])
+        self.left = list(range(1, stock + 1))
+        self.rtt_s = rtt_s
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    def pull(self, **_: Any) -> Any:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            taken, self.left = self.left[:10], self.left[10:]
+        time.sleep(self.rtt_s)
+        with self._lock:
+            self.in_flight -= 1
+        return PullResponse.wrap(_response(*((str(i), i, 0, {}) for i in taken)))
+
+
+def _drain_with_read_ahead(queue: PubSubQueue, work_s: float) -> list[str]:
+    """A worker's pattern: pull, ask for the next batch ahead, work on this one."""
+    seen: list[str] = []
+    while got := queue.pull(10, 600):
+        seen += [d.message_id for d in got]
+        queue.read_ahead(10)
+        time.sleep(work_s)
+    return seen
+
+
+@pytest.mark.parametrize(("rtt_s", "work_s"), [(0.06, 0.005), (0.0, 0.08)])
+def test_read_ahead_keeps_more_pulls_in_flight_only_while_the_worker_waits_for_them(
+    rtt_s: float, work_s: float
+) -> None:
+    """A round trip longer than the work on a batch left the worker idle for most of
+    it with one pull ahead (session 10, 10 ms RTT: 19 of every 26 ms): the read-ahead
+    deepens while the worker waits, up to MAX_READ_AHEAD, and stays one deep when it
+    does not; either way every message is delivered once."""
+    from steadyq.brokers import pubsub
+
+    queue, _, _ = _queue()
+    subscriber = _SlowSubscriber(200, rtt_s)
+    queue._clients = (None, subscriber)
+    seen = _drain_with_read_ahead(queue, work_s)
+    assert sorted(seen, key=int) == [str(i) for i in range(1, 201)], "each once"
+    depth = queue._transport.ahead_depth
+    if rtt_s > work_s:
+        assert subscriber.most_in_flight == pubsub.MAX_READ_AHEAD
+    else:
+        assert subscriber.most_in_flight == 1 and depth == 1
+    queue.close()
+
+
+def test_what_is_read_ahead_goes_back_at_close_however_deep() -> None:
+    queue, _, _ = _queue()
+    subscriber = _SlowSubscriber(100, 0.02)
+    queue._clients = (None, subscriber)
+    queue._transport.ahead_depth = 3
+    queue.read_ahead(10)
+    assert len(queue._transport._ahead) == 3
+    queue.close()
+    returned = [a for deadline, ids in subscriber.modified if deadline == 0 for a in ids]
+    assert sorted(returned, key=lambda a: int(a.split("-")[1])) == [
+        f"ack-{i}-{n}" for i, n in zip(range(1, 31), [*range(10)] * 3, strict=True)
+    ]
