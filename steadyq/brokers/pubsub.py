@@ -129,7 +129,8 @@ READ_AHEAD_FRESH_S = 2.0
 # pulls kept in flight ahead of the worker at most: one while a pull comes back before
 # the worker has settled into the batch before it, more when the worker had to wait
 # for it (a network between the worker and Pub/Sub: the round trip is then longer than
-# the worker's work on a batch, and one pull in flight leaves the worker idle)
+# the worker's work on a batch, and one pull in flight leaves the worker idle), as long
+# as the worker's pace takes all of them within a quarter of READ_AHEAD_FRESH_S
 MAX_READ_AHEAD = 3
 # attempt counts untouched this long are dropped when a queue object first pulls: no
 # message outlives it in Pub/Sub (31 days is the longest a topic retains messages)
@@ -300,6 +301,7 @@ class PubSubTransport:
         # pulls started ahead of time, oldest first: (when, how many, the RPC)
         self._ahead: deque[tuple[float, int, Future[list[Any]]]] = deque()
         self.ahead_depth = 1  # how many read_ahead keeps in flight (_tune_ahead)
+        self._taken: deque[tuple[float, int]] = deque(maxlen=8)  # (when, how many) pulled
 
     def executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -366,6 +368,7 @@ class PubSubTransport:
                 batch, more = ahead
                 received.extend(batch)
                 exhausted = exhausted or not more
+        self._taken.append((time.monotonic(), len(received)))
         if exhausted:
             max_messages = len(received)  # the subscription had no more just then
         while len(received) < max_messages:
@@ -419,25 +422,39 @@ class PubSubTransport:
             fetching = self.executor().submit(self.pull_once, subscription, count)
             self._ahead.append((started, count, fetching))
 
-    def _tune_ahead(self, waited: bool) -> None:
-        """One more pull in flight when the worker had to wait for the oldest (the
-        round trip outlasts its work on a batch), one fewer when the next was back
-        already as well (more are in flight than the worker keeps up with)."""
-        if waited:
-            self.ahead_depth = min(MAX_READ_AHEAD, self.ahead_depth + 1)
-        elif self.ahead_depth > 1 and self._ahead and self._ahead[0][2].done():
-            self.ahead_depth -= 1
+    def _pace(self) -> float:
+        """Messages the worker took a second over its last pulls (0: unknown yet)."""
+        taken = self._taken
+        if len(taken) < 2:
+            return 0.0
+        span = time.monotonic() - taken[0][0]
+        return sum(n for _, n in taken) / span if span > 0 else 0.0
+
+    def _tune_ahead(self, waited: bool, count: int) -> None:
+        """One more pull (of ``count``) in flight when the worker had to wait for the
+        oldest (the round trip outlasts its work on a batch) and its pace takes one
+        more within a quarter of READ_AHEAD_FRESH_S, so that what is held ahead is
+        delivered, not given back stale (a give-back counts in Pub/Sub's
+        delivery_attempt); one fewer when the next was back already as well, or the
+        pace no longer takes them all in time."""
+        within = self._pace() * READ_AHEAD_FRESH_S / 4
+        depth = self.ahead_depth
+        if waited and depth < MAX_READ_AHEAD and within >= count * (depth + 1):
+            self.ahead_depth = depth + 1
+        elif depth > 1 and (within < count * depth or (self._ahead and self._ahead[0][2].done())):
+            self.ahead_depth = depth - 1
 
     def _take_ahead(self, max_messages: int) -> tuple[list[Any], bool] | None:
         """The oldest read-ahead batch: (at most ``max_messages`` messages, whether the
         subscription may hold more), or None when it came back empty (maybe nothing
         then, something now) or stale (it goes back at once). A surplus stays ahead."""
         started, count, fetching = self._ahead.popleft()
-        self._tune_ahead(waited=not fetching.done())
+        self._tune_ahead(not fetching.done(), count)
         batch = fetching.result()  # its failure is this pull's failure
         if not batch:
             return None
         if time.monotonic() - started > READ_AHEAD_FRESH_S:
+            self.ahead_depth = 1  # the worker's pace did not take it in time
             self.give_back(batch)
             return None
         if len(batch) > max_messages:

@@ -275,6 +275,24 @@ def test_read_ahead_keeps_more_pulls_in_flight_only_while_the_worker_waits_for_t
     queue.close()
 
 
+def test_read_ahead_stays_one_deep_for_a_worker_too_slow_to_take_more_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Messages held ahead that the worker does not take within READ_AHEAD_FRESH_S go
+    back, and Pub/Sub counts each give-back as a delivery: a worker whose pace would
+    not take another pull's worth within a quarter of it waits rather than hold more."""
+    from steadyq.brokers import pubsub
+
+    monkeypatch.setattr(pubsub, "READ_AHEAD_FRESH_S", 0.2)  # ~150 msg/s takes 7 in 50 ms
+    queue, _, _ = _queue()
+    subscriber = _SlowSubscriber(100, 0.06)
+    queue._clients = (None, subscriber)
+    seen = _drain_with_read_ahead(queue, 0.005)
+    assert sorted(seen, key=int) == [str(i) for i in range(1, 101)]
+    assert subscriber.most_in_flight == 1 and queue._transport.ahead_depth == 1
+    queue.close()
+
+
 def test_what_is_read_ahead_goes_back_at_close_however_deep() -> None:
     queue, _, _ = _queue()
     subscriber = _SlowSubscriber(100, 0.02)
