@@ -33,7 +33,7 @@ class LatencyProxy:
 
     def __init__(self, target: str, *, rtt_ms: float) -> None:
         self._target = target
-        self._rtt_ms = max(0.0, rtt_ms)
+        self._rtt_ms = rtt_ms
         self._child: subprocess.Popen[str] | None = None
         self.host = ""
 

@@ -368,7 +368,6 @@ class PubSubTransport:
                 batch, more = ahead
                 received.extend(batch)
                 exhausted = exhausted or not more
-        self._taken.append((time.monotonic(), len(received)))
         if exhausted:
             max_messages = len(received)  # the subscription had no more just then
         while len(received) < max_messages:
@@ -383,6 +382,7 @@ class PubSubTransport:
                 received.extend(batch)
             if got < sum(sizes):
                 break  # the subscription had no more ready for now
+        self._taken.append((time.monotonic(), len(received)))  # the worker's pace
         return received
 
     def pull_once(self, subscription: str, count: int) -> list[Any]:
