@@ -31,7 +31,10 @@ after) to the return of the ``settle`` that published it to the dead-letter topi
 (confirmed) and then acked it. Each round, also ``rejections among valid traffic``:
 R / 4 rejections, each after ``--mixed-every`` - 1 valid requests, so that a rejection
 meets the commits of other outcomes, as in production. Per round p50 and p99; the
-medians of those are reported.
+medians of those are reported. Beside them, steadyq's share: each latency less the
+time its settle spent in the two RPCs (the dead-letter publish and the ack), i.e. the
+gate, the wait for a free lane, the store write and the settle's own Python; the rest
+is the emulator answering.
 
 With ``--breakdown``, one more steadyq run after the rounds, in no ratio, with a
 stopwatch (thread CPU and wall) around each piece on whichever thread runs it: the
@@ -56,11 +59,11 @@ emulator's), in µs.
 Prints a table, then exactly one line of JSON as the last line of stdout:
 ``raw_per_s``, ``peer_per_s``, ``steadyq_per_s``, ``ratio`` (steadyq / raw),
 ``ratio_peer`` (steadyq / peer), ``*_cpu_us_per_msg``, ``rejection_p99_ms``,
-``rejections_per_s`` (how fast the worker drained the stream of poison), and details
-(``rtt_*`` for the proxied runs, ``rtt_ratio`` = steadyq / raw there). Progress
-goes to stderr. The machine this runs on may be shared: quote medians, and CPU/msg,
-which load changes less than rates. ``bench/pubsub_parts.py`` splits steadyq's CPU
-per message into its pieces.
+``rejection_own_p99_ms`` (steadyq's share of it), ``rejections_per_s`` (how fast the
+worker drained the stream of poison), and details (``rtt_*`` for the proxied runs,
+``rtt_ratio`` = steadyq / raw there). Progress goes to stderr. The machine this runs
+on may be shared: quote medians, and CPU/msg, which load changes less than rates.
+``bench/pubsub_parts.py`` splits steadyq's CPU per message into its pieces.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -374,12 +378,29 @@ REJECTION_RUN_S: list[float] = []  # each rejection run's worker, start to end
 
 
 class _Timed:
-    """Wraps a queue: notes when each delivery's pull returned and when its settle did."""
+    """Wraps a queue: notes when each delivery's pull returned and when its settle did,
+    and how much of that settle the two RPCs took (the dead-letter publish and the
+    ack, timed on the settling thread): the rest is steadyq's own share."""
 
     def __init__(self, queue: Any) -> None:
         self.queue = queue
         self.pulled: dict[str, float] = {}
         self.latency_ms: list[float] = []
+        self.own_ms: list[float] = []  # per rejection: its latency less the two RPCs
+        self._rpc = threading.local()  # seconds in RPCs of the settle running here
+        transport = queue._transport
+        for name in ("publish", "ack"):
+            setattr(transport, name, self._timing(getattr(transport, name)))
+
+    def _timing(self, call: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self._rpc.s = getattr(self._rpc, "s", 0.0) + time.perf_counter() - started
+
+        return timed
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.queue, name)
@@ -392,17 +413,24 @@ class _Timed:
         return got
 
     def settle(self, settlements: Any, **kwargs: Any) -> Any:
+        self._rpc.s = 0.0
         result = self.queue.settle(settlements, **kwargs)
         now = time.perf_counter()
+        rpc_ms = self._rpc.s * 1000
         for s in result.applied:
             if s.action == "dead_letter":
-                self.latency_ms.append((now - self.pulled[s.delivery.message_id]) * 1000)
+                latency = (now - self.pulled[s.delivery.message_id]) * 1000
+                self.latency_ms.append(latency)
+                self.own_ms.append(latency - rpc_ms)
         return result
 
 
-def run_rejections(n: int, folder: Path, *, valid_between: int = 0) -> list[float]:
-    """Latencies (ms) of n rejections; ``valid_between`` valid requests before each.
-    How long the worker took for all of them is left in ``REJECTION_RUN_S``."""
+def run_rejections(
+    n: int, folder: Path, *, valid_between: int = 0
+) -> tuple[list[float], list[float]]:
+    """Latencies (ms) of n rejections, and steadyq's share of each (the latency less
+    the dead-letter publish and ack RPCs); ``valid_between`` valid requests before
+    each. How long the worker took for all of them is left in ``REJECTION_RUN_S``."""
     from steadyq import Worker, WorkerOptions
     from steadyq.brokers import open_queue, store_for
 
@@ -426,7 +454,7 @@ def run_rejections(n: int, folder: Path, *, valid_between: int = 0) -> list[floa
             queue.close()
         if result.counts["rejected"] != n:
             raise SystemExit(f"rejections: {dict(result.counts)}, expected {n} rejected")
-        return timed.latency_ms
+        return timed.latency_ms, timed.own_ms
 
 
 def p(values: Sequence[float], q: float) -> float:
@@ -491,6 +519,8 @@ def main() -> int:
     ceiling: list[Rate] = []
     streaming: Rate | None = None
     rejection_p: list[tuple[float, float]] = []  # (p50, p99) per round
+    rejection_own: list[tuple[float, float]] = []  # the same, steadyq's share (no RPCs)
+    mixed_own: list[tuple[float, float]] = []
     rejection_rates: list[float] = []  # rejections a second, the worker's whole run
     mixed_p: list[tuple[float, float]] = []
     n_mixed = max(1, args.rejections // 4)
@@ -528,14 +558,16 @@ def main() -> int:
                 streaming = run_streaming(args.streaming_messages, 0)
                 log(f"streaming subscriber {streaming.per_s:,.0f}/s (outside every ratio)")
             for round_ in range(1, args.rounds + 1):
-                lat = run_rejections(args.rejections, folder)
+                lat, own = run_rejections(args.rejections, folder)
                 rejection_p.append((p(lat, 0.5), p(lat, 0.99)))
+                rejection_own.append((p(own, 0.5), p(own, 0.99)))
                 rejection_rates.append(args.rejections / REJECTION_RUN_S[-1])
                 log(f"round {round_}: rejections p50 / p99 {rejection_p[-1][0]:.1f} /"
                     f" {rejection_p[-1][1]:.1f} ms, {rejection_rates[-1]:,.0f}/s")  # fmt: skip
                 if args.mixed_every > 1:
-                    lat = run_rejections(n_mixed, folder, valid_between=args.mixed_every - 1)
+                    lat, own = run_rejections(n_mixed, folder, valid_between=args.mixed_every - 1)
                     mixed_p.append((p(lat, 0.5), p(lat, 0.99)))
+                    mixed_own.append((p(own, 0.5), p(own, 0.99)))
                     log(f"round {round_}: rejections among valid traffic p50 / p99"
                         f" {mixed_p[-1][0]:.1f} / {mixed_p[-1][1]:.1f} ms")  # fmt: skip
             if args.rtt_ms > 0:
@@ -570,6 +602,7 @@ def main() -> int:
     ratio_peer = steadyq_per_s / peer_per_s
     p50 = statistics.median(x[0] for x in rejection_p)
     p99 = statistics.median(x[1] for x in rejection_p)
+    own99 = statistics.median(x[1] for x in rejection_own)
 
     def listed(values: Sequence[Rate]) -> str:
         return ", ".join(f"{x.per_s:,.0f}" for x in values)
@@ -607,6 +640,9 @@ def main() -> int:
         ("rejection latency p99", f"{p99:.1f} ms", "",
          "pull returned -> DLQ publish confirmed + ack; per round "
          + ", ".join(f"{x[1]:.1f}" for x in rejection_p)),
+        ("  steadyq's share, p99", f"{own99:.1f} ms", "",
+         "the same, less the DLQ publish and ack RPCs (the emulator's time); per round "
+         + ", ".join(f"{x[1]:.1f}" for x in rejection_own)),
         ("rejections drained", f"{statistics.median(rejection_rates):,.0f}/s", "",
          "the same runs, the worker's start to its end; per round "
          + ", ".join(f"{x:,.0f}" for x in rejection_rates)),
@@ -620,6 +656,11 @@ def main() -> int:
              + ", ".join(f"{x[0]:.1f}" for x in mixed_p)),
             ("rejection among valid, p99", f"{mixed99:.1f} ms", "",
              "per round " + ", ".join(f"{x[1]:.1f}" for x in mixed_p)),
+            ("  steadyq's share, p50 / p99",
+             f"{statistics.median(x[0] for x in mixed_own):.1f} / "
+             f"{statistics.median(x[1] for x in mixed_own):.1f} ms", "",
+             "less the DLQ publish and ack RPCs; per round p99 "
+             + ", ".join(f"{x[1]:.1f}" for x in mixed_own)),
         ]  # fmt: skip
     result: dict[str, Any] = {
         "raw_per_s": round(raw_per_s, 1),
@@ -632,6 +673,7 @@ def main() -> int:
         "steadyq_cpu_us_per_msg": round(steadyq_cpu, 1),
         "rejection_p99_ms": round(p99, 2),
         "rejection_p50_ms": round(p50, 2),
+        "rejection_own_p99_ms": round(own99, 2),
         "rejections_per_s": round(statistics.median(rejection_rates), 1),
         "messages": args.messages,
         "rounds": args.rounds,
@@ -649,6 +691,7 @@ def main() -> int:
     if mixed_p:
         result["mixed_rejection_p50_ms"] = round(mixed50, 2)
         result["mixed_rejection_p99_ms"] = round(mixed99, 2)
+        result["mixed_rejection_own_p99_ms"] = round(statistics.median(x[1] for x in mixed_own), 2)
     if rtt_raw:
         rtt_raw_per_s, rtt_raw_cpu = median_rate(rtt_raw)
         rtt_peer_per_s, _ = median_rate(rtt_peer)
