@@ -478,6 +478,50 @@ def test_a_rejection_is_dead_lettered_beside_a_slow_commit_of_other_outcomes(
     assert queue.dlq_get(poison).reason == "payload_not_json"
 
 
+class _SlowLetters(_TwoLaneQueue):
+    """Each settle with a dead letter takes ``letter_s``; acks are timed."""
+
+    def __init__(self, letter_s: float) -> None:
+        super().__init__()
+        self.letter_s = letter_s
+        self.acked_at: dict[str, float] = {}
+
+    def settle(self, settlements, *, events=()):  # type: ignore[no-untyped-def]
+        import time
+
+        if any(s.action == "dead_letter" for s in settlements):
+            time.sleep(self.letter_s)
+        result = super().settle(settlements, events=events)
+        for s in result.applied:
+            if s.action == "ack":
+                self.acked_at[s.delivery.message_id] = time.monotonic()
+        return result
+
+
+def test_a_rejection_pulled_while_the_lane_is_busy_queues_behind_it_not_the_commit(
+    tmp_path: Path,
+) -> None:
+    """A success, poison, poison again, one a pull: the second poison is pulled while
+    the lane still settles the first and the committer still stores the success. It
+    goes on the lane right after the first, not with the next ordinary commit, which
+    waits for the slow one in flight."""
+    import time
+
+    queue = _SlowLetters(letter_s=0.4)  # the lane is busy a while with each letter
+    store = _WatchedStore(tmp_path / "store.db", delay_s=4.0)  # the success: 4 s to store
+    queue.publish(request())
+    first = queue.publish(b"not json")
+    second = queue.publish(b"[1, 2]")
+    t0 = time.monotonic()
+    result = Worker(queue, store, options(batch_size=1)).run()  # type: ignore[arg-type]
+    assert result.counts == {"received": 3, "succeeded": 1, "rejected": 2}
+    took = {mid: at - t0 for mid, at in queue.dead_lettered_at.items()}
+    assert took[first] < took[second], took
+    # behind the ordinary commit it would have waited the success's 4 s
+    assert took[second] < 3.0, took
+    assert queue.dlq_get(second).reason == "payload_not_object"
+
+
 def test_a_handler_error_text_utf8_cannot_hold_is_stored_not_a_poison(tmp_path: Path) -> None:
     """A lone surrogate in a handler's error and log line is stored as ``?``: the
     execution goes on, the message is retried and dead-lettered like any failure."""

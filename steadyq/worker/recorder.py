@@ -25,6 +25,12 @@ from steadyq.telemetry.store import EventStore
 from steadyq.worker.options import MAX_UNCOMMITTED
 from steadyq.worker.policy import Decision
 
+# commits of gate rejections the lane holds at once: the one it runs and one queued,
+# so rejections pulled while it is busy (and the committer too: the loop did not wait
+# for either) start the moment it is free instead of going with the next ordinary
+# commit; those that come while one is queued already go with that commit
+LANE_JOBS = 2
+
 _STORED_LOG_RANK = ev.severity_rank("WARNING")  # log records below are shown, not stored
 
 
@@ -82,7 +88,8 @@ class Recorder:
         # a second lane for gate rejections, beside the commit in flight (a store of
         # its own and a queue whose settle may run on two threads)
         self._lane: ThreadPoolExecutor | None = None
-        self._rejecting: Future[Commit] | None = None
+        # its commits, oldest first: the one running and at most one queued behind it
+        self._rejecting: list[Future[Commit]] = []
         self._rejected_at: float | None = None  # the first rejection not yet committed
         # how long the last commit of gate rejections took, from the first one's
         # decision to committed (the worker sizes its pulls of poison by it)
@@ -157,7 +164,7 @@ class Recorder:
 
     @property
     def committing(self) -> bool:
-        return self._committing is not None or self._rejecting is not None
+        return self._committing is not None or bool(self._rejecting)
 
     def flush_rejections(self) -> None:
         """Record and settle the gate's rejections of the batch just pulled now, on
@@ -165,21 +172,20 @@ class Recorder:
         handlers: a poison message is dead-lettered in milliseconds whatever else
         the worker does. Their arrivals go with them (an arrival is stored before its
         outcome); the order "stored, then the queue hears" holds on the lane too. A
-        rejection holds no claim. While the lane is still busy, rejections wait for
-        the next flush, as any outcome.
+        rejection holds no claim. While the lane is busy, the next batch's rejections
+        queue behind its commit (one commit queued at most); beyond that they wait
+        for the next flush, as any outcome.
 
         Raises:
-            BackendError: the lane's previous commit failed (what it held waits for
-                the next flush).
+            BackendError: an earlier commit of the lane failed (what it held waits
+                for the next flush).
         """
         if self._lane is None:
             return
+        self._reap_lane()
         rejecting = self._rejecting
-        if rejecting is not None:
-            if not rejecting.done():
-                return
-            self._rejecting = None
-            self._committed(rejecting.result())
+        if len(rejecting) >= LANE_JOBS:
+            return
         urgent = [s for s in self.pending if _is_rejection(s)]
         if not urgent:
             return
@@ -190,9 +196,15 @@ class Recorder:
             e for e in self.buffer if not (e.kind == ev.MESSAGE_RECEIVED and e.message_id in ids)
         ]
         since, self._rejected_at = self._rejected_at, None
-        self._rejecting = self._lane.submit(
-            self._commit, Commit(arrivals, urgent, [], rejected_at=since)
+        rejecting.append(
+            self._lane.submit(self._commit, Commit(arrivals, urgent, [], rejected_at=since))
         )
+
+    def _reap_lane(self) -> None:
+        """Account for the lane's commits that have ended, oldest first; never waits."""
+        rejecting = self._rejecting
+        while rejecting and rejecting[0].done():
+            self._committed(rejecting.pop(0).result())
 
     def unrecorded(self) -> bool:
         """Outcomes or events still waiting for the store (during an outage)."""
@@ -233,11 +245,18 @@ class Recorder:
 
     def await_commit(self) -> None:
         """Wait for the commits in the background, if any; a failure surfaces here."""
-        rejecting, self._rejecting = self._rejecting, None
+        rejecting, self._rejecting = self._rejecting, []
         committing, self._committing = self._committing, None
         try:
-            if rejecting is not None:
-                self._committed(rejecting.result())
+            # each lane commit is accounted for, so one's failure loses no other's batch
+            failure: BaseException | None = None
+            for job in rejecting:
+                try:
+                    self._committed(job.result())
+                except BaseException as exc:
+                    failure = failure or exc
+            if failure is not None:
+                raise failure
         finally:
             if committing is not None:
                 self._committed(committing.result())
