@@ -432,20 +432,24 @@ def test_a_handler_error_keeps_its_traceback_on_the_event_and_the_letter(
 
 
 class _TwoLaneQueue(MemoryQueue):
-    """A memory queue whose settle may run on two threads (as Pub/Sub's may)."""
+    """A memory queue whose settle may run on two threads (as Pub/Sub's may); a
+    settle with a dead letter in it takes ``letter_s`` first."""
 
     settles_concurrently = True
 
-    def __init__(self) -> None:
+    def __init__(self, letter_s: float = 0.0) -> None:
         import threading
 
         super().__init__()
         self._settle_lock = threading.Lock()
+        self.letter_s = letter_s
         self.dead_lettered_at: dict[str, float] = {}
 
     def settle(self, settlements, *, events=()):  # type: ignore[no-untyped-def, override]
         import time
 
+        if self.letter_s and any(s.action == "dead_letter" for s in settlements):
+            time.sleep(self.letter_s)
         with self._settle_lock:
             result = super().settle(settlements, events=events)
         for s in result.applied:
@@ -478,26 +482,6 @@ def test_a_rejection_is_dead_lettered_beside_a_slow_commit_of_other_outcomes(
     assert queue.dlq_get(poison).reason == "payload_not_json"
 
 
-class _SlowLetters(_TwoLaneQueue):
-    """Each settle with a dead letter takes ``letter_s``; acks are timed."""
-
-    def __init__(self, letter_s: float) -> None:
-        super().__init__()
-        self.letter_s = letter_s
-        self.acked_at: dict[str, float] = {}
-
-    def settle(self, settlements, *, events=()):  # type: ignore[no-untyped-def]
-        import time
-
-        if any(s.action == "dead_letter" for s in settlements):
-            time.sleep(self.letter_s)
-        result = super().settle(settlements, events=events)
-        for s in result.applied:
-            if s.action == "ack":
-                self.acked_at[s.delivery.message_id] = time.monotonic()
-        return result
-
-
 def test_a_rejection_pulled_while_the_lane_is_busy_queues_behind_it_not_the_commit(
     tmp_path: Path,
 ) -> None:
@@ -507,7 +491,7 @@ def test_a_rejection_pulled_while_the_lane_is_busy_queues_behind_it_not_the_comm
     waits for the slow one in flight."""
     import time
 
-    queue = _SlowLetters(letter_s=0.4)  # the lane is busy a while with each letter
+    queue = _TwoLaneQueue(letter_s=0.4)  # the lane is busy a while with each letter
     store = _WatchedStore(tmp_path / "store.db", delay_s=4.0)  # the success: 4 s to store
     queue.publish(request())
     first = queue.publish(b"not json")
