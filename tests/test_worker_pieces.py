@@ -224,7 +224,31 @@ def test_an_empty_pull_begun_inside_a_lost_pulls_window_proves_nothing() -> None
     guard.pull(lambda: [1])  # the backend answers again: the outage is over
     assert not guard.down
     assert guard.pull(empty_after_the_window) == []
-    leased = SimpleNamespace(in_flight=1)
+    leased = SimpleNamespace(in_flight=1, ready=0)
     assert guard.drained(lambda: leased) is False, "the lost leases may still be out"
     assert guard.pull(lambda: []) == []
     assert guard.drained(lambda: leased) is True, "a pull begun after the window proves it"
+
+
+def test_a_lost_lease_that_lapsed_after_an_empty_pull_keeps_the_drain_going() -> None:
+    """The CI race of session 11: a pull began inside the window and came back empty;
+    by the time the queue was counted, the lost lease had lapsed, so the message was
+    no longer in flight but ready, and counting only what was in flight ended the
+    drain with it unrun."""
+    from types import SimpleNamespace
+
+    recorder = Recorder(LoggingQueue([]), LoggingStore([]), "ex1", clock=FakeClock())
+    guard = OutageGuard(recorder, budget_s=60, sleep=lambda s: None)
+
+    def lost() -> list[int]:
+        raise BackendUnavailable("the answer was lost")
+
+    assert guard.pull(lost, lease_s=60.0) == []
+    guard.pull(lambda: [1])  # the backend answers again
+    assert guard.pull(lambda: []) == []
+    lapsed = SimpleNamespace(in_flight=0, ready=1)
+    assert guard.drained(lambda: lapsed) is False, "the lost message is ready again"
+    gone = SimpleNamespace(in_flight=0, ready=0)
+    assert guard.drained(lambda: gone) is True
+    unknown = SimpleNamespace(in_flight=None, ready=None)  # a queue that cannot count
+    assert guard.drained(lambda: unknown) is True

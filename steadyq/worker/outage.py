@@ -93,7 +93,8 @@ class OutageGuard:
     def drained(self, stats: Callable[[], Any]) -> bool:
         """Whether a pull that came back empty proves the queue drained: the backend is
         up, and no failed pull's leases may still run — while they may, the queue's
-        count of messages in flight decides (``stats()``; unknown counts as none).
+        count of messages in flight or ready decides (``stats()``; unknown counts as
+        none).
 
         The window is measured at the start of the last pull, not now: a pull that
         began just before the lost leases lapsed saw them still leased, and finding
@@ -102,8 +103,10 @@ class OutageGuard:
             return False
         if self._pulled_at >= self._doubt_until:
             return True
+        # ready counts too: a lost lease that lapsed after the empty pull read the
+        # queue is no longer in flight, and the message waits for the next pull
         found = self.call("note", stats, fallback=None, what="count messages in flight")
-        return found is None or not found.in_flight
+        return found is None or not (found.in_flight or found.ready)
 
     def record(self, fn: Callable[..., object], *args: Any, back_off: bool = True) -> bool:
         """Whether the write went through."""
