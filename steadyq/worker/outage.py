@@ -105,7 +105,7 @@ class OutageGuard:
             return True
         # ready counts too: a lost lease that lapsed after the empty pull read the
         # queue is no longer in flight, and the message waits for the next pull
-        found = self.call("note", stats, fallback=None, what="count messages in flight")
+        found = self.call("note", stats, fallback=None, what="count messages in flight or ready")
         return found is None or not (found.in_flight or found.ready)
 
     def record(self, fn: Callable[..., object], *args: Any, back_off: bool = True) -> bool:

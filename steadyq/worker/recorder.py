@@ -25,10 +25,9 @@ from steadyq.telemetry.store import EventStore
 from steadyq.worker.options import MAX_UNCOMMITTED
 from steadyq.worker.policy import Decision
 
-# commits of gate rejections the lane holds at once: the one it runs and one queued,
-# so rejections pulled while it is busy (and the committer too: the loop did not wait
-# for either) start the moment it is free instead of going with the next ordinary
-# commit; those that come while one is queued already go with that commit
+# commits of gate rejections the lane holds at once: the one it runs and one queued
+# behind it, so rejections pulled while it is busy start the moment it is free; past
+# that they go with the next ordinary commit
 LANE_JOBS = 2
 
 _STORED_LOG_RANK = ev.severity_rank("WARNING")  # log records below are shown, not stored
