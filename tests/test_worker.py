@@ -444,6 +444,7 @@ class _TwoLaneQueue(MemoryQueue):
         self._settle_lock = threading.Lock()
         self.letter_s = letter_s
         self.dead_lettered_at: dict[str, float] = {}
+        self.letter_batches: list[list[str]] = []  # the dead letters of each settle
 
     def settle(self, settlements, *, events=()):  # type: ignore[no-untyped-def, override]
         import time
@@ -452,6 +453,9 @@ class _TwoLaneQueue(MemoryQueue):
             time.sleep(self.letter_s)
         with self._settle_lock:
             result = super().settle(settlements, events=events)
+        letters = [s.delivery.message_id for s in result.applied if s.action == "dead_letter"]
+        if letters:
+            self.letter_batches.append(letters)
         for s in result.applied:
             if s.action == "dead_letter":
                 self.dead_lettered_at[s.delivery.message_id] = time.monotonic()
@@ -482,28 +486,30 @@ def test_a_rejection_is_dead_lettered_beside_a_slow_commit_of_other_outcomes(
     assert queue.dlq_get(poison).reason == "payload_not_json"
 
 
-def test_a_rejection_pulled_while_the_lane_is_busy_queues_behind_it_not_the_commit(
+def test_rejections_pulled_while_the_lane_is_busy_all_go_in_its_next_commit(
     tmp_path: Path,
 ) -> None:
-    """A success, poison, poison again, one a pull: the second poison is pulled while
-    the lane still settles the first and the committer still stores the success. It
-    goes on the lane right after the first, not with the next ordinary commit, which
-    waits for the slow one in flight."""
+    """A success, then four poisons, one a pull: the last three are pulled while the
+    lane still settles the first and the committer still stores the success. The
+    lane's next commit takes all three the moment it starts; none waits for the next
+    ordinary commit, which waits for the slow one in flight."""
     import time
 
-    queue = _TwoLaneQueue(letter_s=0.4)  # the lane is busy a while with each letter
+    queue = _TwoLaneQueue(letter_s=0.4)  # the lane is busy a while with each settle
     store = _WatchedStore(tmp_path / "store.db", delay_s=4.0)  # the success: 4 s to store
     queue.publish(request())
-    first = queue.publish(b"not json")
-    second = queue.publish(b"[1, 2]")
+    poisons = [queue.publish(body) for body in (b"not json", b"[1, 2]", b"3", b"{")]
     t0 = time.monotonic()
     result = Worker(queue, store, options(batch_size=1)).run()  # type: ignore[arg-type]
-    assert result.counts == {"received": 3, "succeeded": 1, "rejected": 2}
+    assert result.counts == {"received": 5, "succeeded": 1, "rejected": 4}
     took = {mid: at - t0 for mid, at in queue.dead_lettered_at.items()}
-    assert took[first] < took[second], took
-    # behind the ordinary commit it would have waited the success's 4 s
-    assert took[second] < 3.0, took
-    assert queue.dlq_get(second).reason == "payload_not_object"
+    # behind the ordinary commit they would have waited the success's 4 s
+    assert all(took[mid] < 3.0 for mid in poisons), took
+    # in two settles at most: the first poison's, and the rest together (a third
+    # would be one that waited for the ordinary commit)
+    assert len(queue.letter_batches) <= 2, queue.letter_batches
+    assert [m for batch in queue.letter_batches for m in batch] == poisons
+    assert queue.dlq_get(poisons[1]).reason == "payload_not_object"
 
 
 def test_a_handler_error_text_utf8_cannot_hold_is_stored_not_a_poison(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ deals with it; ``failing`` says an outage is one of recording.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,11 +25,6 @@ from steadyq.telemetry.events import Event
 from steadyq.telemetry.store import EventStore
 from steadyq.worker.options import MAX_UNCOMMITTED
 from steadyq.worker.policy import Decision
-
-# commits of gate rejections the lane holds at once: the one it runs and one queued
-# behind it, so rejections pulled while it is busy start the moment it is free; past
-# that they go with the next ordinary commit
-LANE_JOBS = 2
 
 _STORED_LOG_RANK = ev.severity_rank("WARNING")  # log records below are shown, not stored
 
@@ -87,8 +83,12 @@ class Recorder:
         # a second lane for gate rejections, beside the commit in flight (a store of
         # its own and a queue whose settle may run on two threads)
         self._lane: ThreadPoolExecutor | None = None
-        # its commits, oldest first: the one running and at most one queued behind it
+        # its commits, oldest first: the one running and at most one waiting to start,
+        # which takes every rejection handed over by then (the inbox) when it starts
         self._rejecting: list[Future[Commit]] = []
+        self._inbox: list[Commit] = []  # handed to the lane, not yet taken by a commit
+        self._inbox_lock = threading.Lock()
+        self._inbox_taken = True  # no lane commit is waiting to start
         self._rejected_at: float | None = None  # the first rejection not yet committed
         # how long the last commit of gate rejections took, from the first one's
         # decision to committed (the worker sizes its pulls of poison by it)
@@ -171,9 +171,8 @@ class Recorder:
         handlers: a poison message is dead-lettered in milliseconds whatever else
         the worker does. Their arrivals go with them (an arrival is stored before its
         outcome); the order "stored, then the queue hears" holds on the lane too. A
-        rejection holds no claim. While the lane is busy, the next batch's rejections
-        queue behind its commit (one commit queued at most); beyond that they wait
-        for the next flush, as any outcome.
+        rejection holds no claim. While the lane is busy, rejections wait in its inbox:
+        the lane's next commit takes all of them the moment it starts.
 
         Raises:
             BackendError: an earlier commit of the lane failed (what it held waits
@@ -182,9 +181,6 @@ class Recorder:
         if self._lane is None:
             return
         self._reap_lane()
-        rejecting = self._rejecting
-        if len(rejecting) >= LANE_JOBS:
-            return
         urgent = [s for s in self.pending if _is_rejection(s)]
         if not urgent:
             return
@@ -195,9 +191,26 @@ class Recorder:
             e for e in self.buffer if not (e.kind == ev.MESSAGE_RECEIVED and e.message_id in ids)
         ]
         since, self._rejected_at = self._rejected_at, None
-        rejecting.append(
-            self._lane.submit(self._commit, Commit(arrivals, urgent, [], rejected_at=since))
+        with self._inbox_lock:
+            self._inbox.append(Commit(arrivals, urgent, [], rejected_at=since))
+            if not self._inbox_taken:
+                return  # a commit waiting to start will take these too
+            self._inbox_taken = False
+        self._rejecting.append(self._lane.submit(self._commit_inbox))
+
+    def _commit_inbox(self) -> Commit:
+        """On the lane: one commit of every rejection handed over so far."""
+        with self._inbox_lock:
+            parts, self._inbox = self._inbox, []
+            self._inbox_taken = True
+        starts = [p.rejected_at for p in parts if p.rejected_at is not None]
+        job = Commit(
+            [e for p in parts for e in p.buffered],
+            [s for p in parts for s in p.pending],
+            [],
+            rejected_at=min(starts) if starts else None,
         )
+        return self._commit(job)
 
     def _reap_lane(self) -> None:
         """Account for the lane's commits that have ended, oldest first; never waits."""
