@@ -34,7 +34,9 @@ meets the commits of other outcomes, as in production. Per round p50 and p99; th
 medians of those are reported. Beside them, steadyq's share: each latency less the
 time its settle spent in the two RPCs (the dead-letter publish and the ack), i.e. the
 gate, the wait for a free lane, the store write and the settle's own Python; the rest
-is the emulator answering.
+is the emulator answering. After each rejection run, the floor under them:
+``pairs``, R bare pairs of those two RPCs (publish one message, then ack one), by
+the low-level clients, one pair after the other, nothing else running in the process.
 
 With ``--breakdown``, one more steadyq run after the rounds, in no ratio, with a
 stopwatch (thread CPU and wall) around each piece on whichever thread runs it: the
@@ -59,7 +61,8 @@ emulator's), in µs.
 Prints a table, then exactly one line of JSON as the last line of stdout:
 ``raw_per_s``, ``peer_per_s``, ``steadyq_per_s``, ``ratio`` (steadyq / raw),
 ``ratio_peer`` (steadyq / peer), ``*_cpu_us_per_msg``, ``rejection_p99_ms``,
-``rejection_own_p99_ms`` (steadyq's share of it), ``rejections_per_s`` (how fast the
+``rejection_own_p99_ms`` (steadyq's share of it), ``pair_p50_ms`` and ``pair_p99_ms``
+(the bare RPC pairs), ``rejections_per_s`` (how fast the
 worker drained the stream of poison), and details (``rtt_*`` for the proxied runs,
 ``rtt_ratio`` = steadyq / raw there). Progress goes to stderr. The machine this runs
 on may be shared: quote medians, and CPU/msg, which load changes less than rates.
@@ -374,6 +377,33 @@ def run_breakdown(
     return rate, pieces, {g: (int(c), w / n * 1e6) for g, (c, w) in collections.items()}
 
 
+def run_pairs(n: int) -> list[float]:
+    """The floor under a rejection's latency: ms for each of n bare pairs of the two
+    RPCs a dead letter needs (publish one message, then ack one pulled message), on
+    the low-level clients steadyq's queue uses, one pair after the other, nothing
+    else running in the process."""
+    from steadyq.brokers.pubsub import clients
+
+    with fresh("pairs") as (topic, sub):
+        publish(topic, [b"x"] * n)
+        publisher, subscriber = clients()
+        path = subscriber.subscription_path(PROJECT, sub)
+        letters = publisher.topic_path(PROJECT, topic)  # any topic: the same RPC
+        ack_ids: list[str] = []
+        while len(ack_ids) < n:
+            response = subscriber.pull(subscription=path, max_messages=100)
+            ack_ids += [m.ack_id for m in response.received_messages]
+        took: list[float] = []
+        for ack_id in ack_ids:
+            started = time.perf_counter()
+            publisher.publish(topic=letters, messages=[{"data": b"letter"}])
+            subscriber.acknowledge(subscription=path, ack_ids=[ack_id])
+            took.append((time.perf_counter() - started) * 1000)
+        publisher.transport.close()
+        subscriber.transport.close()
+        return took
+
+
 REJECTION_RUN_S: list[float] = []  # each rejection run's worker, start to end
 
 
@@ -522,6 +552,7 @@ def main() -> int:
     rejection_own: list[tuple[float, float]] = []  # the same, steadyq's share (no RPCs)
     mixed_own: list[tuple[float, float]] = []
     rejection_rates: list[float] = []  # rejections a second, the worker's whole run
+    pair_p: list[tuple[float, float]] = []  # the bare publish + ack pairs, per round
     mixed_p: list[tuple[float, float]] = []
     n_mixed = max(1, args.rejections // 4)
     rtt_raw: list[Rate] = []
@@ -562,8 +593,11 @@ def main() -> int:
                 rejection_p.append((p(lat, 0.5), p(lat, 0.99)))
                 rejection_own.append((p(own, 0.5), p(own, 0.99)))
                 rejection_rates.append(args.rejections / REJECTION_RUN_S[-1])
+                pairs = run_pairs(args.rejections)
+                pair_p.append((p(pairs, 0.5), p(pairs, 0.99)))
                 log(f"round {round_}: rejections p50 / p99 {rejection_p[-1][0]:.1f} /"
-                    f" {rejection_p[-1][1]:.1f} ms, {rejection_rates[-1]:,.0f}/s")  # fmt: skip
+                    f" {rejection_p[-1][1]:.1f} ms, {rejection_rates[-1]:,.0f}/s; bare pairs"
+                    f" {pair_p[-1][0]:.1f} / {pair_p[-1][1]:.1f} ms")  # fmt: skip
                 if args.mixed_every > 1:
                     lat, own = run_rejections(n_mixed, folder, valid_between=args.mixed_every - 1)
                     mixed_p.append((p(lat, 0.5), p(lat, 0.99)))
@@ -603,6 +637,8 @@ def main() -> int:
     p50 = statistics.median(x[0] for x in rejection_p)
     p99 = statistics.median(x[1] for x in rejection_p)
     own99 = statistics.median(x[1] for x in rejection_own)
+    pair50 = statistics.median(x[0] for x in pair_p)
+    pair99 = statistics.median(x[1] for x in pair_p)
 
     def listed(values: Sequence[Rate]) -> str:
         return ", ".join(f"{x.per_s:,.0f}" for x in values)
@@ -646,6 +682,10 @@ def main() -> int:
         ("rejections drained", f"{statistics.median(rejection_rates):,.0f}/s", "",
          "the same runs, the worker's start to its end; per round "
          + ", ".join(f"{x:,.0f}" for x in rejection_rates)),
+        ("  bare publish + ack pairs, p50 / p99", f"{pair50:.1f} / {pair99:.1f} ms", "",
+         f"{args.rejections:,} of the raw client's two RPCs a letter needs, one pair after"
+         " the other: the emulator's floor under a rejection; per round p99 "
+         + ", ".join(f"{x[1]:.1f}" for x in pair_p)),
     ]  # fmt: skip
     if mixed_p:
         mixed50 = statistics.median(x[0] for x in mixed_p)
@@ -676,6 +716,8 @@ def main() -> int:
         "rejection_p50_ms": round(p50, 2),
         "rejection_own_p99_ms": round(own99, 2),
         "rejections_per_s": round(statistics.median(rejection_rates), 1),
+        "pair_p50_ms": round(pair50, 2),
+        "pair_p99_ms": round(pair99, 2),
         "messages": args.messages,
         "rounds": args.rounds,
         "warmup": args.warmup,
