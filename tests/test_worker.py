@@ -456,9 +456,7 @@ class _TwoLaneQueue(MemoryQueue):
         letters = [s.delivery.message_id for s in result.applied if s.action == "dead_letter"]
         if letters:
             self.letter_batches.append(letters)
-        for s in result.applied:
-            if s.action == "dead_letter":
-                self.dead_lettered_at[s.delivery.message_id] = time.monotonic()
+        self.dead_lettered_at.update(dict.fromkeys(letters, time.monotonic()))
         return result
 
 

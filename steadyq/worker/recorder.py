@@ -86,9 +86,10 @@ class Recorder:
         # its commits, oldest first: the one running and at most one waiting to start,
         # which takes every rejection handed over by then (the inbox) when it starts
         self._rejecting: list[Future[Commit]] = []
-        self._inbox: list[Commit] = []  # handed to the lane, not yet taken by a commit
+        # handed to the lane, not yet taken: while it holds anything, a commit waits to
+        # start that will take it (submitted when the inbox stopped being empty)
+        self._inbox: list[Commit] = []
         self._inbox_lock = threading.Lock()
-        self._inbox_taken = True  # no lane commit is waiting to start
         self._rejected_at: float | None = None  # the first rejection not yet committed
         # how long the last commit of gate rejections took, from the first one's
         # decision to committed (the worker sizes its pulls of poison by it)
@@ -192,17 +193,15 @@ class Recorder:
         ]
         since, self._rejected_at = self._rejected_at, None
         with self._inbox_lock:
+            waiting = bool(self._inbox)  # a commit waiting to start will take these too
             self._inbox.append(Commit(arrivals, urgent, [], rejected_at=since))
-            if not self._inbox_taken:
-                return  # a commit waiting to start will take these too
-            self._inbox_taken = False
-        self._rejecting.append(self._lane.submit(self._commit_inbox))
+        if not waiting:
+            self._rejecting.append(self._lane.submit(self._commit_inbox))
 
     def _commit_inbox(self) -> Commit:
         """On the lane: one commit of every rejection handed over so far."""
         with self._inbox_lock:
             parts, self._inbox = self._inbox, []
-            self._inbox_taken = True
         starts = [p.rejected_at for p in parts if p.rejected_at is not None]
         job = Commit(
             [e for p in parts for e in p.buffered],
